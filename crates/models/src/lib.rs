@@ -1,0 +1,48 @@
+//! Models on libtorch: the autoencoder and the one training loop every model shares.
+//!
+//! This crate and `scae-dists` are the only ones that touch tch. Every model
+//! implements [`Model`], which gives the losses of one minibatch; [`fit`]
+//! drives any model through the same loop (Adam, seeded shuffles, train and
+//! test loss per epoch, a stop on the first non-finite loss). Configurations
+//! are serde types validated before use.
+
+mod autoencoder;
+mod device;
+mod error;
+mod loss;
+mod split;
+mod train;
+
+pub use autoencoder::{AeConfig, Autoencoder};
+pub use device::{DeviceChoice, select_device};
+pub use error::{Error, Result};
+pub use loss::{ReconLoss, mse_loss, nonzero_mse_loss};
+pub use split::{Split, shuffled_indices};
+pub use train::{EpochStats, History, Losses, Model, TrainConfig, evaluate, fit, map_rows};
+
+/// A tensor of one `f32` matrix, copied from row-major host memory.
+pub fn tensor_from_rows(data: &[f32], rows: usize, cols: usize) -> Result<tch::Tensor> {
+    if data.len() != rows * cols {
+        return Err(Error::Config(format!(
+            "matrix of {rows} x {cols} needs {} values, got {}",
+            rows * cols,
+            data.len()
+        )));
+    }
+    Ok(tch::Tensor::from_slice(data).view([rows as i64, cols as i64]))
+}
+
+/// The values of a 2-D `f32` tensor (any device) as row-major host memory.
+pub fn tensor_to_rows(t: &tch::Tensor) -> Result<(Vec<f32>, usize, usize)> {
+    let size = t.size();
+    let [rows, cols] = size[..] else {
+        return Err(Error::Config(format!("expected a 2-D tensor, got shape {size:?}")));
+    };
+    let flat = t
+        .to_device(tch::Device::Cpu)
+        .to_kind(tch::Kind::Float)
+        .contiguous()
+        .view([-1]);
+    let values = Vec::<f32>::try_from(&flat)?;
+    Ok((values, rows as usize, cols as usize))
+}

@@ -1,0 +1,145 @@
+//! Study configurations: TOML files under `configs/`, parsed strictly and validated.
+//!
+//! Every table denies unknown keys, so a typo is an error rather than a silent
+//! default. [`AeStudy::load`] returns a validated config; the resolved config
+//! is saved beside every result (see [`crate::provenance`]).
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use scae_models::{DeviceChoice, ReconLoss, TrainConfig};
+use serde::{Deserialize, Serialize};
+
+/// An autoencoder study: one model per latent size, same data, split and training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AeStudy {
+    /// Seeds weight initialisation, the train/test split and the minibatch order.
+    pub seed: u64,
+    /// CPU threads for libtorch; 0 means every core.
+    #[serde(default)]
+    pub threads: usize,
+    /// `auto`, `cpu` or `cuda` (the command line's `--device` overrides it).
+    #[serde(default)]
+    pub device: DeviceChoice,
+    /// Fraction of cells held out as the test set.
+    pub test_fraction: f64,
+    /// One model is trained per latent size.
+    pub latents: Vec<usize>,
+    /// Encoder hidden widths (decoder mirrors them).
+    pub hidden: Vec<usize>,
+    pub loss: ReconLoss,
+    pub train: TrainConfig,
+}
+
+impl AeStudy {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("{}: cannot read the config", path.display()))?;
+        let cfg: Self =
+            toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), one_line(&e.to_string())))?;
+        cfg.validate().with_context(|| format!("{}: invalid config", path.display()))?;
+        Ok(cfg)
+    }
+
+    /// Checks the ranges serde cannot.
+    pub fn validate(&self) -> Result<()> {
+        if self.latents.is_empty() {
+            bail!("latents is empty: name at least one latent size");
+        }
+        if !(self.test_fraction > 0.0 && self.test_fraction < 1.0) {
+            bail!("test_fraction must be in (0, 1), got {}", self.test_fraction);
+        }
+        for &latent in &self.latents {
+            self.model(latent).validate()?;
+        }
+        self.train.validate()?;
+        Ok(())
+    }
+
+    /// The model config for one latent size.
+    pub fn model(&self, latent: usize) -> scae_models::AeConfig {
+        scae_models::AeConfig { hidden: self.hidden.clone(), latent, loss: self.loss }
+    }
+
+    /// The thread count to use (resolving 0 to every core).
+    pub fn resolved_threads(&self) -> usize {
+        resolve_threads(self.threads)
+    }
+}
+
+/// `0` means every core the process may use.
+pub fn resolve_threads(threads: usize) -> usize {
+    if threads > 0 {
+        threads
+    } else {
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    }
+}
+
+/// The settings of Q2's analysis (the models themselves come from Q1's config).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Q2Config {
+    /// Config of the models analysed, relative to this file's folder.
+    pub models: String,
+    /// Epochs at which the losses are reported.
+    pub checkpoints: Vec<usize>,
+    /// Relative distances to the final test loss whose first epoch is reported.
+    pub within: Vec<f64>,
+}
+
+impl Q2Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("{}: cannot read the config", path.display()))?;
+        let cfg: Self =
+            toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), one_line(&e.to_string())))?;
+        if cfg.within.iter().any(|w| !(*w > 0.0 && *w < 1.0)) {
+            bail!("{}: every `within` fraction must be in (0, 1)", path.display());
+        }
+        if cfg.checkpoints.contains(&0) {
+            bail!("{}: checkpoints are 1-based epochs", path.display());
+        }
+        Ok(cfg)
+    }
+}
+
+/// toml's messages span several lines with a source excerpt; keep them on one.
+fn one_line(message: &str) -> String {
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const Q1: &str = include_str!("../../../configs/q1.toml");
+
+    #[test]
+    fn the_shipped_q1_config_parses() {
+        let cfg: AeStudy = toml::from_str(Q1).expect("configs/q1.toml parses");
+        cfg.validate().expect("and is valid");
+        assert_eq!(cfg.latents, [10, 50]);
+        assert_eq!(cfg.train.epochs, 50);
+    }
+
+    #[test]
+    fn an_unknown_key_is_an_error() {
+        let typo = Q1.replace("batch_size", "batchsize");
+        let err = toml::from_str::<AeStudy>(&typo).expect_err("typo must fail");
+        assert!(err.to_string().contains("batchsize"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_values_are_errors() {
+        let mut cfg: AeStudy = toml::from_str(Q1).expect("parses");
+        cfg.test_fraction = 1.0;
+        assert!(cfg.validate().is_err());
+        cfg.test_fraction = 0.2;
+        cfg.latents = vec![0];
+        assert!(cfg.validate().is_err());
+    }
+}

@@ -1,0 +1,149 @@
+//! Training, saving and loading the autoencoders the questions share.
+//!
+//! A trained model is a folder: `model.json` (its config and input width),
+//! `weights.safetensors`, `history.csv` and `latent.npy`. `scae embed` and
+//! `scae evaluate` read the same layout, so any model a question trains can be
+//! reused on new data.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use ndarray::Array2;
+use scae_models::{AeConfig, Autoencoder, History, TrainConfig};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Tensor, nn::VarStore};
+
+use crate::progress::EpochProgress;
+
+/// What `model.json` holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelMeta {
+    pub input_dim: usize,
+    pub model: AeConfig,
+}
+
+/// A trained (or loaded) autoencoder.
+#[derive(Debug)]
+pub struct TrainedAe {
+    pub meta: ModelMeta,
+    pub model: Autoencoder,
+    pub vs: VarStore,
+    pub history: History,
+}
+
+/// Trains one autoencoder; `seed` seeds the weights and the minibatch order.
+pub fn train(
+    name: &str,
+    meta: ModelMeta,
+    train_cfg: &TrainConfig,
+    seed: u64,
+    train_x: &Tensor,
+    test_x: &Tensor,
+) -> Result<TrainedAe> {
+    tch::manual_seed(seed as i64);
+    let vs = VarStore::new(train_x.device());
+    let mut model = Autoencoder::new(&vs.root(), meta.input_dim, &meta.model)?;
+    let progress = EpochProgress::new(name, train_cfg.epochs);
+    let history = scae_models::fit(&mut model, &vs, train_x, test_x, train_cfg, seed, |e| progress.epoch(e))
+        .with_context(|| format!("training {name}"))?;
+    progress.finish();
+    Ok(TrainedAe { meta, model, vs, history })
+}
+
+impl TrainedAe {
+    /// Latent codes of every row of `x`.
+    pub fn encode(&self, x: &Tensor) -> Result<Array2<f32>> {
+        to_array(&scae_models::map_rows(x, 8192, |b| self.model.encode(b)))
+    }
+
+    /// Reconstructions of every row of `x`.
+    pub fn reconstruct(&self, x: &Tensor) -> Result<Array2<f32>> {
+        to_array(&scae_models::map_rows(x, 8192, |b| self.model.reconstruct(b)))
+    }
+
+    /// Writes `model.json`, `weights.safetensors` and `history.csv` into `dir`.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        crate::provenance::write_json(&dir.join("model.json"), &self.meta)?;
+        let weights = dir.join("weights.safetensors");
+        let tmp = dir.join(format!(".weights.tmp-{}.safetensors", std::process::id()));
+        self.vs.save(&tmp).with_context(|| format!("{}: cannot write the weights", weights.display()))?;
+        std::fs::rename(&tmp, &weights).with_context(|| format!("{}: cannot write the weights", weights.display()))?;
+        write_history(&dir.join("history.csv"), &self.history)
+    }
+
+    /// Reads a model folder written by [`TrainedAe::save`] onto `device`.
+    pub fn load(dir: &Path, device: Device) -> Result<Self> {
+        let meta_path = dir.join("model.json");
+        let text = std::fs::read_to_string(&meta_path)
+            .with_context(|| format!("{}: cannot read the model description", meta_path.display()))?;
+        let meta: ModelMeta = serde_json::from_str(&text).with_context(|| format!("{}: not a model description", meta_path.display()))?;
+        let mut vs = VarStore::new(device);
+        let model = Autoencoder::new(&vs.root(), meta.input_dim, &meta.model)?;
+        let weights = dir.join("weights.safetensors");
+        vs.load(&weights).with_context(|| format!("{}: cannot load the weights", weights.display()))?;
+        let history = read_history(&dir.join("history.csv")).unwrap_or_default();
+        Ok(Self { meta, model, vs, history })
+    }
+
+    /// Checks `x` has the width the model was trained on.
+    pub fn check_input(&self, genes: usize, source: &Path) -> Result<()> {
+        if genes != self.meta.input_dim {
+            bail!(
+                "{}: has {genes} genes but the model was trained on {}",
+                source.display(),
+                self.meta.input_dim
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A 2-D tensor as an ndarray matrix.
+pub fn to_array(t: &Tensor) -> Result<Array2<f32>> {
+    let (values, rows, cols) = scae_models::tensor_to_rows(t)?;
+    Ok(Array2::from_shape_vec((rows, cols), values)?)
+}
+
+/// `epoch,train_loss,test_loss,seconds[,train_<term>,test_<term>..]`, full precision.
+pub fn write_history(path: &Path, history: &History) -> Result<()> {
+    let mut text = String::from("epoch,train_loss,test_loss,seconds");
+    for name in &history.term_names {
+        text.push_str(&format!(",train_{name},test_{name}"));
+    }
+    text.push('\n');
+    for e in &history.epochs {
+        let test = e.test_loss.map(|t| t.to_string()).unwrap_or_default();
+        text.push_str(&format!("{},{},{},{:.6}", e.epoch, e.train_loss, test, e.seconds));
+        for (i, _) in history.term_names.iter().enumerate() {
+            let test_term = e.test_terms.get(i).map(|t| t.to_string()).unwrap_or_default();
+            text.push_str(&format!(",{},{}", e.train_terms[i], test_term));
+        }
+        text.push('\n');
+    }
+    scae_io::write_atomic(path, |w| std::io::Write::write_all(w, text.as_bytes()))?;
+    Ok(())
+}
+
+/// Reads the four leading columns of a history written by [`write_history`].
+pub fn read_history(path: &Path) -> Result<History> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let mut epochs = Vec::new();
+    for (i, line) in text.lines().enumerate().skip(1) {
+        let bad = || anyhow::anyhow!("{}: line {}: not a history row", path.display(), i + 1);
+        let f: Vec<&str> = line.split(',').collect();
+        if f.len() < 4 {
+            return Err(bad());
+        }
+        epochs.push(scae_models::EpochStats {
+            epoch: f[0].parse().map_err(|_| bad())?,
+            train_loss: f[1].parse().map_err(|_| bad())?,
+            test_loss: if f[2].is_empty() { None } else { Some(f[2].parse().map_err(|_| bad())?) },
+            train_terms: Vec::new(),
+            test_terms: Vec::new(),
+            seconds: f[3].parse().map_err(|_| bad())?,
+        });
+    }
+    Ok(History { term_names: Vec::new(), epochs })
+}

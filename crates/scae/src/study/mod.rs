@@ -1,0 +1,158 @@
+//! The study pipelines: each question reads its config under `configs/`,
+//! validates the data, trains or reuses models and writes figures, numbers and
+//! a report under `results/<question>/`.
+//!
+//! Results are built in a staging folder beside the destination and renamed
+//! into place at the end, so a failed run leaves no half-written results and
+//! bad input leaves `results/` untouched.
+
+pub mod ae;
+pub mod q1;
+pub mod q2;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use scae_models::{DeviceChoice, Split};
+use tch::{Device, Tensor};
+
+use crate::config::{AeStudy, resolve_threads};
+use crate::data::Dataset;
+
+/// Options every question takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Project root: default configs/, data/ and results/ are found under it.
+    #[arg(long, default_value = ".")]
+    pub root: PathBuf,
+    /// Config file (default: configs/<question>.toml under the root).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Expression matrix: a .npy file (cells x genes) or a folder holding counts.npy
+    /// (default: data/counts.npy under the root).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// One label per cell (default: labels.txt beside the data, when present).
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    /// Output folder (default: results/<question> under the root); replaced when the run succeeds.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Device: auto (CUDA when available), cpu or cuda; overrides the config.
+    #[arg(long)]
+    pub device: Option<DeviceChoice>,
+    /// libtorch CPU threads (0 = every core); overrides the config.
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+impl RunArgs {
+    pub fn config_path(&self, question: &str) -> PathBuf {
+        self.config.clone().unwrap_or_else(|| self.root.join("configs").join(format!("{question}.toml")))
+    }
+
+    pub fn out_dir(&self, question: &str) -> PathBuf {
+        self.out.clone().unwrap_or_else(|| self.root.join("results").join(question))
+    }
+
+    /// Reads and validates the data (before anything is written).
+    pub fn load_data(&self) -> Result<Dataset> {
+        let data = self.data.clone().unwrap_or_else(|| crate::data::default_data(&self.root));
+        if self.data.is_none() && !data.exists() {
+            anyhow::bail!(
+                "{}: the default data is missing; generate it with `cargo xtask data` (or `scae data`)",
+                data.display()
+            );
+        }
+        Dataset::load(&data, self.labels.as_deref())
+    }
+
+    /// Chooses the device once and sets libtorch's thread count.
+    pub fn setup_torch(&self, device: DeviceChoice, threads: usize) -> Result<(Device, usize)> {
+        let threads = resolve_threads(self.threads.unwrap_or(threads));
+        tch::set_num_threads(threads as i32);
+        let device = scae_models::select_device(self.device.unwrap_or(device))?;
+        tracing::info!(device = %crate::provenance::device_name(device), threads, "libtorch ready");
+        Ok((device, threads))
+    }
+}
+
+/// The data of an autoencoder study on the device, split as its config says.
+#[derive(Debug)]
+pub struct Prepared {
+    pub split: Split,
+    pub all: Tensor,
+    pub train: Tensor,
+    pub test: Tensor,
+}
+
+impl Prepared {
+    pub fn new(cfg: &AeStudy, data: &Dataset, device: Device) -> Result<Self> {
+        let split = Split::new(data.x.nrows(), cfg.test_fraction, cfg.seed)?;
+        Ok(Self {
+            all: Dataset::tensor(&data.x, device)?,
+            train: Dataset::tensor(&data.rows(&split.train), device)?,
+            test: Dataset::tensor(&data.rows(&split.test), device)?,
+            split,
+        })
+    }
+}
+
+/// Saves which cells were held out (`test_indices.npy`, int64, ascending).
+pub fn write_test_indices(dir: &Path, split: &Split) -> Result<()> {
+    let idx: ndarray::Array1<i64> = split.test.iter().map(|&i| i as i64).collect();
+    scae_io::write_npy(&dir.join("test_indices.npy"), &idx.view())?;
+    Ok(())
+}
+
+/// A results folder under construction; renamed over the destination by [`Staging::commit`].
+#[derive(Debug)]
+pub struct Staging {
+    tmp: PathBuf,
+    dest: PathBuf,
+    committed: bool,
+}
+
+impl Staging {
+    pub fn new(dest: &Path) -> Result<Self> {
+        let parent = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let name = dest.file_name().context("the output folder has no name")?.to_string_lossy();
+        let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp)?;
+        }
+        std::fs::create_dir_all(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
+        Ok(Self { tmp, dest: dest.to_path_buf(), committed: false })
+    }
+
+    /// Where files go until the commit.
+    pub fn path(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// Replaces the destination with the staged folder.
+    pub fn commit(mut self) -> Result<PathBuf> {
+        if self.dest.exists() {
+            std::fs::remove_dir_all(&self.dest).with_context(|| format!("{}: cannot replace", self.dest.display()))?;
+        }
+        std::fs::rename(&self.tmp, &self.dest)
+            .with_context(|| format!("{}: cannot move results into place", self.dest.display()))?;
+        self.committed = true;
+        Ok(self.dest.clone())
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_dir_all(&self.tmp);
+        }
+    }
+}
+
+/// Number of trainable parameters of an autoencoder config on `genes` inputs.
+pub fn parameter_count(widths: &[usize]) -> usize {
+    let one_way: usize = widths.windows(2).map(|w| w[0] * w[1]).sum();
+    let biases: usize = widths[1..].iter().sum::<usize>() + widths[..widths.len() - 1].iter().sum::<usize>();
+    2 * one_way + biases
+}

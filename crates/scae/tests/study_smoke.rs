@@ -1,0 +1,223 @@
+//! Smoke tests: the `scae` binary answers Q1 and Q2 end to end on a tiny
+//! config, deterministically, and refuses bad input with a one-line error.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use ndarray::{Array1, Array2};
+
+const TINY_Q1: &str = r#"
+seed = 7
+threads = 1
+device = "cpu"
+test_fraction = 0.2
+latents = [2, 4]
+hidden = [16]
+loss = "mse"
+
+[train]
+epochs = 3
+batch_size = 32
+learning_rate = 1e-3
+"#;
+
+const Q2: &str = r#"
+models = "q1.toml"
+checkpoints = [1, 2]
+within = [0.05, 0.01]
+"#;
+
+fn scae(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_scae"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("the scae binary runs")
+}
+
+/// A project root with tiny configs and small data (120 cells x 40 genes, 3 groups).
+fn project() -> tempfile::TempDir {
+    let root = tempfile::tempdir().expect("temp dir");
+    let configs = root.path().join("configs");
+    std::fs::create_dir_all(&configs).expect("configs dir");
+    std::fs::write(configs.join("q1.toml"), TINY_Q1).expect("q1 config");
+    std::fs::write(configs.join("q2.toml"), Q2).expect("q2 config");
+    let data = root.path().join("data");
+    let x = Array2::from_shape_fn((120, 40), |(i, j)| {
+        let group = i % 3;
+        let signal = if j % 3 == group { 2.0 } else { 0.0 };
+        let noise = ((i * 31 + j * 17) % 11) as f32 / 11.0;
+        if (i + j) % 4 == 0 { 0.0 } else { signal + noise }
+    });
+    scae_io::write_npy(&data.join("counts.npy"), &x.view()).expect("counts");
+    let labels: Vec<String> = (0..120).map(|i| (i % 3).to_string()).collect();
+    scae_io::write_labels(&data.join("labels.txt"), &labels).expect("labels");
+    root
+}
+
+fn root_arg(root: &Path) -> String {
+    root.display().to_string()
+}
+
+fn assert_ok(out: &Output) {
+    assert!(out.status.success(), "scae failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn loss_columns(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .expect("history")
+        .lines()
+        .map(|l| l.split(',').take(3).collect::<Vec<_>>().join(","))
+        .collect()
+}
+
+#[test]
+fn q1_then_q2_write_every_output() {
+    let root = project();
+    let r = root_arg(root.path());
+    assert_ok(&scae(&["q1", "--root", &r]));
+    let q1 = root.path().join("results/q1");
+    for file in ["metrics.json", "history.png", "history.svg", "test_indices.npy"] {
+        assert!(q1.join(file).is_file(), "missing results/q1/{file}");
+    }
+    for latent in [2, 4] {
+        let dir = q1.join(format!("latent{latent}"));
+        for file in ["model.json", "weights.safetensors", "history.csv", "latent.npy"] {
+            assert!(dir.join(file).is_file(), "missing {}", dir.join(file).display());
+        }
+        let z: Array2<f32> = ndarray_npy::read_npy(dir.join("latent.npy")).expect("latent");
+        assert_eq!(z.dim(), (120, latent));
+        assert_eq!(loss_columns(&dir.join("history.csv")).len(), 4, "header + 3 epochs");
+    }
+    let test_idx: Array1<i64> = ndarray_npy::read_npy(q1.join("test_indices.npy")).expect("indices");
+    assert_eq!(test_idx.len(), 24);
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(q1.join("metrics.json")).expect("json")).expect("valid");
+    assert_eq!(metrics["config"]["seed"], 7);
+    assert_eq!(metrics["provenance"]["device"], "cpu");
+    assert!(metrics["provenance"]["wall_seconds"].as_f64().is_some());
+
+    let out = scae(&["q2", "--root", &r]);
+    assert_ok(&out);
+    let q2 = root.path().join("results/q2");
+    for file in ["metrics.json", "summary.csv", "convergence.png", "convergence.svg", "report.md"] {
+        assert!(q2.join(file).is_file(), "missing results/q2/{file}");
+    }
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(q2.join("metrics.json")).expect("json")).expect("valid");
+    assert_eq!(m["reused_q1"], true, "Q2 reuses Q1's models when the config matches");
+    let report = std::fs::read_to_string(q2.join("report.md")).expect("report");
+    assert!(report.contains("latent 2") && report.contains("latent 4"));
+    assert!(!report.contains("NaN"), "{report}");
+}
+
+#[test]
+fn q2_trains_when_q1_results_do_not_match() {
+    let root = project();
+    let r = root_arg(root.path());
+    assert_ok(&scae(&["q2", "--root", &r]));
+    let m: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.path().join("results/q2/metrics.json")).expect("json"),
+    )
+    .expect("valid");
+    assert_eq!(m["reused_q1"], false);
+}
+
+#[test]
+fn the_same_seed_gives_identical_losses() {
+    let root = project();
+    let r = root_arg(root.path());
+    let runs: Vec<Vec<String>> = (0..2)
+        .map(|i| {
+            let out = root.path().join(format!("run{i}"));
+            assert_ok(&scae(&["q1", "--root", &r, "--out", &out.display().to_string()]));
+            loss_columns(&out.join("latent2/history.csv"))
+        })
+        .collect();
+    assert_eq!(runs[0], runs[1]);
+}
+
+/// Each bad input: non-zero exit, one line naming the file, no panic, nothing under results/.
+#[test]
+fn bad_inputs_fail_cleanly() {
+    let root = project();
+    let r = root_arg(root.path());
+    let dir = root.path().join("bad");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let good = root.path().join("data/counts.npy");
+    let mut cases: Vec<(&str, PathBuf, Option<PathBuf>)> = Vec::new();
+
+    let one_d = dir.join("one_d.npy");
+    scae_io::write_npy(&one_d, &Array1::<f32>::zeros(5).view()).expect("write");
+    cases.push(("not 2-D", one_d, None));
+
+    let empty = dir.join("empty.npy");
+    scae_io::write_npy(&empty, &Array2::<f32>::zeros((0, 4)).view()).expect("write");
+    cases.push(("zero cells", empty, None));
+
+    let nan = dir.join("nan.npy");
+    let mut x = Array2::<f32>::ones((6, 4));
+    x[[2, 3]] = f32::NAN;
+    scae_io::write_npy(&nan, &x.view()).expect("write");
+    cases.push(("NaN", nan, None));
+
+    let bytes = std::fs::read(&good).expect("read");
+    let truncated = dir.join("truncated.npy");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).expect("write");
+    cases.push(("truncated", truncated, None));
+
+    let garbage = dir.join("garbage.npy");
+    std::fs::write(&garbage, b"this is not an npy file").expect("write");
+    cases.push(("unreadable", garbage, None));
+
+    cases.push(("missing", dir.join("missing.npy"), None));
+
+    let short_labels = dir.join("short_labels.txt");
+    std::fs::write(&short_labels, "0\n1\n2\n").expect("write");
+    cases.push(("label count", good.clone(), Some(short_labels)));
+
+    let blank = dir.join("blank_labels.txt");
+    let mut text: Vec<String> = (0..120).map(|i| (i % 3).to_string()).collect();
+    text[50] = String::new();
+    std::fs::write(&blank, text.join("\n")).expect("write");
+    cases.push(("blank label line", good, Some(blank)));
+
+    for (what, data, labels) in cases {
+        let mut args = vec!["q1".to_string(), "--root".into(), r.clone(), "--data".into(), data.display().to_string()];
+        if let Some(l) = &labels {
+            args.extend(["--labels".into(), l.display().to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = scae(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{what}: should fail");
+        assert!(!stderr.contains("panicked"), "{what}: panicked: {stderr}");
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{what}: expected one line, got {stderr}");
+        let named = labels.as_ref().unwrap_or(&data);
+        let name = named.file_name().expect("name").to_string_lossy();
+        assert!(lines[0].contains(name.as_ref()), "{what}: {stderr} does not name {name}");
+        assert!(!root.path().join("results").exists(), "{what}: wrote under results/");
+    }
+}
+
+#[test]
+fn train_embed_evaluate_round_trip() {
+    let root = project();
+    let r = root_arg(root.path());
+    let model = root.path().join("model");
+    let m = model.display().to_string();
+    assert_ok(&scae(&["train", "--root", &r, "--latent", "3", "--epochs", "2", "--out", &m]));
+    let data = root.path().join("data/counts.npy").display().to_string();
+    let z = root.path().join("z.npy");
+    assert_ok(&scae(&["embed", "--model", &m, "--data", &data, "--out", &z.display().to_string(), "--device", "cpu"]));
+    let codes: Array2<f32> = ndarray_npy::read_npy(&z).expect("codes");
+    let saved: Array2<f32> = ndarray_npy::read_npy(model.join("latent.npy")).expect("saved");
+    assert_eq!(codes.dim(), saved.dim());
+    let worst = codes.iter().zip(&saved).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(worst < 1e-5, "embed differs from the saved latent by {worst}");
+    let out = scae(&["evaluate", "--model", &m, "--data", &data, "--device", "cpu"]);
+    assert_ok(&out);
+    let error: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert!(error["all"].as_f64().is_some_and(|v| v.is_finite() && v > 0.0));
+}

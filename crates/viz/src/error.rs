@@ -1,0 +1,99 @@
+//! The error type of scae-viz: parameter errors (bad input data, caught
+//! before any file is touched) and run-time errors (drawing or writing failed),
+//! each message carrying the path, panel or series it is about.
+
+use std::path::PathBuf;
+
+/// Result alias used throughout scae-viz.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Everything that can go wrong when making a figure.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The output path does not end in `.png` or `.svg`.
+    #[error("unsupported figure extension for {}: expected .png or .svg", path.display())]
+    UnsupportedExtension {
+        /// The requested output path.
+        path: PathBuf,
+    },
+    /// A figure was requested with no panels.
+    #[error("figure {} has no panels", path.display())]
+    NoPanels {
+        /// The requested output path.
+        path: PathBuf,
+    },
+    /// A panel has no series to draw.
+    #[error("panel {panel:?} has no series")]
+    EmptyPanel {
+        /// Title of the panel.
+        panel: String,
+    },
+    /// A series has no points.
+    #[error("series {series:?} in panel {panel:?} has no points")]
+    EmptySeries {
+        /// Title of the panel.
+        panel: String,
+        /// Label of the series.
+        series: String,
+    },
+    /// A series has a different number of x and y values.
+    #[error("series {series:?} in panel {panel:?} has {x_len} x values but {y_len} y values")]
+    LengthMismatch {
+        /// Title of the panel.
+        panel: String,
+        /// Label of the series.
+        series: String,
+        /// Number of x values.
+        x_len: usize,
+        /// Number of y values.
+        y_len: usize,
+    },
+    /// A point is NaN or infinite.
+    #[error("series {series:?} in panel {panel:?} has a non-finite point {index}: ({x}, {y})")]
+    NonFinite {
+        /// Title of the panel.
+        panel: String,
+        /// Label of the series.
+        series: String,
+        /// Index of the point in the series.
+        index: usize,
+        /// Its x value.
+        x: f64,
+        /// Its y value.
+        y: f64,
+    },
+    /// A y value is zero or negative on a log-scaled axis.
+    #[error(
+        "series {series:?} in panel {panel:?} has y = {y} at point {index}, not allowed on a log axis"
+    )]
+    NonPositiveLogY {
+        /// Title of the panel.
+        panel: String,
+        /// Label of the series.
+        series: String,
+        /// Index of the point in the series.
+        index: usize,
+        /// The offending y value.
+        y: f64,
+    },
+    /// The embedded font could not be registered with plotters.
+    #[error("the embedded DejaVu Sans font could not be loaded")]
+    Font,
+    /// plotters failed to draw or to write the figure.
+    #[error("drawing {} failed: {message}", path.display())]
+    Draw {
+        /// The requested output path.
+        path: PathBuf,
+        /// plotters' description of the failure.
+        message: String,
+    },
+    /// Moving the finished figure into place failed.
+    #[error("writing {} failed", path.display())]
+    Io {
+        /// The requested output path.
+        path: PathBuf,
+        /// The underlying I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}

@@ -1,0 +1,29 @@
+//! Figures for scae, rendered with plotters onto PNG or SVG.
+//!
+//! The crate takes plain Rust data (vectors of `f64`), never tch tensors: the
+//! pipelines compute and save coordinates first, then hand them here to be
+//! drawn. One function per kind of figure, each taking a list of panels that
+//! are laid side by side under an overall title:
+//!
+//! - [`line_figure`]: curves such as training and test loss per epoch.
+//!
+//! Everything that is common to all figures lives in the private `figure`
+//! module (embedded font, sizes, output format chosen by extension, atomic
+//! write) and the private `axis` module (padded ranges, tick labels, a log
+//! axis with useful ticks on sub-decade ranges), so a scatter function for
+//! embeddings can sit beside [`line_figure`] without repeating that setup.
+//!
+//! Text is drawn with DejaVu Sans embedded in the binary (see
+//! `assets/DejaVuSans-LICENSE.txt`), so PNGs render identically on machines
+//! without any system fonts. Colours come from [`PALETTE`], indexed so that the
+//! same index means the same colour in every figure.
+
+mod axis;
+pub mod error;
+mod figure;
+pub mod line;
+pub mod palette;
+
+pub use error::{Error, Result};
+pub use line::{LinePanel, Series, line_figure};
+pub use palette::{PALETTE, palette_color};

@@ -1,0 +1,92 @@
+//! Project automation for scae (`cargo xtask <task>`).
+//!
+//! xtask orchestrates and never links libtorch: it installs PyTorch's libtorch
+//! into a per-user cache (see [`torch`]), builds the release binaries with the
+//! environment that finds it, and runs them. Every task is a module with a
+//! `run(..) -> anyhow::Result<()>`, dispatched by the one `match` below.
+
+mod bench;
+mod project;
+mod study;
+mod test;
+mod torch;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "scae project tasks", version)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Install libtorch (PyTorch 2.11.0 from PyPI) into the shared cache, if needed.
+    Setup {
+        /// Remove the cached installation and install again.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Build the release binaries (runs setup first when needed).
+    Build,
+    /// Generate the default data (data/counts.npy, data/counts_raw.npy, data/labels.txt).
+    Data {
+        /// Extra arguments passed to `scae data`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Q1: train the latent-10 and latent-50 autoencoders (results/q1/).
+    Q1 {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Q2: reconstruction error and convergence of the Q1 models (results/q2/).
+    Q2 {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// The whole study: every question in turn, on the default data unless --data is given.
+    All {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set-up, then the whole test suite (`cargo test --workspace --release`).
+    Test {
+        /// Extra arguments passed to `cargo test`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Benchmarks against the named peer, measured in the same run.
+    Bench {
+        #[command(subcommand)]
+        which: bench::Which,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Setup { force } => torch::run(force).map(|_| ()),
+        Task::Build => project::build_release().map(|_| ()),
+        Task::Data { args } => study::run_data(&args),
+        Task::Q1 { args } => study::run("q1", &args),
+        Task::Q2 { args } => study::run("q2", &args),
+        Task::All { args } => study::run_all(&args),
+        Task::Test { args } => test::run(&args),
+        Task::Bench { which } => bench::run(which),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => match err.downcast_ref::<study::ChildFailed>() {
+            // The binary already printed its one-line error.
+            Some(study::ChildFailed(code)) => ExitCode::from(u8::try_from(*code).unwrap_or(1)),
+            None => {
+                eprintln!("error: {err:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}

@@ -1,0 +1,205 @@
+//! libtorch, installed by the project itself.
+//!
+//! tch 0.24 is built for PyTorch 2.11.0. We install that wheel from PyPI with
+//! pip into a virtual environment under a per-user cache folder keyed by the
+//! version (`$SCAE_CACHE_DIR`, else `$XDG_CACHE_HOME/scae`, else
+//! `~/.cache/scae`), so every clone and CI run on the machine reuses it. The
+//! install is built in a temporary folder and renamed into place only once
+//! `import torch` works, so an interrupted install is never mistaken for a
+//! complete one; a complete one carries a marker file, and its key libraries
+//! are checked on every use so a damaged one is installed again.
+//!
+//! The same venv's Python (with numpy) runs the PyTorch side of the benchmarks.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+/// The PyTorch release tch 0.24 expects.
+pub const TORCH_VERSION: &str = "2.11.0";
+const MARKER: &str = "scae-install-complete";
+/// Files whose absence means the install is damaged.
+const KEY_FILES: [&str; 4] = [
+    "lib/libtorch_cpu.so",
+    "lib/libtorch.so",
+    "lib/libc10.so",
+    "include/torch/csrc/api/include/torch/torch.h",
+];
+
+/// A usable libtorch installation.
+#[derive(Debug, Clone)]
+pub struct Libtorch {
+    /// The `torch` package folder (holds `lib/` and `include/`).
+    pub root: PathBuf,
+    /// The venv's Python, which can `import torch`.
+    pub python: PathBuf,
+}
+
+impl Libtorch {
+    pub fn lib_dir(&self) -> PathBuf {
+        self.root.join("lib")
+    }
+
+    /// Sets the environment under which tch builds and the binaries run.
+    pub fn apply(&self, cmd: &mut Command) {
+        cmd.env("LIBTORCH", &self.root);
+        cmd.env_remove("LIBTORCH_USE_PYTORCH");
+        let mut paths = vec![self.lib_dir()];
+        if let Some(old) = std::env::var_os("LD_LIBRARY_PATH") {
+            paths.extend(std::env::split_paths(&old));
+        }
+        if let Ok(joined) = std::env::join_paths(paths) {
+            cmd.env("LD_LIBRARY_PATH", joined);
+        }
+    }
+}
+
+/// `cargo xtask setup`: install when missing or damaged (or always, with `force`).
+pub fn run(force: bool) -> Result<Libtorch> {
+    let dir = install_dir()?;
+    if force && dir.exists() {
+        eprintln!("removing {}", dir.display());
+        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    match find(&dir) {
+        Ok(torch) => {
+            eprintln!("libtorch {TORCH_VERSION} is already installed at {}", torch.root.display());
+            Ok(torch)
+        }
+        Err(reason) => install(&dir, &reason),
+    }
+}
+
+/// The installation, installing it first when needed (quiet when present).
+pub fn ensure() -> Result<Libtorch> {
+    let dir = install_dir()?;
+    match find(&dir) {
+        Ok(torch) => Ok(torch),
+        Err(reason) => install(&dir, &reason),
+    }
+}
+
+fn cache_root() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("SCAE_CACHE_DIR") {
+        return Ok(PathBuf::from(dir));
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+        return Ok(PathBuf::from(dir).join("scae"));
+    }
+    let home = std::env::var_os("HOME").context("neither SCAE_CACHE_DIR nor HOME is set")?;
+    Ok(PathBuf::from(home).join(".cache").join("scae"))
+}
+
+fn install_dir() -> Result<PathBuf> {
+    Ok(cache_root()?.join(format!("torch-{TORCH_VERSION}")))
+}
+
+/// Checks a finished installation; the error says what is wrong with it.
+fn find(dir: &Path) -> std::result::Result<Libtorch, String> {
+    if !dir.exists() {
+        return Err("not installed yet".into());
+    }
+    if !dir.join(MARKER).exists() {
+        return Err(format!("{} holds an incomplete install", dir.display()));
+    }
+    let python = dir.join("venv/bin/python");
+    let root = torch_package_dir(&dir.join("venv"))
+        .ok_or_else(|| format!("{} has no torch package", dir.display()))?;
+    for file in KEY_FILES.iter().map(|f| root.join(f)).chain([python.clone()]) {
+        if !file.exists() {
+            return Err(format!("{} is missing", file.display()));
+        }
+    }
+    Ok(Libtorch { root, python })
+}
+
+/// `venv/lib/python3.X/site-packages/torch`, whatever X is.
+fn torch_package_dir(venv: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(venv.join("lib"))
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("site-packages/torch"))
+        .find(|p| p.join("lib").is_dir())
+}
+
+fn install(dir: &Path, reason: &str) -> Result<Libtorch> {
+    eprintln!("installing libtorch {TORCH_VERSION} ({reason}) into {}", dir.display());
+    check_python()?;
+    let parent = dir.parent().context("install folder has no parent")?;
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    let staging = parent.join(format!(".torch-{TORCH_VERSION}.partial-{}", std::process::id()));
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging)?;
+    }
+    let result = install_into(&staging);
+    if let Err(err) = result {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(err);
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    std::fs::rename(&staging, dir)
+        .with_context(|| format!("moving {} to {}", staging.display(), dir.display()))?;
+    let torch = find(dir).map_err(|why| anyhow::anyhow!("install finished but {why}"))?;
+    eprintln!("libtorch {TORCH_VERSION} installed at {}", torch.root.display());
+    Ok(torch)
+}
+
+fn install_into(staging: &Path) -> Result<()> {
+    let venv = staging.join("venv");
+    let status = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .context("running python3 -m venv")?;
+    if !status.success() {
+        bail!(
+            "python3 -m venv failed: install the venv module (Debian/Ubuntu: `apt-get install python3-venv`)"
+        );
+    }
+    let python = venv.join("bin/python");
+    // The PyPI wheel for Linux brings CUDA 13's runtime libraries: the same
+    // install serves CPU machines and GPU machines.
+    let status = Command::new(&python)
+        .args(["-m", "pip", "install", "--disable-pip-version-check"])
+        .arg(format!("torch=={TORCH_VERSION}"))
+        .arg("numpy")
+        .status()
+        .context("running pip")?;
+    if !status.success() {
+        bail!("pip could not install torch=={TORCH_VERSION} (see pip's output above)");
+    }
+    let out = Command::new(&python)
+        .args(["-c", "import torch; print(torch.__version__)"])
+        .output()
+        .context("running the new Python")?;
+    let version = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() || !version.starts_with(TORCH_VERSION) {
+        bail!(
+            "the installed torch does not import (got {:?}): {}",
+            version.trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    std::fs::write(staging.join(MARKER), format!("torch {}\n", version.trim()))?;
+    Ok(())
+}
+
+fn check_python() -> Result<()> {
+    let ok = |args: &[&str]| {
+        Command::new("python3")
+            .args(args)
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    };
+    if !ok(&["--version"]) {
+        bail!("python3 was not found: install Python 3.10 or newer (Debian/Ubuntu: `apt-get install python3 python3-venv python3-pip`)");
+    }
+    if !ok(&["-m", "pip", "--version"]) {
+        bail!("pip is not available for python3: install it (Debian/Ubuntu: `apt-get install python3-pip`)");
+    }
+    Ok(())
+}
