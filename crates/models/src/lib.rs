@@ -10,12 +10,14 @@ mod autoencoder;
 mod device;
 mod error;
 mod loss;
+mod optim;
 mod split;
 mod train;
 
 pub use autoencoder::{AeConfig, Autoencoder};
 pub use device::{DeviceChoice, select_device};
 pub use error::{Error, Result};
+pub use optim::Adam;
 pub use loss::{ReconLoss, mse_loss, nonzero_mse_loss};
 pub use split::{Split, shuffled_indices};
 pub use train::{EpochStats, History, Losses, Model, TrainConfig, evaluate, fit, map_rows};

@@ -1,7 +1,7 @@
 //! The one training loop every model shares.
 //!
 //! A model says what its losses on one minibatch are ([`Model::losses`]);
-//! [`fit`] owns everything else: Adam with learning rate and weight decay,
+//! [`fit`] owns everything else: Adam ([`crate::optim`]) with learning rate and weight decay,
 //! minibatches from a seeded shuffle (one `index_select` per epoch, then
 //! views), train and test loss per epoch, and a stop with [`Error::NonFiniteLoss`]
 //! naming the epoch and batch of the first loss that is not finite.
@@ -12,9 +12,9 @@
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use tch::nn::OptimizerConfig;
 use tch::{Kind, Tensor, nn};
 
+use crate::optim::Adam;
 use crate::{Error, Result, shuffled_indices};
 
 /// The losses of one minibatch: `total` is minimised; `terms` are reported beside it.
@@ -134,7 +134,7 @@ pub fn fit<M: Model>(
     if n == 0 {
         return Err(Error::Config("the training set is empty".into()));
     }
-    let mut opt = nn::Adam { wd: cfg.weight_decay, ..Default::default() }.build(vs, cfg.learning_rate)?;
+    let mut opt = Adam::new(vs, cfg.learning_rate, cfg.weight_decay)?;
     let mut history = History { term_names: model.term_names(), epochs: Vec::with_capacity(cfg.epochs) };
     let device = train.device();
     for epoch in 1..=cfg.epochs {
@@ -145,15 +145,15 @@ pub fn fit<M: Model>(
             .map(|i| i as i64)
             .collect();
         let shuffled = train.index_select(0, &Tensor::from_slice(&order).to_device(device));
-        let mut weighted = Vec::with_capacity(n.div_ceil(cfg.batch_size));
+        let mut batches = BatchLosses::default();
         for begin in (0..n).step_by(cfg.batch_size) {
             let rows = cfg.batch_size.min(n - begin);
             let batch = shuffled.narrow(0, begin as i64, rows as i64);
             let losses = model.losses(&batch, true);
             opt.backward_step(&losses.total);
-            weighted.push(stack_losses(&losses, rows));
+            batches.push(&losses, rows);
         }
-        let (train_loss, train_terms) = reduce(&weighted, n, epoch, "train")?;
+        let (train_loss, train_terms) = batches.reduce(epoch, "train")?;
         let test_eval = evaluate(model, test, cfg.eval_batch_size)
             .map_err(|e| with_epoch(e, epoch))?;
         let stats = EpochStats {
@@ -178,14 +178,12 @@ pub fn evaluate<M: Model>(model: &M, x: &Tensor, chunk: usize) -> Result<Option<
         return Ok(None);
     }
     let _guard = tch::no_grad_guard();
-    let weighted: Vec<Tensor> = (0..n)
-        .step_by(chunk.max(1))
-        .map(|begin| {
-            let rows = chunk.min(n - begin);
-            stack_losses(&model.losses(&x.narrow(0, begin as i64, rows as i64), false), rows)
-        })
-        .collect();
-    reduce(&weighted, n, 0, "test").map(Some)
+    let mut batches = BatchLosses::default();
+    for begin in (0..n).step_by(chunk.max(1)) {
+        let rows = chunk.min(n - begin);
+        batches.push(&model.losses(&x.narrow(0, begin as i64, rows as i64), false), rows);
+    }
+    batches.reduce(0, "test").map(Some)
 }
 
 /// Applies `f` to the rows of `x` in chunks without gradients and concatenates the results.
@@ -199,31 +197,39 @@ pub fn map_rows(x: &Tensor, chunk: usize, f: impl Fn(&Tensor) -> Tensor) -> Tens
     Tensor::cat(&parts, 0)
 }
 
-/// `[total, terms..] * rows`, detached, as one 1-D tensor.
-fn stack_losses(losses: &Losses, rows: usize) -> Tensor {
-    let values: Vec<Tensor> = std::iter::once(&losses.total)
-        .chain(&losses.terms)
-        .map(|t| t.detach().to_kind(Kind::Double).reshape([1]))
-        .collect();
-    Tensor::cat(&values, 0) * rows as f64
+/// The losses of an epoch's minibatches, kept on the device until [`BatchLosses::reduce`].
+#[derive(Debug, Default)]
+struct BatchLosses {
+    /// `[total, terms..]` of each batch, detached scalars, batch after batch.
+    values: Vec<Tensor>,
+    rows: Vec<usize>,
+    width: usize,
 }
 
-/// Sums per-batch weighted losses into means, failing on the first non-finite batch.
-fn reduce(weighted: &[Tensor], n: usize, epoch: usize, split: &'static str) -> Result<(f64, Vec<f64>)> {
-    let table = Tensor::stack(weighted, 0).to_device(tch::Device::Cpu);
-    let width = usize::try_from(table.size()[1]).unwrap_or(1);
-    let values = Vec::<f64>::try_from(table.view([-1]))?;
-    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-        return Err(Error::NonFiniteLoss { epoch, batch: i / width + 1, split, value: values[i] });
+impl BatchLosses {
+    fn push(&mut self, losses: &Losses, rows: usize) {
+        self.width = 1 + losses.terms.len();
+        self.values.extend(std::iter::once(&losses.total).chain(&losses.terms).map(|t| t.detach().reshape([1])));
+        self.rows.push(rows);
     }
-    let mut sums = vec![0.0; width];
-    for row in values.chunks(width) {
-        for (s, v) in sums.iter_mut().zip(row) {
-            *s += v;
+
+    /// Row-weighted means of total and terms; fails on the first non-finite batch.
+    fn reduce(self, epoch: usize, split: &'static str) -> Result<(f64, Vec<f64>)> {
+        let all = Tensor::cat(&self.values, 0).to_kind(Kind::Double).to_device(tch::Device::Cpu);
+        let values = Vec::<f64>::try_from(&all)?;
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            return Err(Error::NonFiniteLoss { epoch, batch: i / self.width + 1, split, value: values[i] });
         }
+        let mut sums = vec![0.0; self.width];
+        for (row, &rows) in values.chunks(self.width).zip(&self.rows) {
+            for (s, v) in sums.iter_mut().zip(row) {
+                *s += v * rows as f64;
+            }
+        }
+        let n: usize = self.rows.iter().sum();
+        let means: Vec<f64> = sums.iter().map(|s| s / n as f64).collect();
+        Ok((means[0], means[1..].to_vec()))
     }
-    let means: Vec<f64> = sums.iter().map(|s| s / n as f64).collect();
-    Ok((means[0], means[1..].to_vec()))
 }
 
 fn with_epoch(err: Error, epoch: usize) -> Error {

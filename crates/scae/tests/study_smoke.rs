@@ -202,6 +202,19 @@ fn bad_inputs_fail_cleanly() {
 }
 
 #[test]
+fn a_foreign_output_folder_is_never_replaced() {
+    let root = project();
+    let r = root_arg(root.path());
+    let precious = root.path().join("precious");
+    std::fs::create_dir_all(&precious).expect("dir");
+    std::fs::write(precious.join("thesis.tex"), "keep me").expect("file");
+    let out = scae(&["q1", "--root", &r, "--out", &precious.display().to_string()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a scae result"));
+    assert!(precious.join("thesis.tex").exists());
+}
+
+#[test]
 fn train_embed_evaluate_round_trip() {
     let root = project();
     let r = root_arg(root.path());

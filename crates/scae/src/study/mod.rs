@@ -114,7 +114,23 @@ pub struct Staging {
 }
 
 impl Staging {
+    /// Starts a results folder for `dest`. An existing `dest` is replaced at the commit only if
+    /// it is empty or a previous scae result (it holds `metrics.json`): a user's folder given as
+    /// `--out` by mistake is never deleted.
     pub fn new(dest: &Path) -> Result<Self> {
+        if dest.exists() {
+            let empty = std::fs::read_dir(dest)
+                .with_context(|| format!("{}: cannot read the output folder", dest.display()))?
+                .next()
+                .is_none();
+            if !empty && !dest.join("metrics.json").exists() {
+                anyhow::bail!(
+                    "{}: the output folder exists and is not a scae result (no metrics.json); \
+                     choose another --out or remove it",
+                    dest.display()
+                );
+            }
+        }
         let parent = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let name = dest.file_name().context("the output folder has no name")?.to_string_lossy();
         let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
