@@ -2,8 +2,10 @@
 //! `<dir>/counts.npy` (float32, log-normalised to 10,000 per cell), `<dir>/counts_raw.npy`
 //! (int32 raw counts) and `<dir>/labels.txt` (one group per line).
 //!
-//! `cargo run --release -p scae-sim --example write_default -- /tmp/simdata`
+//! `cargo run --release -p scae-sim --example write_default -- /tmp/simdata [--no-programs]`
 //! (the project's own writer is `cargo xtask data`; this example exists to measure the defaults).
+//! `--no-programs` writes the defaults with `programs: None`, the baseline without gene-gene
+//! covariation that `data/README.md` compares with.
 
 use std::error::Error;
 use std::io::Write;
@@ -14,15 +16,19 @@ use ndarray_npy::write_npy;
 use scae_sim::{SimParams, log_normalize, simulate};
 
 fn main() -> Result<(), Box<dyn Error>> {
-    let dir = PathBuf::from(
-        std::env::args()
-            .nth(1)
-            .ok_or("usage: write_default <output dir>")?,
-    );
+    const USAGE: &str = "usage: write_default <output dir> [--no-programs]";
+    let mut args = std::env::args().skip(1);
+    let dir = PathBuf::from(args.next().ok_or(USAGE)?);
+    let mut params = SimParams::default();
+    match args.next().as_deref() {
+        None => {}
+        Some("--no-programs") => params.programs = None,
+        Some(other) => return Err(format!("unexpected argument {other:?}; {USAGE}").into()),
+    }
     std::fs::create_dir_all(&dir)?;
 
     let start = Instant::now();
-    let data = simulate(&SimParams::default())?;
+    let data = simulate(&params)?;
     let sim_time = start.elapsed();
     let x = log_normalize(data.counts.view(), 1e4);
     let norm_time = start.elapsed() - sim_time;

@@ -5,8 +5,11 @@
 //! of the project fit count likelihoods (Poisson, NB, ZINB), so the simulator produces raw integer
 //! counts first, from a Splatter-like model (Zappia et al., 2017): gamma-distributed gene means
 //! with outliers, log-normal library sizes, group-wise differential expression, gamma-Poisson
-//! (negative binomial) noise and logistic dropout. [`log_normalize`] then gives the assignment's
-//! `ln(1 + x · 10⁴ / total)` matrix.
+//! (negative binomial) noise and logistic dropout. On top of the groups, [`GenePrograms`] add
+//! continuous gene-gene covariation (modules of genes whose activity varies from cell to cell,
+//! with decaying strengths), so the data have low-rank structure beyond the 3 group means and a
+//! latent space of 50 dimensions has more to capture than one of 10. [`log_normalize`] then gives
+//! the assignment's `ln(1 + x · 10⁴ / total)` matrix.
 //!
 //! Shape of the crate: [`SimParams`] (plain data, `Default` = the project data) is validated into
 //! [`ValidSimParams`] by [`SimParams::validate`]; [`simulate`] draws a [`SimData`]; every bad

@@ -43,13 +43,14 @@ pub struct LogisticDropout {
 /// still stand above the noise between 10 and 50 components.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GenePrograms {
-    /// Number of programs (`0` is the same as no programs). Default 35.
+    /// Number of programs (`0` is the same as no programs). Default 40.
     pub n_programs: usize,
     /// Fraction of the genes in each program's module, in `(0, 1]`. Default 0.04 (40 of 1000).
     pub module_frac: f64,
-    /// Strength `s_0` of the first program (finite, `>= 0`). Default 1.0.
+    /// Strength `s_0` of the first program (finite, `>= 0`). Default 0.8.
     pub strength: f64,
-    /// Factor `ρ` between consecutive strengths, `s_j = s_0 ρ^j` (finite, `> 0`). Default 0.95.
+    /// Factor `ρ` between consecutive strengths, `s_j = s_0 ρ^j` (finite, `> 0`). Default 0.98
+    /// (`s_9 ≈ 0.67`, `s_39 ≈ 0.36`).
     pub decay: f64,
     /// Log-scale of the loading magnitude `|w| ~ LN(0, loading_scale)` (finite, `>= 0`).
     /// Default 0.3.
@@ -61,21 +62,21 @@ pub struct GenePrograms {
     /// `n_programs`. Default 3.
     pub n_group_programs: usize,
     /// Standard deviation of those group-dependent mean activities `m_jk` (finite, `>= 0`).
-    /// Default 0.5.
+    /// Default 1.0.
     pub group_shift_scale: f64,
 }
 
 impl Default for GenePrograms {
     fn default() -> Self {
         GenePrograms {
-            n_programs: 35,
+            n_programs: 40,
             module_frac: 0.04,
-            strength: 1.0,
-            decay: 0.95,
+            strength: 0.8,
+            decay: 0.98,
             loading_scale: 0.3,
             down_prob: 0.2,
             n_group_programs: 3,
-            group_shift_scale: 0.5,
+            group_shift_scale: 1.0,
         }
     }
 }
@@ -116,11 +117,11 @@ pub struct SimParams {
     pub lib_scale: f64,
 
     /// Probability that a gene is differentially expressed (DE) in a given group, in `[0, 1]`,
-    /// drawn independently for every (gene, group). Default 0.1.
+    /// drawn independently for every (gene, group). Default 0.18.
     pub de_prob: f64,
     /// Probability that a DE gene goes down (its factor is inverted), in `[0, 1]`. Default 0.5.
     pub de_down_prob: f64,
-    /// Log-location of the DE factor `f ~ LN(de_fac_loc, de_fac_scale)` (finite). Default 0.3.
+    /// Log-location of the DE factor `f ~ LN(de_fac_loc, de_fac_scale)` (finite). Default 0.6.
     pub de_fac_loc: f64,
     /// Log-scale of the DE factor (finite, `>= 0`). Default 0.4.
     pub de_fac_scale: f64,
@@ -156,9 +157,9 @@ impl Default for SimParams {
             outlier_scale: 0.5,
             lib_loc: 4000f64.ln(),
             lib_scale: 0.2,
-            de_prob: 0.1,
+            de_prob: 0.18,
             de_down_prob: 0.5,
-            de_fac_loc: 0.3,
+            de_fac_loc: 0.6,
             de_fac_scale: 0.4,
             bcv_common: 0.5,
             bcv_df: 60.0,
@@ -448,6 +449,93 @@ mod tests {
                 Err(SimError::InvalidParam { name, .. }) => assert_eq!(name, expected),
                 other => panic!("{expected}: expected InvalidParam, got {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn program_domains_are_checked() {
+        let with = |g: GenePrograms| SimParams {
+            programs: Some(g),
+            ..SimParams::default()
+        };
+        let d = GenePrograms::default();
+        let cases: Vec<(GenePrograms, &str)> = vec![
+            (
+                GenePrograms {
+                    module_frac: 0.0,
+                    ..d
+                },
+                "programs.module_frac",
+            ),
+            (
+                GenePrograms {
+                    module_frac: 1.5,
+                    ..d
+                },
+                "programs.module_frac",
+            ),
+            (
+                GenePrograms {
+                    strength: -0.1,
+                    ..d
+                },
+                "programs.strength",
+            ),
+            (GenePrograms { decay: 0.0, ..d }, "programs.decay"),
+            (
+                GenePrograms {
+                    loading_scale: f64::NAN,
+                    ..d
+                },
+                "programs.loading_scale",
+            ),
+            (
+                GenePrograms {
+                    down_prob: 2.0,
+                    ..d
+                },
+                "programs.down_prob",
+            ),
+            (
+                GenePrograms {
+                    n_programs: 2,
+                    n_group_programs: 3,
+                    ..d
+                },
+                "programs.n_group_programs",
+            ),
+            (
+                GenePrograms {
+                    group_shift_scale: f64::INFINITY,
+                    ..d
+                },
+                "programs.group_shift_scale",
+            ),
+        ];
+        for (g, expected) in cases {
+            match with(g).validate() {
+                Err(SimError::InvalidParam { name, .. }) => assert_eq!(name, expected),
+                other => panic!("{expected}: expected InvalidParam, got {other:?}"),
+            }
+        }
+        // No programs, zero programs and zero strength are all valid.
+        assert!(
+            SimParams {
+                programs: None,
+                ..SimParams::default()
+            }
+            .validate()
+            .is_ok()
+        );
+        for g in [
+            GenePrograms {
+                n_programs: 0,
+                n_group_programs: 0,
+                ..d
+            },
+            GenePrograms { strength: 0.0, ..d },
+        ] {
+            assert!(with(g).validate().is_ok());
         }
     }
 
