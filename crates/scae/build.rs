@@ -11,7 +11,9 @@ use std::path::Path;
 
 fn main() {
     println!("cargo:rerun-if-env-changed=LIBTORCH");
-    let Some(libtorch) = std::env::var_os("LIBTORCH") else { return };
+    let Some(libtorch) = std::env::var_os("LIBTORCH") else {
+        return;
+    };
     let lib = Path::new(&libtorch).join("lib");
     println!("cargo:rustc-link-arg-bins=-Wl,-rpath,{}", lib.display());
     if lib.join("libtorch_cuda.so").exists() {

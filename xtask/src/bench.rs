@@ -36,7 +36,11 @@ pub enum Which {
 
 pub fn run(which: Which) -> Result<()> {
     match which {
-        Which::Ae { runs, threads, epochs } => ae(runs, threads, epochs),
+        Which::Ae {
+            runs,
+            threads,
+            epochs,
+        } => ae(runs, threads, epochs),
     }
 }
 
@@ -44,7 +48,8 @@ fn ae(runs: usize, threads: Option<usize>, epochs: usize) -> Result<()> {
     let torch = project::build_release()?;
     study::ensure_default_data(&torch, &[])?;
     let root = project_root();
-    let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads =
+        threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let work = root.join("target").join("bench").join("ae");
     let (latent, hidden, batch) = (10, 100, 128);
     let mut scae_runs = Vec::new();
@@ -52,7 +57,12 @@ fn ae(runs: usize, threads: Option<usize>, epochs: usize) -> Result<()> {
     for i in 1..=runs.max(1) {
         let out = work.join(format!("scae-run{i}"));
         let args: Vec<String> = [
-            "--config", "configs/q1.toml", "--latent", "10", "--device", "cpu",
+            "--config",
+            "configs/q1.toml",
+            "--latent",
+            "10",
+            "--device",
+            "cpu",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -75,28 +85,48 @@ fn ae(runs: usize, threads: Option<usize>, epochs: usize) -> Result<()> {
             .arg(root.join("data/counts.npy"))
             .arg("--test-indices")
             .arg(out.join("test_indices.npy"))
-            .args(["--epochs", &epochs.to_string(), "--batch-size", &batch.to_string()])
-            .args(["--latent", &latent.to_string(), "--hidden", &hidden.to_string()])
+            .args([
+                "--epochs",
+                &epochs.to_string(),
+                "--batch-size",
+                &batch.to_string(),
+            ])
+            .args([
+                "--latent",
+                &latent.to_string(),
+                "--hidden",
+                &hidden.to_string(),
+            ])
             .args(["--threads", &threads.to_string()]);
         torch_runs.push(json_output(&mut py)?);
     }
     let mut mm = peer(&torch);
     mm.args(["--matmul", "--threads", &threads.to_string()]);
-    let matmul = json_output(&mut mm)?["matmul_gflops"].as_f64().context("matmul rate")?;
+    let matmul = json_output(&mut mm)?["matmul_gflops"]
+        .as_f64()
+        .context("matmul rate")?;
 
     let scae_cps = median(scae_runs.iter().map(|r| r["cells_per_second"].as_f64()))?;
     let torch_cps = median(torch_runs.iter().map(|r| r["cells_per_second"].as_f64()))?;
     let scae_mse = median(scae_runs.iter().map(|r| r["final_test_loss"].as_f64()))?;
     let torch_mse = median(torch_runs.iter().map(|r| r["final_test_loss"].as_f64()))?;
-    let genes = read_json(&work.join("scae-run1/model.json"))?["input_dim"].as_f64().context("input_dim")?;
+    let genes = read_json(&work.join("scae-run1/model.json"))?["input_dim"]
+        .as_f64()
+        .context("input_dim")?;
     // Multiply-adds of the weight matrices per cell: genes*hidden + hidden*latent, twice (encoder, decoder).
     let macs = 2.0 * (genes * hidden as f64 + (hidden * latent) as f64);
     // Training a cell costs a forward (2 FLOP per MAC) and a backward (4 FLOP per MAC).
     let scae_gflops = scae_cps * 6.0 * macs / 1e9;
     let torch_gflops = torch_cps * 6.0 * macs / 1e9;
 
-    println!("\nbench ae: latent {latent}, hidden {hidden}, batch {batch}, {epochs} epochs, {threads} threads, {} runs each", scae_runs.len());
-    println!("{:>6} {:>16} {:>16} {:>14} {:>14}", "run", "scae cells/s", "torch cells/s", "scae test MSE", "torch test MSE");
+    println!(
+        "\nbench ae: latent {latent}, hidden {hidden}, batch {batch}, {epochs} epochs, {threads} threads, {} runs each",
+        scae_runs.len()
+    );
+    println!(
+        "{:>6} {:>16} {:>16} {:>14} {:>14}",
+        "run", "scae cells/s", "torch cells/s", "scae test MSE", "torch test MSE"
+    );
     for (i, (s, t)) in scae_runs.iter().zip(&torch_runs).enumerate() {
         println!(
             "{:>6} {:>16.0} {:>16.0} {:>14.6} {:>14.6}",
@@ -107,7 +137,10 @@ fn ae(runs: usize, threads: Option<usize>, epochs: usize) -> Result<()> {
             t["final_test_loss"].as_f64().unwrap_or(f64::NAN),
         );
     }
-    println!("median  scae {scae_cps:.0} cells/s, PyTorch eager {torch_cps:.0} cells/s: ratio {:.2}x", scae_cps / torch_cps);
+    println!(
+        "median  scae {scae_cps:.0} cells/s, PyTorch eager {torch_cps:.0} cells/s: ratio {:.2}x",
+        scae_cps / torch_cps
+    );
     println!(
         "final test MSE: scae {scae_mse:.6}, PyTorch {torch_mse:.6} ({:+.2} %)",
         (scae_mse - torch_mse) / torch_mse * 100.0
@@ -141,22 +174,33 @@ fn peer(torch: &Libtorch) -> Command {
 }
 
 fn json_output(cmd: &mut Command) -> Result<Value> {
-    let out = cmd.output().with_context(|| format!("could not start {:?}", cmd.get_program()))?;
+    let out = cmd
+        .output()
+        .with_context(|| format!("could not start {:?}", cmd.get_program()))?;
     if !out.status.success() {
-        bail!("the PyTorch peer failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "the PyTorch peer failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     let text = String::from_utf8_lossy(&out.stdout);
-    let last = text.lines().last().context("the PyTorch peer printed nothing")?;
+    let last = text
+        .lines()
+        .last()
+        .context("the PyTorch peer printed nothing")?;
     serde_json::from_str(last).with_context(|| format!("the PyTorch peer printed {last:?}"))
 }
 
 fn read_json(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))
 }
 
 fn median(values: impl Iterator<Item = Option<f64>>) -> Result<f64> {
-    let mut v: Vec<f64> = values.collect::<Option<_>>().context("a run reported no figure")?;
+    let mut v: Vec<f64> = values
+        .collect::<Option<_>>()
+        .context("a run reported no figure")?;
     if v.is_empty() {
         bail!("no runs");
     }

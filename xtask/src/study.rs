@@ -51,13 +51,18 @@ pub fn run_all(args: &[String]) -> Result<()> {
 
 /// Generates the default data when the run uses it and it is missing.
 pub fn ensure_default_data(torch: &Libtorch, args: &[String]) -> Result<()> {
-    let uses_default = !args.iter().any(|a| a == "--data" || a.starts_with("--data="));
+    let uses_default = !args
+        .iter()
+        .any(|a| a == "--data" || a.starts_with("--data="));
     let data = project_root().join("data");
     let missing = ["counts.npy", "counts_raw.npy", "labels.txt"]
         .iter()
         .any(|f| !data.join(f).exists());
     if uses_default && missing {
-        eprintln!("default data not found under {}: generating it", data.display());
+        eprintln!(
+            "default data not found under {}: generating it",
+            data.display()
+        );
         scae(torch, "data", &[])?;
     }
     Ok(())
@@ -69,7 +74,9 @@ pub fn scae(torch: &Libtorch, sub: &str, args: &[String]) -> Result<()> {
     let mut cmd = Command::new(&bin);
     cmd.arg(sub).arg("--root").arg(project_root()).args(args);
     torch.apply(&mut cmd);
-    let status = cmd.status().with_context(|| format!("could not start {}", bin.display()))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("could not start {}", bin.display()))?;
     match status.code() {
         Some(0) => Ok(()),
         Some(code) => Err(ChildFailed(code).into()),

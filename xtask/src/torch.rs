@@ -64,7 +64,10 @@ pub fn run(force: bool) -> Result<Libtorch> {
     }
     match find(&dir) {
         Ok(torch) => {
-            eprintln!("libtorch {TORCH_VERSION} is already installed at {}", torch.root.display());
+            eprintln!(
+                "libtorch {TORCH_VERSION} is already installed at {}",
+                torch.root.display()
+            );
             Ok(torch)
         }
         Err(reason) => install(&dir, &reason),
@@ -106,7 +109,11 @@ fn find(dir: &Path) -> std::result::Result<Libtorch, String> {
     let python = dir.join("venv/bin/python");
     let root = torch_package_dir(&dir.join("venv"))
         .ok_or_else(|| format!("{} has no torch package", dir.display()))?;
-    for file in KEY_FILES.iter().map(|f| root.join(f)).chain([python.clone()]) {
+    for file in KEY_FILES
+        .iter()
+        .map(|f| root.join(f))
+        .chain([python.clone()])
+    {
         if !file.exists() {
             return Err(format!("{} is missing", file.display()));
         }
@@ -124,11 +131,17 @@ fn torch_package_dir(venv: &Path) -> Option<PathBuf> {
 }
 
 fn install(dir: &Path, reason: &str) -> Result<Libtorch> {
-    eprintln!("installing libtorch {TORCH_VERSION} ({reason}) into {}", dir.display());
+    eprintln!(
+        "installing libtorch {TORCH_VERSION} ({reason}) into {}",
+        dir.display()
+    );
     check_python()?;
     let parent = dir.parent().context("install folder has no parent")?;
     std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-    let staging = parent.join(format!(".torch-{TORCH_VERSION}.partial-{}", std::process::id()));
+    let staging = parent.join(format!(
+        ".torch-{TORCH_VERSION}.partial-{}",
+        std::process::id()
+    ));
     if staging.exists() {
         std::fs::remove_dir_all(&staging)?;
     }
@@ -143,7 +156,10 @@ fn install(dir: &Path, reason: &str) -> Result<Libtorch> {
     std::fs::rename(&staging, dir)
         .with_context(|| format!("moving {} to {}", staging.display(), dir.display()))?;
     let torch = find(dir).map_err(|why| anyhow::anyhow!("install finished but {why}"))?;
-    eprintln!("libtorch {TORCH_VERSION} installed at {}", torch.root.display());
+    eprintln!(
+        "libtorch {TORCH_VERSION} installed at {}",
+        torch.root.display()
+    );
     Ok(torch)
 }
 
@@ -196,10 +212,14 @@ fn check_python() -> Result<()> {
             .unwrap_or(false)
     };
     if !ok(&["--version"]) {
-        bail!("python3 was not found: install Python 3.10 or newer (Debian/Ubuntu: `apt-get install python3 python3-venv python3-pip`)");
+        bail!(
+            "python3 was not found: install Python 3.10 or newer (Debian/Ubuntu: `apt-get install python3 python3-venv python3-pip`)"
+        );
     }
     if !ok(&["-m", "pip", "--version"]) {
-        bail!("pip is not available for python3: install it (Debian/Ubuntu: `apt-get install python3-pip`)");
+        bail!(
+            "pip is not available for python3: install it (Debian/Ubuntu: `apt-get install python3-pip`)"
+        );
     }
     Ok(())
 }

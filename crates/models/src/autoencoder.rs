@@ -34,7 +34,11 @@ fn default_hidden() -> Vec<usize> {
 impl AeConfig {
     /// The assignment's default shape (`genes -> 100 -> latent`) with MSE.
     pub fn with_latent(latent: usize) -> Self {
-        Self { hidden: default_hidden(), latent, loss: ReconLoss::Mse }
+        Self {
+            hidden: default_hidden(),
+            latent,
+            loss: ReconLoss::Mse,
+        }
     }
 
     /// Checks every width is positive.
@@ -43,14 +47,19 @@ impl AeConfig {
             return Err(Error::Config("model.latent must be at least 1".into()));
         }
         if let Some(i) = self.hidden.iter().position(|&w| w == 0) {
-            return Err(Error::Config(format!("model.hidden[{i}] is 0: every width must be at least 1")));
+            return Err(Error::Config(format!(
+                "model.hidden[{i}] is 0: every width must be at least 1"
+            )));
         }
         Ok(())
     }
 
     /// Layer widths of the encoder, from the input to the latent code.
     pub fn encoder_widths(&self, input_dim: usize) -> Vec<usize> {
-        std::iter::once(input_dim).chain(self.hidden.iter().copied()).chain([self.latent]).collect()
+        std::iter::once(input_dim)
+            .chain(self.hidden.iter().copied())
+            .chain([self.latent])
+            .collect()
     }
 }
 
@@ -112,17 +121,27 @@ fn layers(p: &nn::Path<'_>, widths: &[usize]) -> Vec<nn::Linear> {
 /// PyTorch's `nn.Linear` initialisation: weights and biases uniform in `±1/sqrt(fan_in)`.
 pub(crate) fn torch_linear_init(fan_in: usize) -> nn::LinearConfig {
     let bound = 1.0 / (fan_in as f64).sqrt();
-    let uniform = nn::Init::Uniform { lo: -bound, up: bound };
-    nn::LinearConfig { ws_init: uniform, bs_init: Some(uniform), bias: true }
+    let uniform = nn::Init::Uniform {
+        lo: -bound,
+        up: bound,
+    };
+    nn::LinearConfig {
+        ws_init: uniform,
+        bs_init: Some(uniform),
+        bias: true,
+    }
 }
 
 /// Applies the layers with ReLU between them and none after the last.
 fn forward(layers: &[nn::Linear], x: &Tensor) -> Tensor {
     let last = layers.len().saturating_sub(1);
-    layers.iter().enumerate().fold(x.shallow_clone(), |h, (i, layer)| {
-        let h = layer.forward(&h);
-        if i < last { h.relu() } else { h }
-    })
+    layers
+        .iter()
+        .enumerate()
+        .fold(x.shallow_clone(), |h, (i, layer)| {
+            let h = layer.forward(&h);
+            if i < last { h.relu() } else { h }
+        })
 }
 
 #[cfg(test)]
@@ -134,14 +153,25 @@ mod tests {
     #[test]
     fn shapes_follow_the_config() {
         let vs = VarStore::new(Device::Cpu);
-        let cfg = AeConfig { hidden: vec![64, 32], latent: 5, loss: ReconLoss::Mse };
+        let cfg = AeConfig {
+            hidden: vec![64, 32],
+            latent: 5,
+            loss: ReconLoss::Mse,
+        };
         let ae = Autoencoder::new(&vs.root(), 100, &cfg).expect("valid config");
         let x = Tensor::randn([7, 100], (Kind::Float, Device::Cpu));
         assert_eq!(ae.encode(&x).size(), [7, 5]);
         assert_eq!(ae.reconstruct(&x).size(), [7, 100]);
         // 100*64+64 + 64*32+32 + 32*5+5, mirrored
-        let n: i64 = vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
-        assert_eq!(n, 2 * (100 * 64 + 32 * 64 + 5 * 32) + (64 + 32 + 5) + (32 + 64 + 100));
+        let n: i64 = vs
+            .trainable_variables()
+            .iter()
+            .map(|t| t.numel() as i64)
+            .sum();
+        assert_eq!(
+            n,
+            2 * (100 * 64 + 32 * 64 + 5 * 32) + (64 + 32 + 5) + (32 + 64 + 100)
+        );
     }
 
     #[test]
@@ -178,8 +208,15 @@ mod tests {
     #[test]
     fn zero_width_is_rejected() {
         let vs = VarStore::new(Device::Cpu);
-        let bad = AeConfig { hidden: vec![10, 0], latent: 2, loss: ReconLoss::Mse };
-        assert!(matches!(Autoencoder::new(&vs.root(), 5, &bad), Err(Error::Config(_))));
+        let bad = AeConfig {
+            hidden: vec![10, 0],
+            latent: 2,
+            loss: ReconLoss::Mse,
+        };
+        assert!(matches!(
+            Autoencoder::new(&vs.root(), 5, &bad),
+            Err(Error::Config(_))
+        ));
         assert!(matches!(
             Autoencoder::new(&vs.root(), 5, &AeConfig::with_latent(0)),
             Err(Error::Config(_))

@@ -27,7 +27,9 @@ impl FromStr for DeviceChoice {
             "auto" => Ok(Self::Auto),
             "cpu" => Ok(Self::Cpu),
             "cuda" | "gpu" => Ok(Self::Cuda),
-            other => Err(Error::Config(format!("unknown device {other:?} (expected auto, cpu or cuda)"))),
+            other => Err(Error::Config(format!(
+                "unknown device {other:?} (expected auto, cpu or cuda)"
+            ))),
         }
     }
 }

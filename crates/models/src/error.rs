@@ -11,13 +11,20 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
     /// `--device cuda` on a machine where libtorch sees no GPU.
-    #[error("CUDA was requested but libtorch sees no usable GPU (tch::Cuda::is_available() is false)")]
+    #[error(
+        "CUDA was requested but libtorch sees no usable GPU (tch::Cuda::is_available() is false)"
+    )]
     CudaUnavailable,
     /// A loss became NaN or infinite: training stops at once.
     #[error(
         "epoch {epoch}, batch {batch}: the {split} loss is {value} (not finite); lower the learning rate or check the input"
     )]
-    NonFiniteLoss { epoch: usize, batch: usize, split: &'static str, value: f64 },
+    NonFiniteLoss {
+        epoch: usize,
+        batch: usize,
+        split: &'static str,
+        value: f64,
+    },
     /// An error raised by libtorch.
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),

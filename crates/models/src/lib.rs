@@ -17,8 +17,8 @@ mod train;
 pub use autoencoder::{AeConfig, Autoencoder};
 pub use device::{DeviceChoice, select_device};
 pub use error::{Error, Result};
-pub use optim::Adam;
 pub use loss::{ReconLoss, mse_loss, nonzero_mse_loss};
+pub use optim::Adam;
 pub use split::{Split, shuffled_indices};
 pub use train::{EpochStats, History, Losses, Model, TrainConfig, evaluate, fit, map_rows};
 
@@ -38,7 +38,9 @@ pub fn tensor_from_rows(data: &[f32], rows: usize, cols: usize) -> Result<tch::T
 pub fn tensor_to_rows(t: &tch::Tensor) -> Result<(Vec<f32>, usize, usize)> {
     let size = t.size();
     let [rows, cols] = size[..] else {
-        return Err(Error::Config(format!("expected a 2-D tensor, got shape {size:?}")));
+        return Err(Error::Config(format!(
+            "expected a 2-D tensor, got shape {size:?}"
+        )));
     };
     let flat = t
         .to_device(tch::Device::Cpu)

@@ -80,9 +80,17 @@ mod tests {
         // sum 4.5 over 3 nonzero entries = 1.5
         let target = t(&[[1.0, 0.0, 2.0], [0.0, 3.0, 0.0]]);
         let pred = t(&[[0.5, 9.0, 2.5], [7.0, 1.0, -4.0]]);
-        assert_abs_diff_eq!(value(&nonzero_mse_loss(&pred, &target)), 1.5, epsilon = 1e-6);
+        assert_abs_diff_eq!(
+            value(&nonzero_mse_loss(&pred, &target)),
+            1.5,
+            epsilon = 1e-6
+        );
         // plain MSE counts every entry: (0.25 + 81 + 0.25 + 49 + 4 + 16) / 6
-        assert_abs_diff_eq!(value(&mse_loss(&pred, &target)), 150.5 / 6.0, epsilon = 1e-5);
+        assert_abs_diff_eq!(
+            value(&mse_loss(&pred, &target)),
+            150.5 / 6.0,
+            epsilon = 1e-5
+        );
     }
 
     #[test]
@@ -103,7 +111,11 @@ mod tests {
         loss.backward();
         let grad = pred.grad();
         assert!(bool::try_from(grad.isfinite().all()).unwrap_or(false));
-        assert_abs_diff_eq!(grad.abs().sum(Kind::Float).double_value(&[]), 0.0, epsilon = 0.0);
+        assert_abs_diff_eq!(
+            grad.abs().sum(Kind::Float).double_value(&[]),
+            0.0,
+            epsilon = 0.0
+        );
     }
 
     #[test]

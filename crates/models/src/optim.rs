@@ -41,10 +41,20 @@ impl Adam {
             .iter()
             .all(|p| p.device() == Device::Cpu && p.kind() == Kind::Float && p.is_contiguous());
         if fusable {
-            Ok(Self::Fused(FusedAdam::new(params, learning_rate, weight_decay)))
+            Ok(Self::Fused(FusedAdam::new(
+                params,
+                learning_rate,
+                weight_decay,
+            )))
         } else {
-            let opt = nn::Adam { beta1: BETA1, beta2: BETA2, wd: weight_decay, eps: EPS, amsgrad: false }
-                .build(vs, learning_rate)?;
+            let opt = nn::Adam {
+                beta1: BETA1,
+                beta2: BETA2,
+                wd: weight_decay,
+                eps: EPS,
+                amsgrad: false,
+            }
+            .build(vs, learning_rate)?;
             Ok(Self::Torch(opt))
         }
     }
@@ -95,14 +105,20 @@ impl FusedAdam {
             inv_sqrt_bias2: (1.0 / bias2.sqrt()) as f32,
             weight_decay: self.weight_decay as f32,
         };
-        for ((p, m), v) in self.params.iter().zip(&mut self.exp_avg).zip(&mut self.exp_avg_sq) {
+        for ((p, m), v) in self
+            .params
+            .iter()
+            .zip(&mut self.exp_avg)
+            .zip(&mut self.exp_avg_sq)
+        {
             let grad = p.grad();
             if !grad.defined() {
                 continue;
             }
-            debug_assert!(grad.is_contiguous() && grad.kind() == Kind::Float && grad.numel() == m.len());
-            let (param, grad) = cpu_f32_pair(p, &grad);
-            coef.update(param, grad, m, v);
+            debug_assert!(
+                grad.is_contiguous() && grad.kind() == Kind::Float && grad.numel() == m.len()
+            );
+            with_cpu_f32(p, &grad, |param, grad| coef.update(param, grad, m, v));
         }
     }
 }
@@ -128,23 +144,25 @@ impl Coefficients {
     }
 }
 
-/// The memory of a parameter and of its gradient, as slices.
+/// Runs `f` on the memory of a parameter and of its gradient, as slices.
 ///
 /// Callers guarantee both are contiguous `f32` CPU tensors of equal length.
 /// They are distinct allocations (a gradient never aliases its parameter), and
-/// no other reference to either exists while the update runs: autograd is idle
+/// nothing else reads or writes either while `f` runs: autograd is idle
 /// between `backward` and the next forward pass.
 #[allow(unsafe_code)]
-fn cpu_f32_pair<'a>(param: &'a Tensor, grad: &'a Tensor) -> (&'a mut [f32], &'a mut [f32]) {
+fn with_cpu_f32(param: &Tensor, grad: &Tensor, f: impl FnOnce(&mut [f32], &mut [f32])) {
     let n = param.numel();
     assert_eq!(grad.numel(), n, "a gradient has its parameter's shape");
-    // SAFETY: see the function's documentation; both pointers address `n` f32 values.
-    unsafe {
+    // SAFETY: see the function's documentation; both pointers address `n` f32
+    // values, and the slices do not outlive this call.
+    let (p, g) = unsafe {
         (
             std::slice::from_raw_parts_mut(param.data_ptr().cast::<f32>(), n),
             std::slice::from_raw_parts_mut(grad.data_ptr().cast::<f32>(), n),
         )
-    }
+    };
+    f(p, g);
 }
 
 #[cfg(test)]
@@ -164,9 +182,15 @@ mod tests {
             Adam::new(&vs, 1e-2, weight_decay).expect("adam")
         } else {
             Adam::Torch(
-                nn::Adam { beta1: BETA1, beta2: BETA2, wd: weight_decay, eps: EPS, amsgrad: false }
-                    .build(&vs, 1e-2)
-                    .expect("adam"),
+                nn::Adam {
+                    beta1: BETA1,
+                    beta2: BETA2,
+                    wd: weight_decay,
+                    eps: EPS,
+                    amsgrad: false,
+                }
+                .build(&vs, 1e-2)
+                .expect("adam"),
             )
         };
         assert_eq!(matches!(opt, Adam::Fused(_)), fused);

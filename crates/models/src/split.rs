@@ -21,11 +21,15 @@ impl Split {
     /// Both parts keep ascending order so outputs follow the input's cell order.
     pub fn new(n: usize, test_fraction: f64, seed: u64) -> Result<Self> {
         if !(0.0..1.0).contains(&test_fraction) {
-            return Err(Error::Config(format!("test_fraction must be in [0, 1), got {test_fraction}")));
+            return Err(Error::Config(format!(
+                "test_fraction must be in [0, 1), got {test_fraction}"
+            )));
         }
         let n_test = (n as f64 * test_fraction).round() as usize;
         if n_test >= n {
-            return Err(Error::Config(format!("{n} cells leave no training cell with test_fraction {test_fraction}")));
+            return Err(Error::Config(format!(
+                "{n} cells leave no training cell with test_fraction {test_fraction}"
+            )));
         }
         let order = shuffled_indices(n, seed);
         let mut test = order[..n_test].to_vec();

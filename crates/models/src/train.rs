@@ -27,7 +27,10 @@ pub struct Losses {
 impl Losses {
     /// A loss with no separate terms.
     pub fn total(total: Tensor) -> Self {
-        Self { total, terms: Vec::new() }
+        Self {
+            total,
+            terms: Vec::new(),
+        }
     }
 }
 
@@ -74,10 +77,16 @@ impl TrainConfig {
             return bad("train.batch_size and train.eval_batch_size must be at least 1".into());
         }
         if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
-            return bad(format!("train.learning_rate must be positive, got {}", self.learning_rate));
+            return bad(format!(
+                "train.learning_rate must be positive, got {}",
+                self.learning_rate
+            ));
         }
         if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
-            return bad(format!("train.weight_decay must be >= 0, got {}", self.weight_decay));
+            return bad(format!(
+                "train.weight_decay must be >= 0, got {}",
+                self.weight_decay
+            ));
         }
         Ok(())
     }
@@ -135,7 +144,10 @@ pub fn fit<M: Model>(
         return Err(Error::Config("the training set is empty".into()));
     }
     let mut opt = Adam::new(vs, cfg.learning_rate, cfg.weight_decay)?;
-    let mut history = History { term_names: model.term_names(), epochs: Vec::with_capacity(cfg.epochs) };
+    let mut history = History {
+        term_names: model.term_names(),
+        epochs: Vec::with_capacity(cfg.epochs),
+    };
     let device = train.device();
     for epoch in 1..=cfg.epochs {
         model.begin_epoch(epoch);
@@ -154,8 +166,8 @@ pub fn fit<M: Model>(
             batches.push(&losses, rows);
         }
         let (train_loss, train_terms) = batches.reduce(epoch, "train")?;
-        let test_eval = evaluate(model, test, cfg.eval_batch_size)
-            .map_err(|e| with_epoch(e, epoch))?;
+        let test_eval =
+            evaluate(model, test, cfg.eval_batch_size).map_err(|e| with_epoch(e, epoch))?;
         let stats = EpochStats {
             epoch,
             train_loss,
@@ -181,7 +193,10 @@ pub fn evaluate<M: Model>(model: &M, x: &Tensor, chunk: usize) -> Result<Option<
     let mut batches = BatchLosses::default();
     for begin in (0..n).step_by(chunk.max(1)) {
         let rows = chunk.min(n - begin);
-        batches.push(&model.losses(&x.narrow(0, begin as i64, rows as i64), false), rows);
+        batches.push(
+            &model.losses(&x.narrow(0, begin as i64, rows as i64), false),
+            rows,
+        );
     }
     batches.reduce(0, "test").map(Some)
 }
@@ -209,16 +224,27 @@ struct BatchLosses {
 impl BatchLosses {
     fn push(&mut self, losses: &Losses, rows: usize) {
         self.width = 1 + losses.terms.len();
-        self.values.extend(std::iter::once(&losses.total).chain(&losses.terms).map(|t| t.detach().reshape([1])));
+        self.values.extend(
+            std::iter::once(&losses.total)
+                .chain(&losses.terms)
+                .map(|t| t.detach().reshape([1])),
+        );
         self.rows.push(rows);
     }
 
     /// Row-weighted means of total and terms; fails on the first non-finite batch.
     fn reduce(self, epoch: usize, split: &'static str) -> Result<(f64, Vec<f64>)> {
-        let all = Tensor::cat(&self.values, 0).to_kind(Kind::Double).to_device(tch::Device::Cpu);
+        let all = Tensor::cat(&self.values, 0)
+            .to_kind(Kind::Double)
+            .to_device(tch::Device::Cpu);
         let values = Vec::<f64>::try_from(&all)?;
         if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-            return Err(Error::NonFiniteLoss { epoch, batch: i / self.width + 1, split, value: values[i] });
+            return Err(Error::NonFiniteLoss {
+                epoch,
+                batch: i / self.width + 1,
+                split,
+                value: values[i],
+            });
         }
         let mut sums = vec![0.0; self.width];
         for (row, &rows) in values.chunks(self.width).zip(&self.rows) {
@@ -234,7 +260,17 @@ impl BatchLosses {
 
 fn with_epoch(err: Error, epoch: usize) -> Error {
     match err {
-        Error::NonFiniteLoss { batch, split, value, .. } => Error::NonFiniteLoss { epoch, batch, split, value },
+        Error::NonFiniteLoss {
+            batch,
+            split,
+            value,
+            ..
+        } => Error::NonFiniteLoss {
+            epoch,
+            batch,
+            split,
+            value,
+        },
         other => other,
     }
 }
@@ -255,7 +291,13 @@ mod tests {
     use crate::{AeConfig, Autoencoder};
 
     fn cfg(epochs: usize) -> TrainConfig {
-        TrainConfig { epochs, batch_size: 16, learning_rate: 1e-2, weight_decay: 0.0, eval_batch_size: 64 }
+        TrainConfig {
+            epochs,
+            batch_size: 16,
+            learning_rate: 1e-2,
+            weight_decay: 0.0,
+            eval_batch_size: 64,
+        }
     }
 
     fn data(rows: i64, seed: i64) -> Tensor {
@@ -297,7 +339,12 @@ mod tests {
         let empty = x.narrow(0, 0, 0);
         let err = fit(&mut ae, &vs, &x, &empty, &cfg(3), 0, |_| {}).expect_err("NaN input");
         match err {
-            Error::NonFiniteLoss { epoch, batch, split, .. } => {
+            Error::NonFiniteLoss {
+                epoch,
+                batch,
+                split,
+                ..
+            } => {
                 assert_eq!((epoch, split), (1, "train"));
                 assert!((1..=4).contains(&batch));
             }

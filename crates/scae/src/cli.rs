@@ -7,7 +7,11 @@ use crate::commands;
 use crate::study::{self, RunArgs};
 
 #[derive(Debug, Parser)]
-#[command(name = "scae", version, about = "Autoencoders for single-cell RNA-seq counts")]
+#[command(
+    name = "scae",
+    version,
+    about = "Autoencoders for single-cell RNA-seq counts"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

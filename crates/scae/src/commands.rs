@@ -69,7 +69,9 @@ fn parse_loss(s: &str) -> Result<ReconLoss, String> {
     match s {
         "mse" => Ok(ReconLoss::Mse),
         "nonzero_mse" => Ok(ReconLoss::NonzeroMse),
-        other => Err(format!("unknown loss {other:?} (expected mse or nonzero_mse)")),
+        other => Err(format!(
+            "unknown loss {other:?} (expected mse or nonzero_mse)"
+        )),
     }
 }
 
@@ -90,10 +92,23 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     let out = Staging::new(&run.out_dir("model"))?;
     let prepared = Prepared::new(&cfg, &data, device)?;
     let latent = cfg.latents[0];
-    let meta = ModelMeta { input_dim: data.x.ncols(), model: cfg.model(latent) };
-    let model = crate::study::ae::train(&format!("latent {latent}"), meta, &cfg.train, cfg.seed, &prepared.train, &prepared.test)?;
+    let meta = ModelMeta {
+        input_dim: data.x.ncols(),
+        model: cfg.model(latent),
+    };
+    let model = crate::study::ae::train(
+        &format!("latent {latent}"),
+        meta,
+        &cfg.train,
+        cfg.seed,
+        &prepared.train,
+        &prepared.test,
+    )?;
     model.save(out.path())?;
-    scae_io::write_npy(&out.path().join("latent.npy"), &model.encode(&prepared.all)?.view())?;
+    scae_io::write_npy(
+        &out.path().join("latent.npy"),
+        &model.encode(&prepared.all)?.view(),
+    )?;
     crate::study::write_test_indices(out.path(), &prepared.split)?;
     #[derive(Serialize)]
     struct Metrics<'a> {
@@ -131,10 +146,16 @@ pub struct EmbedArgs {
 
 /// `scae embed`: the latent code of every cell.
 pub fn embed(args: &EmbedArgs) -> Result<()> {
-    let (model, _data, x) = load_model_and_data(&args.model, &args.data, args.device, args.threads)?;
+    let (model, _data, x) =
+        load_model_and_data(&args.model, &args.data, args.device, args.threads)?;
     let latent = model.encode(&x)?;
     scae_io::write_npy(&args.out, &latent.view())?;
-    eprintln!("wrote {} x {} latent codes to {}", latent.nrows(), latent.ncols(), args.out.display());
+    eprintln!(
+        "wrote {} x {} latent codes to {}",
+        latent.nrows(),
+        latent.ncols(),
+        args.out.display()
+    );
     Ok(())
 }
 

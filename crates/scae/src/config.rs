@@ -35,11 +35,9 @@ pub struct AeStudy {
 impl AeStudy {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("{}: cannot read the config", path.display()))?;
-        let cfg: Self =
-            toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), one_line(&e.to_string())))?;
-        cfg.validate().with_context(|| format!("{}: invalid config", path.display()))?;
+        let cfg: Self = read_toml(path)?;
+        cfg.validate()
+            .with_context(|| format!("{}: invalid config", path.display()))?;
         Ok(cfg)
     }
 
@@ -49,7 +47,10 @@ impl AeStudy {
             bail!("latents is empty: name at least one latent size");
         }
         if !(self.test_fraction > 0.0 && self.test_fraction < 1.0) {
-            bail!("test_fraction must be in (0, 1), got {}", self.test_fraction);
+            bail!(
+                "test_fraction must be in (0, 1), got {}",
+                self.test_fraction
+            );
         }
         for &latent in &self.latents {
             self.model(latent).validate()?;
@@ -60,7 +61,11 @@ impl AeStudy {
 
     /// The model config for one latent size.
     pub fn model(&self, latent: usize) -> scae_models::AeConfig {
-        scae_models::AeConfig { hidden: self.hidden.clone(), latent, loss: self.loss }
+        scae_models::AeConfig {
+            hidden: self.hidden.clone(),
+            latent,
+            loss: self.loss,
+        }
     }
 
     /// The thread count to use (resolving 0 to every core).
@@ -74,7 +79,9 @@ pub fn resolve_threads(threads: usize) -> usize {
     if threads > 0 {
         threads
     } else {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
     }
 }
 
@@ -93,18 +100,26 @@ pub struct Q2Config {
 impl Q2Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("{}: cannot read the config", path.display()))?;
-        let cfg: Self =
-            toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), one_line(&e.to_string())))?;
+        let cfg: Self = read_toml(path)?;
         if cfg.within.iter().any(|w| !(*w > 0.0 && *w < 1.0)) {
-            bail!("{}: every `within` fraction must be in (0, 1)", path.display());
+            bail!(
+                "{}: every `within` fraction must be in (0, 1)",
+                path.display()
+            );
         }
         if cfg.checkpoints.contains(&0) {
             bail!("{}: checkpoints are 1-based epochs", path.display());
         }
         Ok(cfg)
     }
+}
+
+/// Reads a TOML file into `T`; errors name the file and fit on one line.
+fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read the config", path.display()))?;
+    toml::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), one_line(&e.to_string())))
 }
 
 /// toml's messages span several lines with a source excerpt; keep them on one.

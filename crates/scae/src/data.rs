@@ -33,11 +33,18 @@ pub struct DataSource {
 impl Dataset {
     /// Reads `data` (a `.npy` file or a folder with `counts.npy`) and its labels.
     pub fn load(data: &Path, labels: Option<&Path>) -> Result<Self> {
-        let data = if data.is_dir() { data.join("counts.npy") } else { data.to_path_buf() };
+        let data = if data.is_dir() {
+            data.join("counts.npy")
+        } else {
+            data.to_path_buf()
+        };
         let x = scae_io::read_matrix(&data)?;
         let labels_path = match labels {
             Some(path) => Some(path.to_path_buf()),
-            None => data.parent().map(|dir| dir.join("labels.txt")).filter(|p| p.exists()),
+            None => data
+                .parent()
+                .map(|dir| dir.join("labels.txt"))
+                .filter(|p| p.exists()),
         };
         let labels = labels_path
             .as_deref()

@@ -17,19 +17,26 @@ impl EpochProgress {
     pub fn new(name: &str, epochs: usize) -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::new(epochs as u64);
-            let style = ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} epochs {elapsed_precise} {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> ");
+            let style = ProgressStyle::with_template(
+                "{prefix:>12} [{bar:30}] {pos}/{len} epochs {elapsed_precise} {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
             bar.set_style(style);
             bar.set_prefix(name.to_owned());
             bar
         });
-        Self { name: name.to_owned(), bar }
+        Self {
+            name: name.to_owned(),
+            bar,
+        }
     }
 
     /// Records one finished epoch.
     pub fn epoch(&self, stats: &EpochStats) {
-        let test = stats.test_loss.map_or_else(|| "-".into(), |t| format!("{t:.5}"));
+        let test = stats
+            .test_loss
+            .map_or_else(|| "-".into(), |t| format!("{t:.5}"));
         match &self.bar {
             Some(bar) => {
                 bar.set_message(format!("train {:.5} test {test}", stats.train_loss));

@@ -36,11 +36,22 @@ pub struct RunClock {
 
 impl RunClock {
     pub fn start() -> Self {
-        Self { started: SystemTime::now(), instant: Instant::now() }
+        Self {
+            started: SystemTime::now(),
+            instant: Instant::now(),
+        }
     }
 
     /// The provenance of a run that ends now.
-    pub fn finish(&self, question: &str, root: &Path, device: tch::Device, threads: usize, seed: u64, data: &DataSource) -> Provenance {
+    pub fn finish(
+        &self,
+        question: &str,
+        root: &Path,
+        device: tch::Device,
+        threads: usize,
+        seed: u64,
+        data: &DataSource,
+    ) -> Provenance {
         Provenance {
             question: question.to_owned(),
             scae_version: env!("CARGO_PKG_VERSION"),
@@ -80,7 +91,8 @@ pub fn git_revision(root: &Path) -> String {
     };
     match git(&["rev-parse", "HEAD"]) {
         Some(rev) if !rev.is_empty() => {
-            let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+            let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
+                .is_some_and(|s| !s.is_empty());
             if dirty { format!("{rev}+dirty") } else { rev }
         }
         _ => "unknown".into(),

@@ -47,7 +47,11 @@ fn project() -> tempfile::TempDir {
         let group = i % 3;
         let signal = if j % 3 == group { 2.0 } else { 0.0 };
         let noise = ((i * 31 + j * 17) % 11) as f32 / 11.0;
-        if (i + j) % 4 == 0 { 0.0 } else { signal + noise }
+        if (i + j) % 4 == 0 {
+            0.0
+        } else {
+            signal + noise
+        }
     });
     scae_io::write_npy(&data.join("counts.npy"), &x.view()).expect("counts");
     let labels: Vec<String> = (0..120).map(|i| (i % 3).to_string()).collect();
@@ -60,7 +64,11 @@ fn root_arg(root: &Path) -> String {
 }
 
 fn assert_ok(out: &Output) {
-    assert!(out.status.success(), "scae failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "scae failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn loss_columns(path: &Path) -> Vec<String> {
@@ -77,22 +85,42 @@ fn q1_then_q2_write_every_output() {
     let r = root_arg(root.path());
     assert_ok(&scae(&["q1", "--root", &r]));
     let q1 = root.path().join("results/q1");
-    for file in ["metrics.json", "history.png", "history.svg", "test_indices.npy"] {
+    for file in [
+        "metrics.json",
+        "history.png",
+        "history.svg",
+        "test_indices.npy",
+    ] {
         assert!(q1.join(file).is_file(), "missing results/q1/{file}");
     }
     for latent in [2, 4] {
         let dir = q1.join(format!("latent{latent}"));
-        for file in ["model.json", "weights.safetensors", "history.csv", "latent.npy"] {
-            assert!(dir.join(file).is_file(), "missing {}", dir.join(file).display());
+        for file in [
+            "model.json",
+            "weights.safetensors",
+            "history.csv",
+            "latent.npy",
+        ] {
+            assert!(
+                dir.join(file).is_file(),
+                "missing {}",
+                dir.join(file).display()
+            );
         }
         let z: Array2<f32> = ndarray_npy::read_npy(dir.join("latent.npy")).expect("latent");
         assert_eq!(z.dim(), (120, latent));
-        assert_eq!(loss_columns(&dir.join("history.csv")).len(), 4, "header + 3 epochs");
+        assert_eq!(
+            loss_columns(&dir.join("history.csv")).len(),
+            4,
+            "header + 3 epochs"
+        );
     }
-    let test_idx: Array1<i64> = ndarray_npy::read_npy(q1.join("test_indices.npy")).expect("indices");
+    let test_idx: Array1<i64> =
+        ndarray_npy::read_npy(q1.join("test_indices.npy")).expect("indices");
     assert_eq!(test_idx.len(), 24);
     let metrics: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(q1.join("metrics.json")).expect("json")).expect("valid");
+        serde_json::from_str(&std::fs::read_to_string(q1.join("metrics.json")).expect("json"))
+            .expect("valid");
     assert_eq!(metrics["config"]["seed"], 7);
     assert_eq!(metrics["provenance"]["device"], "cpu");
     assert!(metrics["provenance"]["wall_seconds"].as_f64().is_some());
@@ -100,12 +128,22 @@ fn q1_then_q2_write_every_output() {
     let out = scae(&["q2", "--root", &r]);
     assert_ok(&out);
     let q2 = root.path().join("results/q2");
-    for file in ["metrics.json", "summary.csv", "convergence.png", "convergence.svg", "report.md"] {
+    for file in [
+        "metrics.json",
+        "summary.csv",
+        "convergence.png",
+        "convergence.svg",
+        "report.md",
+    ] {
         assert!(q2.join(file).is_file(), "missing results/q2/{file}");
     }
     let m: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(q2.join("metrics.json")).expect("json")).expect("valid");
-    assert_eq!(m["reused_q1"], true, "Q2 reuses Q1's models when the config matches");
+        serde_json::from_str(&std::fs::read_to_string(q2.join("metrics.json")).expect("json"))
+            .expect("valid");
+    assert_eq!(
+        m["reused_q1"], true,
+        "Q2 reuses Q1's models when the config matches"
+    );
     let report = std::fs::read_to_string(q2.join("report.md")).expect("report");
     assert!(report.contains("latent 2") && report.contains("latent 4"));
     assert!(!report.contains("NaN"), "{report}");
@@ -130,7 +168,13 @@ fn the_same_seed_gives_identical_losses() {
     let runs: Vec<Vec<String>> = (0..2)
         .map(|i| {
             let out = root.path().join(format!("run{i}"));
-            assert_ok(&scae(&["q1", "--root", &r, "--out", &out.display().to_string()]));
+            assert_ok(&scae(&[
+                "q1",
+                "--root",
+                &r,
+                "--out",
+                &out.display().to_string(),
+            ]));
             loss_columns(&out.join("latent2/history.csv"))
         })
         .collect();
@@ -183,7 +227,13 @@ fn bad_inputs_fail_cleanly() {
     cases.push(("blank label line", good, Some(blank)));
 
     for (what, data, labels) in cases {
-        let mut args = vec!["q1".to_string(), "--root".into(), r.clone(), "--data".into(), data.display().to_string()];
+        let mut args = vec![
+            "q1".to_string(),
+            "--root".into(),
+            r.clone(),
+            "--data".into(),
+            data.display().to_string(),
+        ];
         if let Some(l) = &labels {
             args.extend(["--labels".into(), l.display().to_string()]);
         }
@@ -196,8 +246,14 @@ fn bad_inputs_fail_cleanly() {
         assert_eq!(lines.len(), 1, "{what}: expected one line, got {stderr}");
         let named = labels.as_ref().unwrap_or(&data);
         let name = named.file_name().expect("name").to_string_lossy();
-        assert!(lines[0].contains(name.as_ref()), "{what}: {stderr} does not name {name}");
-        assert!(!root.path().join("results").exists(), "{what}: wrote under results/");
+        assert!(
+            lines[0].contains(name.as_ref()),
+            "{what}: {stderr} does not name {name}"
+        );
+        assert!(
+            !root.path().join("results").exists(),
+            "{what}: wrote under results/"
+        );
     }
 }
 
@@ -220,17 +276,42 @@ fn train_embed_evaluate_round_trip() {
     let r = root_arg(root.path());
     let model = root.path().join("model");
     let m = model.display().to_string();
-    assert_ok(&scae(&["train", "--root", &r, "--latent", "3", "--epochs", "2", "--out", &m]));
+    assert_ok(&scae(&[
+        "train", "--root", &r, "--latent", "3", "--epochs", "2", "--out", &m,
+    ]));
     let data = root.path().join("data/counts.npy").display().to_string();
     let z = root.path().join("z.npy");
-    assert_ok(&scae(&["embed", "--model", &m, "--data", &data, "--out", &z.display().to_string(), "--device", "cpu"]));
+    assert_ok(&scae(&[
+        "embed",
+        "--model",
+        &m,
+        "--data",
+        &data,
+        "--out",
+        &z.display().to_string(),
+        "--device",
+        "cpu",
+    ]));
     let codes: Array2<f32> = ndarray_npy::read_npy(&z).expect("codes");
     let saved: Array2<f32> = ndarray_npy::read_npy(model.join("latent.npy")).expect("saved");
     assert_eq!(codes.dim(), saved.dim());
-    let worst = codes.iter().zip(&saved).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-    assert!(worst < 1e-5, "embed differs from the saved latent by {worst}");
-    let out = scae(&["evaluate", "--model", &m, "--data", &data, "--device", "cpu"]);
+    let worst = codes
+        .iter()
+        .zip(&saved)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        worst < 1e-5,
+        "embed differs from the saved latent by {worst}"
+    );
+    let out = scae(&[
+        "evaluate", "--model", &m, "--data", &data, "--device", "cpu",
+    ]);
     assert_ok(&out);
     let error: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
-    assert!(error["all"].as_f64().is_some_and(|v| v.is_finite() && v > 0.0));
+    assert!(
+        error["all"]
+            .as_f64()
+            .is_some_and(|v| v.is_finite() && v > 0.0)
+    );
 }

@@ -45,10 +45,17 @@ pub fn train(
     let vs = VarStore::new(train_x.device());
     let mut model = Autoencoder::new(&vs.root(), meta.input_dim, &meta.model)?;
     let progress = EpochProgress::new(name, train_cfg.epochs);
-    let history = scae_models::fit(&mut model, &vs, train_x, test_x, train_cfg, seed, |e| progress.epoch(e))
-        .with_context(|| format!("training {name}"))?;
+    let history = scae_models::fit(&mut model, &vs, train_x, test_x, train_cfg, seed, |e| {
+        progress.epoch(e)
+    })
+    .with_context(|| format!("training {name}"))?;
     progress.finish();
-    Ok(TrainedAe { meta, model, vs, history })
+    Ok(TrainedAe {
+        meta,
+        model,
+        vs,
+        history,
+    })
 }
 
 impl TrainedAe {
@@ -59,7 +66,9 @@ impl TrainedAe {
 
     /// Reconstructions of every row of `x`.
     pub fn reconstruct(&self, x: &Tensor) -> Result<Array2<f32>> {
-        to_array(&scae_models::map_rows(x, 8192, |b| self.model.reconstruct(b)))
+        to_array(&scae_models::map_rows(x, 8192, |b| {
+            self.model.reconstruct(b)
+        }))
     }
 
     /// Writes `model.json`, `weights.safetensors` and `history.csv` into `dir`.
@@ -68,23 +77,34 @@ impl TrainedAe {
         crate::provenance::write_json(&dir.join("model.json"), &self.meta)?;
         let weights = dir.join("weights.safetensors");
         let tmp = dir.join(format!(".weights.tmp-{}.safetensors", std::process::id()));
-        self.vs.save(&tmp).with_context(|| format!("{}: cannot write the weights", weights.display()))?;
-        std::fs::rename(&tmp, &weights).with_context(|| format!("{}: cannot write the weights", weights.display()))?;
+        self.vs
+            .save(&tmp)
+            .with_context(|| format!("{}: cannot write the weights", weights.display()))?;
+        std::fs::rename(&tmp, &weights)
+            .with_context(|| format!("{}: cannot write the weights", weights.display()))?;
         write_history(&dir.join("history.csv"), &self.history)
     }
 
     /// Reads a model folder written by [`TrainedAe::save`] onto `device`.
     pub fn load(dir: &Path, device: Device) -> Result<Self> {
         let meta_path = dir.join("model.json");
-        let text = std::fs::read_to_string(&meta_path)
-            .with_context(|| format!("{}: cannot read the model description", meta_path.display()))?;
-        let meta: ModelMeta = serde_json::from_str(&text).with_context(|| format!("{}: not a model description", meta_path.display()))?;
+        let text = std::fs::read_to_string(&meta_path).with_context(|| {
+            format!("{}: cannot read the model description", meta_path.display())
+        })?;
+        let meta: ModelMeta = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a model description", meta_path.display()))?;
         let mut vs = VarStore::new(device);
         let model = Autoencoder::new(&vs.root(), meta.input_dim, &meta.model)?;
         let weights = dir.join("weights.safetensors");
-        vs.load(&weights).with_context(|| format!("{}: cannot load the weights", weights.display()))?;
+        vs.load(&weights)
+            .with_context(|| format!("{}: cannot load the weights", weights.display()))?;
         let history = read_history(&dir.join("history.csv")).unwrap_or_default();
-        Ok(Self { meta, model, vs, history })
+        Ok(Self {
+            meta,
+            model,
+            vs,
+            history,
+        })
     }
 
     /// Checks `x` has the width the model was trained on.
@@ -115,9 +135,16 @@ pub fn write_history(path: &Path, history: &History) -> Result<()> {
     text.push('\n');
     for e in &history.epochs {
         let test = e.test_loss.map(|t| t.to_string()).unwrap_or_default();
-        text.push_str(&format!("{},{},{},{:.6}", e.epoch, e.train_loss, test, e.seconds));
+        text.push_str(&format!(
+            "{},{},{},{:.6}",
+            e.epoch, e.train_loss, test, e.seconds
+        ));
         for (i, _) in history.term_names.iter().enumerate() {
-            let test_term = e.test_terms.get(i).map(|t| t.to_string()).unwrap_or_default();
+            let test_term = e
+                .test_terms
+                .get(i)
+                .map(|t| t.to_string())
+                .unwrap_or_default();
             text.push_str(&format!(",{},{}", e.train_terms[i], test_term));
         }
         text.push('\n');
@@ -128,7 +155,8 @@ pub fn write_history(path: &Path, history: &History) -> Result<()> {
 
 /// Reads the four leading columns of a history written by [`write_history`].
 pub fn read_history(path: &Path) -> Result<History> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
     let mut epochs = Vec::new();
     for (i, line) in text.lines().enumerate().skip(1) {
         let bad = || anyhow::anyhow!("{}: line {}: not a history row", path.display(), i + 1);
@@ -139,11 +167,18 @@ pub fn read_history(path: &Path) -> Result<History> {
         epochs.push(scae_models::EpochStats {
             epoch: f[0].parse().map_err(|_| bad())?,
             train_loss: f[1].parse().map_err(|_| bad())?,
-            test_loss: if f[2].is_empty() { None } else { Some(f[2].parse().map_err(|_| bad())?) },
+            test_loss: if f[2].is_empty() {
+                None
+            } else {
+                Some(f[2].parse().map_err(|_| bad())?)
+            },
             train_terms: Vec::new(),
             test_terms: Vec::new(),
             seconds: f[3].parse().map_err(|_| bad())?,
         });
     }
-    Ok(History { term_names: Vec::new(), epochs })
+    Ok(History {
+        term_names: Vec::new(),
+        epochs,
+    })
 }

@@ -48,16 +48,23 @@ pub struct RunArgs {
 
 impl RunArgs {
     pub fn config_path(&self, question: &str) -> PathBuf {
-        self.config.clone().unwrap_or_else(|| self.root.join("configs").join(format!("{question}.toml")))
+        self.config
+            .clone()
+            .unwrap_or_else(|| self.root.join("configs").join(format!("{question}.toml")))
     }
 
     pub fn out_dir(&self, question: &str) -> PathBuf {
-        self.out.clone().unwrap_or_else(|| self.root.join("results").join(question))
+        self.out
+            .clone()
+            .unwrap_or_else(|| self.root.join("results").join(question))
     }
 
     /// Reads and validates the data (before anything is written).
     pub fn load_data(&self) -> Result<Dataset> {
-        let data = self.data.clone().unwrap_or_else(|| crate::data::default_data(&self.root));
+        let data = self
+            .data
+            .clone()
+            .unwrap_or_else(|| crate::data::default_data(&self.root));
         if self.data.is_none() && !data.exists() {
             anyhow::bail!(
                 "{}: the default data is missing; generate it with `cargo xtask data` (or `scae data`)",
@@ -131,14 +138,25 @@ impl Staging {
                 );
             }
         }
-        let parent = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let name = dest.file_name().context("the output folder has no name")?.to_string_lossy();
+        let parent = dest
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = dest
+            .file_name()
+            .context("the output folder has no name")?
+            .to_string_lossy();
         let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp)?;
         }
-        std::fs::create_dir_all(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
-        Ok(Self { tmp, dest: dest.to_path_buf(), committed: false })
+        std::fs::create_dir_all(&tmp)
+            .with_context(|| format!("{}: cannot create", tmp.display()))?;
+        Ok(Self {
+            tmp,
+            dest: dest.to_path_buf(),
+            committed: false,
+        })
     }
 
     /// Where files go until the commit.
@@ -149,7 +167,8 @@ impl Staging {
     /// Replaces the destination with the staged folder.
     pub fn commit(mut self) -> Result<PathBuf> {
         if self.dest.exists() {
-            std::fs::remove_dir_all(&self.dest).with_context(|| format!("{}: cannot replace", self.dest.display()))?;
+            std::fs::remove_dir_all(&self.dest)
+                .with_context(|| format!("{}: cannot replace", self.dest.display()))?;
         }
         std::fs::rename(&self.tmp, &self.dest)
             .with_context(|| format!("{}: cannot move results into place", self.dest.display()))?;
@@ -169,6 +188,7 @@ impl Drop for Staging {
 /// Number of trainable parameters of an autoencoder config on `genes` inputs.
 pub fn parameter_count(widths: &[usize]) -> usize {
     let one_way: usize = widths.windows(2).map(|w| w[0] * w[1]).sum();
-    let biases: usize = widths[1..].iter().sum::<usize>() + widths[..widths.len() - 1].iter().sum::<usize>();
+    let biases: usize =
+        widths[1..].iter().sum::<usize>() + widths[..widths.len() - 1].iter().sum::<usize>();
     2 * one_way + biases
 }

@@ -40,8 +40,18 @@ pub fn train_models(cfg: &AeStudy, prepared: &Prepared, genes: usize) -> Result<
     cfg.latents
         .iter()
         .map(|&latent| {
-            let meta = ModelMeta { input_dim: genes, model: cfg.model(latent) };
-            super::ae::train(&format!("latent {latent}"), meta, &cfg.train, cfg.seed, &prepared.train, &prepared.test)
+            let meta = ModelMeta {
+                input_dim: genes,
+                model: cfg.model(latent),
+            };
+            super::ae::train(
+                &format!("latent {latent}"),
+                meta,
+                &cfg.train,
+                cfg.seed,
+                &prepared.train,
+                &prepared.test,
+            )
         })
         .collect()
 }
@@ -82,7 +92,13 @@ pub fn history_panel(models: &[TrainedAe], title: &str, y_label: &str) -> LinePa
             dashed: true,
         });
     }
-    LinePanel { title: title.into(), x_label: "epoch".into(), y_label: y_label.into(), log_y: true, series }
+    LinePanel {
+        title: title.into(),
+        x_label: "epoch".into(),
+        y_label: y_label.into(),
+        log_y: true,
+        series,
+    }
 }
 
 pub fn run(args: &RunArgs) -> Result<()> {
@@ -100,12 +116,27 @@ pub fn run(args: &RunArgs) -> Result<()> {
     }
     super::write_test_indices(out.path(), &prepared.split)?;
     let loss = cfg.loss.name();
-    let panel = history_panel(&models, &format!("{loss} loss per epoch"), &format!("{loss} (log scale)"));
-    let title = format!("Q1: training and test history, {} cells x {} genes", data.x.nrows(), data.x.ncols());
+    let panel = history_panel(
+        &models,
+        &format!("{loss} loss per epoch"),
+        &format!("{loss} (log scale)"),
+    );
+    let title = format!(
+        "Q1: training and test history, {} cells x {} genes",
+        data.x.nrows(),
+        data.x.ncols()
+    );
     for ext in ["png", "svg"] {
-        scae_viz::line_figure(&out.path().join(format!("history.{ext}")), &title, std::slice::from_ref(&panel))?;
+        scae_viz::line_figure(
+            &out.path().join(format!("history.{ext}")),
+            &title,
+            std::slice::from_ref(&panel),
+        )?;
     }
-    let summaries: Vec<ModelSummary> = models.iter().map(|m| summarize(m, prepared.split.train.len())).collect();
+    let summaries: Vec<ModelSummary> = models
+        .iter()
+        .map(|m| summarize(m, prepared.split.train.len()))
+        .collect();
     for s in &summaries {
         tracing::info!(
             latent = s.latent,

@@ -62,7 +62,10 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let clock = RunClock::start();
     let cfg_path = args.config_path("q2");
     let cfg = Q2Config::load(&cfg_path)?;
-    let models_path = cfg_path.parent().unwrap_or(Path::new(".")).join(&cfg.models);
+    let models_path = cfg_path
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(&cfg.models);
     let study = AeStudy::load(&models_path)?;
     let data = args.load_data()?;
     let (device, threads) = args.setup_torch(study.device, study.threads)?;
@@ -71,7 +74,11 @@ pub fn run(args: &RunArgs) -> Result<()> {
 
     let q1_dir = args.root.join("results").join("q1");
     let (models, reused, note) = match reusable_q1(&q1_dir, &study, &data, device) {
-        Ok(models) => (models, true, format!("models reused from {}", q1_dir.display())),
+        Ok(models) => (
+            models,
+            true,
+            format!("models reused from {}", q1_dir.display()),
+        ),
         Err(why) => {
             tracing::info!("training Q1's models here: {why:#}");
             let models = super::q1::train_models(&study, &prepared, data.x.ncols())?;
@@ -79,7 +86,10 @@ pub fn run(args: &RunArgs) -> Result<()> {
         }
     };
 
-    let reports = models.iter().map(|m| measure(m, &prepared, &data, &cfg)).collect::<Result<Vec<_>>>()?;
+    let reports = models
+        .iter()
+        .map(|m| measure(m, &prepared, &data, &cfg))
+        .collect::<Result<Vec<_>>>()?;
     let panels = [
         train_or_test_panel(&models, true, study.loss.name()),
         train_or_test_panel(&models, false, study.loss.name()),
@@ -93,7 +103,9 @@ pub fn run(args: &RunArgs) -> Result<()> {
     }
     write_summary_csv(&out.path().join("summary.csv"), &reports)?;
     let report = report_markdown(&reports, &note, &study);
-    scae_io::write_atomic(&out.path().join("report.md"), |w| std::io::Write::write_all(w, report.as_bytes()))?;
+    scae_io::write_atomic(&out.path().join("report.md"), |w| {
+        std::io::Write::write_all(w, report.as_bytes())
+    })?;
     let metrics = Metrics {
         provenance: clock.finish("q2", &args.root, device, threads, study.seed, &data.source),
         config: &cfg,
@@ -109,14 +121,20 @@ pub fn run(args: &RunArgs) -> Result<()> {
 }
 
 /// Loads Q1's models when Q1 ran with this config on this data; the error says why not.
-fn reusable_q1(dir: &Path, study: &AeStudy, data: &Dataset, device: tch::Device) -> Result<Vec<TrainedAe>> {
+fn reusable_q1(
+    dir: &Path,
+    study: &AeStudy,
+    data: &Dataset,
+    device: tch::Device,
+) -> Result<Vec<TrainedAe>> {
     let path = dir.join("metrics.json");
     let text = std::fs::read_to_string(&path).with_context(|| format!("no {}", path.display()))?;
-    let q1: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    let q1: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
     if q1["config"] != serde_json::to_value(study)? {
         anyhow::bail!("{} was made with another config", path.display());
     }
-    if q1["provenance"]["data"]["fingerprint"] != serde_json::Value::from(data.source.fingerprint.clone()) {
+    if q1["provenance"]["data"]["fingerprint"] != data.source.fingerprint.as_str() {
         anyhow::bail!("{} was made from other data", path.display());
     }
     study
@@ -126,22 +144,40 @@ fn reusable_q1(dir: &Path, study: &AeStudy, data: &Dataset, device: tch::Device)
         .collect()
 }
 
-fn measure(m: &TrainedAe, prepared: &Prepared, data: &Dataset, cfg: &Q2Config) -> Result<ModelReport> {
-    let train = scae_eval::reconstruction_error(data.rows(&prepared.split.train).view(), m.reconstruct(&prepared.train)?.view())?;
-    let test = scae_eval::reconstruction_error(data.rows(&prepared.split.test).view(), m.reconstruct(&prepared.test)?.view())?;
+fn measure(
+    m: &TrainedAe,
+    prepared: &Prepared,
+    data: &Dataset,
+    cfg: &Q2Config,
+) -> Result<ModelReport> {
+    let train = scae_eval::reconstruction_error(
+        data.rows(&prepared.split.train).view(),
+        m.reconstruct(&prepared.train)?.view(),
+    )?;
+    let test = scae_eval::reconstruction_error(
+        data.rows(&prepared.split.test).view(),
+        m.reconstruct(&prepared.test)?.view(),
+    )?;
     let tests = m.history.test_losses();
     let trains = m.history.train_losses();
     let final_test_loss = tests.last().copied().unwrap_or(f64::NAN);
     let within = cfg
         .within
         .iter()
-        .map(|&fraction| Within { fraction, epoch: scae_eval::first_epoch_within(&tests, fraction) })
+        .map(|&fraction| Within {
+            fraction,
+            epoch: scae_eval::first_epoch_within(&tests, fraction),
+        })
         .collect();
     let checkpoints = cfg
         .checkpoints
         .iter()
         .filter(|&&e| e <= tests.len())
-        .map(|&epoch| Checkpoint { epoch, train_loss: trains[epoch - 1], test_loss: tests[epoch - 1] })
+        .map(|&epoch| Checkpoint {
+            epoch,
+            train_loss: trains[epoch - 1],
+            test_loss: tests[epoch - 1],
+        })
         .collect();
     let last10_relative_drop =
         (tests.len() > 10).then(|| (tests[tests.len() - 11] - final_test_loss) / final_test_loss);
@@ -165,7 +201,11 @@ fn train_or_test_panel(models: &[TrainedAe], train: bool, loss: &str) -> scae_vi
         .map(|(i, m)| scae_viz::Series {
             label: format!("latent {}", m.meta.model.latent),
             x: m.history.epochs.iter().map(|e| e.epoch as f64).collect(),
-            y: if train { m.history.train_losses() } else { m.history.test_losses() },
+            y: if train {
+                m.history.train_losses()
+            } else {
+                m.history.test_losses()
+            },
             color: i,
             dashed: !train,
         })
@@ -188,7 +228,14 @@ fn write_summary_csv(path: &Path, reports: &[ModelReport]) -> Result<()> {
         let _ = writeln!(
             text,
             "{},{},{},{},{},{},{},{}",
-            r.latent, r.parameters, r.train.all, r.test.all, r.train.nonzero, r.test.nonzero, r.train.zero, r.test.zero
+            r.latent,
+            r.parameters,
+            r.train.all,
+            r.test.all,
+            r.train.nonzero,
+            r.test.nonzero,
+            r.train.zero,
+            r.test.zero
         );
     }
     scae_io::write_atomic(path, |w| std::io::Write::write_all(w, text.as_bytes()))?;
@@ -201,7 +248,10 @@ fn epoch_text(epoch: Option<usize>) -> String {
 
 /// First epoch within the tightest fraction on which the models differ (falls back to the loosest).
 fn speed_key(r: &ModelReport, fraction_index: usize) -> usize {
-    r.within.get(fraction_index).and_then(|w| w.epoch).unwrap_or(usize::MAX)
+    r.within
+        .get(fraction_index)
+        .and_then(|w| w.epoch)
+        .unwrap_or(usize::MAX)
 }
 
 /// The report: a table, then each discussion point answered from the numbers.
@@ -212,8 +262,19 @@ pub fn report_markdown(reports: &[ModelReport], note: &str, study: &AeStudy) -> 
         md,
         "Autoencoders genes -> {} -> latent -> {} -> genes with latent sizes {:?}, trained {} epochs with {} \
          (batch {}, learning rate {}), seed {}; {note}.\n",
-        study.hidden.iter().map(|h| h.to_string()).collect::<Vec<_>>().join(" -> "),
-        study.hidden.iter().rev().map(|h| h.to_string()).collect::<Vec<_>>().join(" -> "),
+        study
+            .hidden
+            .iter()
+            .map(|h| h.to_string())
+            .collect::<Vec<_>>()
+            .join(" -> "),
+        study
+            .hidden
+            .iter()
+            .rev()
+            .map(|h| h.to_string())
+            .collect::<Vec<_>>()
+            .join(" -> "),
         study.latents,
         study.train.epochs,
         study.loss.name(),
@@ -222,8 +283,14 @@ pub fn report_markdown(reports: &[ModelReport], note: &str, study: &AeStudy) -> 
         study.seed,
     );
     let _ = writeln!(md, "![convergence](convergence.png)\n");
-    let _ = writeln!(md, "## Reconstruction MSE (full reconstruction, every entry)\n");
-    let _ = writeln!(md, "| latent | parameters | train MSE | test MSE | test MSE, nonzero entries | test MSE, zero entries |");
+    let _ = writeln!(
+        md,
+        "## Reconstruction MSE (full reconstruction, every entry)\n"
+    );
+    let _ = writeln!(
+        md,
+        "| latent | parameters | train MSE | test MSE | test MSE, nonzero entries | test MSE, zero entries |"
+    );
     let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|");
     for r in reports {
         let _ = writeln!(
@@ -235,11 +302,19 @@ pub fn report_markdown(reports: &[ModelReport], note: &str, study: &AeStudy) -> 
     let _ = writeln!(md, "\n## Convergence (test loss)\n");
     let mut header = String::from("| latent |");
     let mut rule = String::from("|---:|");
-    for w in reports.first().map(|r| r.within.as_slice()).unwrap_or_default() {
+    for w in reports
+        .first()
+        .map(|r| r.within.as_slice())
+        .unwrap_or_default()
+    {
         let _ = write!(header, " within {:.0} % of final |", w.fraction * 100.0);
         rule.push_str("---:|");
     }
-    for c in reports.first().map(|r| r.checkpoints.as_slice()).unwrap_or_default() {
+    for c in reports
+        .first()
+        .map(|r| r.checkpoints.as_slice())
+        .unwrap_or_default()
+    {
         let _ = write!(header, " test loss, epoch {} |", c.epoch);
         rule.push_str("---:|");
     }
@@ -254,12 +329,16 @@ pub fn report_markdown(reports: &[ModelReport], note: &str, study: &AeStudy) -> 
         for c in &r.checkpoints {
             let _ = write!(row, " {:.5} |", c.test_loss);
         }
-        let drop = r.last10_relative_drop.map_or_else(|| "-".into(), |d| format!("{:.2} %", d * 100.0));
+        let drop = r
+            .last10_relative_drop
+            .map_or_else(|| "-".into(), |d| format!("{:.2} %", d * 100.0));
         let _ = write!(row, " {:.5} | {drop} |", r.final_test_loss);
         let _ = writeln!(md, "{row}");
     }
-    if let (Some(small), Some(large)) = (reports.iter().min_by_key(|r| r.latent), reports.iter().max_by_key(|r| r.latent))
-        && small.latent != large.latent
+    if let (Some(small), Some(large)) = (
+        reports.iter().min_by_key(|r| r.latent),
+        reports.iter().max_by_key(|r| r.latent),
+    ) && small.latent != large.latent
     {
         discuss(&mut md, small, large);
     }
@@ -289,7 +368,13 @@ fn discuss(md: &mut String, small: &ModelReport, large: &ModelReport) {
             cs.epoch, cs.test_loss, cl.test_loss
         );
     }
-    let faster = decisive.map(|i| if speed_key(small, i) < speed_key(large, i) { s } else { l });
+    let faster = decisive.map(|i| {
+        if speed_key(small, i) < speed_key(large, i) {
+            s
+        } else {
+            l
+        }
+    });
     match faster {
         Some(f) => {
             let slower = if f == s { l } else { s };
@@ -299,7 +384,10 @@ fn discuss(md: &mut String, small: &ModelReport, large: &ModelReport) {
             );
         }
         None => {
-            let _ = writeln!(md, "\nBoth models reach every threshold at the same epoch: neither converges faster.");
+            let _ = writeln!(
+                md,
+                "\nBoth models reach every threshold at the same epoch: neither converges faster."
+            );
         }
     }
     for r in [small, large] {
@@ -315,14 +403,23 @@ fn discuss(md: &mut String, small: &ModelReport, large: &ModelReport) {
     }
 
     let _ = writeln!(md, "\n## Latent size and reconstruction error\n");
-    let better = if large.test.all < small.test.all { large } else { small };
+    let better = if large.test.all < small.test.all {
+        large
+    } else {
+        small
+    };
     let worse = if better.latent == l { small } else { large };
     let gap = (worse.test.all - better.test.all) / worse.test.all * 100.0;
     let _ = writeln!(
         md,
         "Latent {} reaches the lower final test MSE: {:.5} against {:.5} for latent {} ({gap:.1} % lower); \
          on the training cells {:.5} against {:.5}.",
-        better.latent, better.test.all, worse.test.all, worse.latent, better.train.all, worse.train.all
+        better.latent,
+        better.test.all,
+        worse.test.all,
+        worse.latent,
+        better.train.all,
+        worse.train.all
     );
     let _ = writeln!(
         md,
