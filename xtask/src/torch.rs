@@ -138,13 +138,14 @@ fn install(dir: &Path, reason: &str) -> Result<Libtorch> {
     check_python()?;
     let parent = dir.parent().context("install folder has no parent")?;
     std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-    let staging = parent.join(format!(
-        ".torch-{TORCH_VERSION}.partial-{}",
-        std::process::id()
-    ));
-    if staging.exists() {
-        std::fs::remove_dir_all(&staging)?;
+    // Leftovers of interrupted installs are never used: remove them.
+    let prefix = format!(".torch-{TORCH_VERSION}.partial-");
+    for entry in std::fs::read_dir(parent)?.filter_map(|e| e.ok()) {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
+    let staging = parent.join(format!("{prefix}{}", std::process::id()));
     let result = install_into(&staging);
     if let Err(err) = result {
         let _ = std::fs::remove_dir_all(&staging);
