@@ -42,6 +42,7 @@ def main() -> None:
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--threads", type=int, required=True)
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--matmul", action="store_true", help="only measure the matmul rate")
     args = p.parse_args()
 
@@ -57,13 +58,15 @@ def main() -> None:
     test_idx = torch.from_numpy(np.load(args.test_indices).astype(np.int64))
     train_mask = torch.ones(x.shape[0], dtype=torch.bool)
     train_mask[test_idx] = False
-    x_train, x_test = x[train_mask].contiguous(), x[test_idx].contiguous()
+    device = torch.device(args.device)
+    x_train = x[train_mask].contiguous().to(device)
+    x_test = x[test_idx].contiguous().to(device)
     genes = x.shape[1]
 
     model = nn.Sequential(
         nn.Linear(genes, args.hidden), nn.ReLU(), nn.Linear(args.hidden, args.latent),
         nn.Linear(args.latent, args.hidden), nn.ReLU(), nn.Linear(args.hidden, genes),
-    )
+    ).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     loss_fn = nn.MSELoss()
     gen = torch.Generator().manual_seed(args.seed)
@@ -73,7 +76,7 @@ def main() -> None:
     start = time.perf_counter()
     for _ in range(args.epochs):
         model.train()
-        perm = torch.randperm(n, generator=gen)
+        perm = torch.randperm(n, generator=gen).to(device)
         total = 0.0
         for i in range(0, n, args.batch_size):
             xb = x_train[perm[i:i + args.batch_size]]
