@@ -153,6 +153,116 @@ pub enum Error {
         /// The offending label.
         label: String,
     },
+    /// The file is not a MatrixMarket `coordinate integer general` file (another format, field or
+    /// symmetry, or no `%%MatrixMarket` header at all).
+    #[error(
+        "{}: not a MatrixMarket coordinate integer file: header {header:?}, expected \
+         \"%%MatrixMarket matrix coordinate integer general\"",
+        path.display()
+    )]
+    NotCoordinateInteger {
+        /// The file.
+        path: PathBuf,
+        /// The first line of the file (at most 100 characters).
+        header: String,
+    },
+    /// A line of a MatrixMarket file cannot be parsed (missing size line, wrong number of fields,
+    /// an index that is not a number).
+    #[error("{}: line {line}: {reason}", path.display())]
+    InvalidMtx {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What is malformed.
+        reason: String,
+    },
+    /// An entry lies outside the shape declared in the MatrixMarket size line.
+    #[error(
+        "{}: line {line}: entry at row {row}, col {col} is outside the declared {} x {} matrix \
+         (indices are 1-based)",
+        path.display(), shape.0, shape.1
+    )]
+    MtxIndex {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// 1-based row as written in the file.
+        row: u64,
+        /// 1-based column as written in the file.
+        col: u64,
+        /// Rows and columns declared in the size line.
+        shape: (usize, usize),
+    },
+    /// The MatrixMarket size line declares a different number of entries than the file holds.
+    #[error(
+        "{}: the size line declares {declared} entries, the file has {found}",
+        path.display()
+    )]
+    MtxEntryCount {
+        /// The file.
+        path: PathBuf,
+        /// Entries declared in the size line.
+        declared: u64,
+        /// Entries found.
+        found: u64,
+    },
+    /// A MatrixMarket entry's value is negative, fractional or not a number.
+    #[error(
+        "{}: line {line}: value {value:?} is not a count (a non-negative integer)",
+        path.display()
+    )]
+    MtxNotCount {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// The value as written in the file (at most 100 characters).
+        value: String,
+    },
+    /// A 10x features (genes) or barcodes file has a different length than its matrix axis.
+    #[error(
+        "{}: {lines} lines, but {} declares {expected} {axis}",
+        path.display(), matrix.display()
+    )]
+    TenxLength {
+        /// The features, genes or barcodes file.
+        path: PathBuf,
+        /// Lines in it.
+        lines: usize,
+        /// The matrix file.
+        matrix: PathBuf,
+        /// Length of the matrix axis.
+        expected: usize,
+        /// The axis, for the message: "genes (rows)" or "cells (columns)".
+        axis: &'static str,
+    },
+    /// A 10x matrix folder, or one of its files, is missing.
+    #[error("{}: not a 10x matrix folder: found no {looked_for}", path.display())]
+    TenxMissing {
+        /// The folder searched.
+        path: PathBuf,
+        /// What was looked for, for the message.
+        looked_for: String,
+    },
+    /// More than one 10x matrix folder was found at the same depth, so which to read is unclear.
+    #[error(
+        "{}: {} 10x matrix folders found ({}); pass the one to read",
+        path.display(), found.len(), join_paths(found)
+    )]
+    TenxAmbiguous {
+        /// The folder searched.
+        path: PathBuf,
+        /// The matrix folders found.
+        found: Vec<PathBuf>,
+    },
+}
+
+/// `a, b, c` for a list of paths.
+fn join_paths(paths: &[PathBuf]) -> String {
+    let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    shown.join(", ")
 }
 
 impl Error {
@@ -168,6 +278,15 @@ impl Error {
     pub(crate) fn invalid_npy(path: &Path, reason: impl Into<String>) -> Self {
         Self::InvalidNpy {
             path: path.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// [`Error::InvalidMtx`] for `path` at 1-based `line`.
+    pub(crate) fn invalid_mtx(path: &Path, line: usize, reason: impl Into<String>) -> Self {
+        Self::InvalidMtx {
+            path: path.into(),
+            line,
             reason: reason.into(),
         }
     }

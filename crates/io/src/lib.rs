@@ -1,19 +1,41 @@
-//! Reading and writing the files scae works on: `.npy` matrices, label files, atomic writes.
+//! Reading and writing the files scae works on: `.npy` matrices, 10x Genomics (Cell Ranger)
+//! matrix folders, label files, atomic writes; and the preprocessing that turns counts into the
+//! autoencoder's input.
 //!
-//! This crate knows files, not tensors: everything comes in and goes out as `ndarray` arrays, so
-//! the models, metrics and plots can be tested without touching the disk or libtorch. Readers
-//! validate what they return (a 2-D, non-empty, finite `f32` matrix in standard layout; counts
-//! that are non-negative integers; labels that match the cells), so callers can trust it.
-//! Writers are atomic: a crash mid-write never leaves a half-written result behind.
+//! This crate knows files, not tensors: everything comes in and goes out as `ndarray` arrays (or,
+//! for 10x counts, which are mostly zeros, a `sprs` CSR matrix that [`dense_rows`] densifies a
+//! minibatch at a time), so the models, metrics and plots can be tested without touching the disk
+//! or libtorch. Readers validate what they return (a 2-D, non-empty, finite `f32` matrix in
+//! standard layout; counts that are non-negative integers; genes, barcodes and labels that match
+//! the cells), so callers can trust it. Writers are atomic: a crash mid-write never leaves a
+//! half-written result behind.
 //!
 //! Every error names the file and says what is wrong with it in one line (see [`Error`]).
+//!
+//! ```no_run
+//! # fn main() -> scae_io::Result<()> {
+//! use scae_io::preprocess::{DEFAULT_N_TOP_GENES, preprocess, raw_counts};
+//!
+//! let data = scae_io::read_10x("../shared/data/worm_neuron".as_ref())?;
+//! let input = preprocess(&data.counts, DEFAULT_N_TOP_GENES); // cells x 1000, log-normalised
+//! let counts = raw_counts(&data.counts, Some(&input.genes), &data.files.matrix)?;
+//! # Ok(()) }
+//! ```
 
 mod atomic;
 mod error;
 mod labels;
+mod mtx;
 mod npy;
+pub mod preprocess;
+mod tenx;
+#[cfg(test)]
+mod test_support;
 
 pub use atomic::write_atomic;
 pub use error::{Error, Result};
 pub use labels::{Labels, read_labels, write_labels};
 pub use npy::{read_counts, read_matrix, write_npy};
+pub use preprocess::{Preprocessed, preprocess};
+pub use sprs::CsMat;
+pub use tenx::{TenxFiles, TenxMatrix, dense_rows, find_10x, read_10x, to_dense};

@@ -135,7 +135,7 @@ pub fn write_npy<A: WritableElement, D: Dimension>(
 /// Every f32 from 2^23 up is an integer; below that, adding and subtracting 2^23 rounds `v` to an
 /// integer, which leaves it unchanged iff it is one. Unlike `fract` (a libm call on baseline
 /// x86-64) this vectorises, which makes the check on a 5000 x 1000 matrix about 10x faster.
-fn is_count(v: f32) -> bool {
+pub(crate) fn is_count(v: f32) -> bool {
     const TWO_POW_23: f32 = 8_388_608.0;
     v >= 0.0 && (v >= TWO_POW_23 || (v + TWO_POW_23) - TWO_POW_23 == v)
 }
