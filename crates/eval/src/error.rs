@@ -1,12 +1,40 @@
-//! The error type of scae-eval: one enum for the whole crate, each message
+//! The error types of scae-eval: one enum for the whole crate, each message
 //! carrying the values that made the input unusable.
+//!
+//! Parameter errors ([`ParamError`]: a k-means with zero clusters, a PCA with
+//! zero components) are kept apart from run-time errors about the data
+//! (mismatched lengths, NaN entries, more clusters than cells), so a caller can
+//! validate a configuration before any data is loaded.
 
 /// Result alias used throughout scae-eval.
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// A parameter that is invalid whatever the data.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ParamError {
+    /// k-means asked for zero clusters.
+    #[error("n_clusters must be at least 1, got 0")]
+    ZeroClusters,
+    /// k-means asked for zero restarts.
+    #[error("n_init must be at least 1, got 0")]
+    ZeroInit,
+    /// k-means asked for zero Lloyd iterations.
+    #[error("max_iter must be at least 1, got 0")]
+    ZeroMaxIter,
+    /// The k-means tolerance is negative, NaN or infinite.
+    #[error("tol must be finite and >= 0, got {0}")]
+    Tolerance(f64),
+    /// PCA asked for zero components.
+    #[error("n_components must be at least 1, got 0")]
+    ZeroComponents,
+}
+
 /// Everything that can go wrong when computing a metric.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Error {
+    /// An invalid parameter, see [`ParamError`].
+    #[error("invalid parameter: {0}")]
+    Param(#[from] ParamError),
     /// Truth and prediction matrices have different shapes.
     #[error(
         "shape mismatch: truth is {}x{}, prediction is {}x{}",
@@ -35,4 +63,81 @@ pub enum Error {
     /// A checkpoint epoch of 0 was requested; epochs are 1-based.
     #[error("checkpoint epoch 0 requested; epochs are 1-based")]
     ZeroCheckpoint,
+    /// A data matrix contains a NaN or infinite entry.
+    #[error("entry ({row}, {col}) of the data is not finite: {value}")]
+    NonFinite {
+        /// Row (cell) of the first offending entry.
+        row: usize,
+        /// Column (gene or latent dimension) of the first offending entry.
+        col: usize,
+        /// The offending value.
+        value: f64,
+    },
+    /// There are no cells (rows or labels) to score.
+    #[error("no samples: the input has no rows")]
+    NoSamples,
+    /// Two labellings of the same cells differ in length.
+    #[error("label vectors differ in length: truth has {truth}, prediction has {pred}")]
+    LabelLengthMismatch {
+        /// Length of the true labels.
+        truth: usize,
+        /// Length of the predicted labels.
+        pred: usize,
+    },
+    /// A labelling does not have one label per row of the data.
+    #[error("{labels} labels for {rows} rows of data")]
+    LabelsForRows {
+        /// Rows (cells) of the data matrix.
+        rows: usize,
+        /// Length of the label vector.
+        labels: usize,
+    },
+    /// k-means asked for more clusters than there are cells.
+    #[error("cannot form {n_clusters} clusters from {n_samples} cells")]
+    TooManyClusters {
+        /// Requested number of clusters.
+        n_clusters: usize,
+        /// Cells in the data.
+        n_samples: usize,
+    },
+    /// The silhouette is defined only for 2 to `n_samples - 1` clusters.
+    #[error("silhouette needs 2 to n_samples - 1 = {} clusters, got {n_clusters}", n_samples.saturating_sub(1))]
+    SilhouetteClusters {
+        /// Distinct labels among the scored cells.
+        n_clusters: usize,
+        /// Cells scored.
+        n_samples: usize,
+    },
+    /// PCA asked for more components than the centred data can have.
+    #[error(
+        "cannot compute {n_components} components from {n_cells} cells x {n_genes} genes: at most min(cells - 1, genes) = {max}"
+    )]
+    TooManyComponents {
+        /// Requested number of components.
+        n_components: usize,
+        /// Rows of the data.
+        n_cells: usize,
+        /// Columns of the data.
+        n_genes: usize,
+        /// The largest valid number of components.
+        max: usize,
+    },
+    /// The symmetric eigensolver behind PCA did not converge.
+    #[error("eigendecomposition of the {dim}x{dim} covariance did not converge")]
+    NoConvergence {
+        /// Order of the matrix that was decomposed.
+        dim: usize,
+    },
+}
+
+/// Checks that every entry of `x` is finite, naming the first that is not.
+pub(crate) fn check_finite(x: ndarray::ArrayView2<'_, f32>) -> Result<()> {
+    match x.indexed_iter().find(|(_, v)| !v.is_finite()) {
+        Some(((row, col), &v)) => Err(Error::NonFinite {
+            row,
+            col,
+            value: f64::from(v),
+        }),
+        None => Ok(()),
+    }
 }

@@ -1,20 +1,42 @@
 //! Metrics for scae on plain `ndarray` matrices: reconstruction error of a
-//! count matrix and convergence summaries of a loss history.
+//! count matrix, convergence summaries of a loss history, and the clustering
+//! and embedding toolkit used to judge latent spaces (k-means, agreement
+//! scores, silhouette, PCA as the linear baseline).
 //!
-//! This crate never touches tch: models hand over `ArrayView2<f32>` (cells x genes)
-//! or `&[f64]` loss histories, so the metrics can be tested on tiny hand-made
-//! inputs and reused by every study without a GPU. All sums are accumulated in
-//! `f64` whatever the element type, so a 10k x 20k matrix loses no precision.
+//! This crate never touches tch: models hand over `ArrayView2<f32>` (cells x genes
+//! or cells x latent dims) or `&[f64]` loss histories, so the metrics can be
+//! tested on tiny hand-made inputs and reused by every study without a GPU. All
+//! sums are accumulated in `f64` whatever the element type, so a 10k x 20k
+//! matrix loses no precision. Where scikit-learn defines a metric, this crate
+//! follows its conventions and `tests/golden.rs` checks it against values that
+//! `tests/fixtures/make_fixtures.py` computed with scikit-learn.
 //!
 //! - [`reconstruction`]: mean squared error over all entries, and split by
 //!   whether the true count is zero (dropout-heavy single-cell data makes the
 //!   split the interesting part).
 //! - [`mod@convergence`]: when did a loss curve reach its final value.
+//! - [`kmeans`]: k-means with greedy k-means++ seeding and seeded restarts.
+//! - [`metrics`]: adjusted Rand index, normalised mutual information,
+//!   Hungarian-matched accuracy, and the silhouette score.
+//! - [`mod@pca`]: exact centred PCA (faer eigendecomposition) with
+//!   scikit-learn's sign convention.
+//! - [`error`]: the crate's [`Error`], with parameter errors apart in
+//!   [`ParamError`].
 
 pub mod convergence;
+mod dense;
 pub mod error;
+pub mod kmeans;
+pub mod metrics;
+pub mod pca;
 pub mod reconstruction;
 
 pub use convergence::{Convergence, convergence, first_epoch_within};
-pub use error::{Error, Result};
+pub use error::{Error, ParamError, Result};
+pub use kmeans::{KMeans, KMeansParams};
+pub use metrics::{
+    SILHOUETTE_MAX_CELLS, adjusted_rand_index, hungarian_accuracy, normalized_mutual_info,
+    silhouette_samples, silhouette_score,
+};
+pub use pca::{Pca, pca};
 pub use reconstruction::{ReconstructionError, mse, reconstruction_error};
