@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::config::{AeStudy, resolve_threads};
 use crate::data::Dataset;
 use crate::provenance::{RunClock, write_json};
-use crate::study::ae::{ModelMeta, TrainedAe};
+use crate::study::ae::TrainedAe;
 use crate::study::{Prepared, RunArgs, Staging};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -91,24 +91,10 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     let (device, threads) = run.setup_torch(cfg.device, cfg.threads)?;
     let out = Staging::new(&run.out_dir("model"))?;
     let prepared = Prepared::new(&cfg, &data, device)?;
-    let latent = cfg.latents[0];
-    let meta = ModelMeta {
-        input_dim: data.x.ncols(),
-        model: cfg.model(latent),
-    };
-    let model = crate::study::ae::train(
-        &format!("latent {latent}"),
-        meta,
-        &cfg.train,
-        cfg.seed,
-        &prepared.train,
-        &prepared.test,
-    )?;
-    model.save(out.path())?;
-    scae_io::write_npy(
-        &out.path().join("latent.npy"),
-        &model.encode(&prepared.all)?.view(),
-    )?;
+    let model = crate::study::q1::train_models(&cfg, &prepared, data.x.ncols())?
+        .pop()
+        .context("no model was trained")?;
+    model.save_with_latent(out.path(), &prepared.all)?;
     crate::study::write_test_indices(out.path(), &prepared.split)?;
     #[derive(Serialize)]
     struct Metrics<'a> {

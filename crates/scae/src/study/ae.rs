@@ -85,6 +85,13 @@ impl TrainedAe {
         write_history(&dir.join("history.csv"), &self.history)
     }
 
+    /// [`TrainedAe::save`], plus `latent.npy`: the latent code of every row of `all`.
+    pub fn save_with_latent(&self, dir: &Path, all: &Tensor) -> Result<()> {
+        self.save(dir)?;
+        scae_io::write_npy(&dir.join("latent.npy"), &self.encode(all)?.view())?;
+        Ok(())
+    }
+
     /// Reads a model folder written by [`TrainedAe::save`] onto `device`.
     pub fn load(dir: &Path, device: Device) -> Result<Self> {
         let meta_path = dir.join("model.json");

@@ -111,8 +111,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let models = train_models(&cfg, &prepared, data.x.ncols())?;
     for m in &models {
         let dir = out.path().join(format!("latent{}", m.meta.model.latent));
-        m.save(&dir)?;
-        scae_io::write_npy(&dir.join("latent.npy"), &m.encode(&prepared.all)?.view())?;
+        m.save_with_latent(&dir, &prepared.all)?;
     }
     super::write_test_indices(out.path(), &prepared.split)?;
     let loss = cfg.loss.name();
