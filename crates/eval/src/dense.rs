@@ -46,36 +46,30 @@ impl Rows {
 /// `sum_l a_l * b_l` with four accumulators.
 #[inline]
 pub(crate) fn dot(a: &[f64], b: &[f64]) -> f64 {
-    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
-    let tail: f64 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    let mut acc = [0.0_f64; 4];
-    for (x, y) in ca.zip(cb) {
-        for ((s, x), y) in acc.iter_mut().zip(x).zip(y) {
-            *s += x * y;
-        }
-    }
-    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+    sum4(a, b, |x, y| x * y)
 }
 
 /// Squared Euclidean distance `sum_l (a_l - b_l)^2` with four accumulators.
 #[inline]
 pub(crate) fn sq_dist(a: &[f64], b: &[f64]) -> f64 {
+    sum4(a, b, |x, y| (x - y) * (x - y))
+}
+
+/// `sum_l f(a_l, b_l)` over four independent accumulators (so the compiler can vectorise),
+/// then the remainder; the summation order is fixed, so results are reproducible.
+#[inline(always)]
+fn sum4(a: &[f64], b: &[f64], f: impl Fn(f64, f64) -> f64) -> f64 {
     let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
     let tail: f64 = ca
         .remainder()
         .iter()
         .zip(cb.remainder())
-        .map(|(x, y)| (x - y) * (x - y))
+        .map(|(x, y)| f(*x, *y))
         .sum();
     let mut acc = [0.0_f64; 4];
     for (x, y) in ca.zip(cb) {
         for ((s, x), y) in acc.iter_mut().zip(x).zip(y) {
-            *s += (x - y) * (x - y);
+            *s += f(*x, *y);
         }
     }
     (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
