@@ -76,6 +76,54 @@ pub enum Error {
         /// The offending y value.
         y: f64,
     },
+    /// A scatter panel has no points.
+    #[error("scatter panel {panel:?} has no points")]
+    NoPoints {
+        /// Title of the panel.
+        panel: String,
+    },
+    /// A scatter panel's `x`, `y` and `labels` differ in length.
+    #[error(
+        "scatter panel {panel:?} has {x_len} x values, {y_len} y values and {labels_len} labels; \
+         all three must be equal"
+    )]
+    PointCountMismatch {
+        /// Title of the panel.
+        panel: String,
+        /// Number of x values.
+        x_len: usize,
+        /// Number of y values.
+        y_len: usize,
+        /// Number of labels.
+        labels_len: usize,
+    },
+    /// A scatter point is NaN or infinite.
+    #[error("scatter panel {panel:?} has a non-finite point {index}: ({x}, {y})")]
+    NonFinitePoint {
+        /// Title of the panel.
+        panel: String,
+        /// Index of the point.
+        index: usize,
+        /// Its x value.
+        x: f64,
+        /// Its y value.
+        y: f64,
+    },
+    /// A scatter point's label has no name.
+    #[error(
+        "point {index} in scatter panel {panel:?} has label {label}, \
+         but only {n_names} label names were given"
+    )]
+    LabelOutOfRange {
+        /// Title of the panel.
+        panel: String,
+        /// Index of the point.
+        index: usize,
+        /// Its label index.
+        label: usize,
+        /// Number of label names.
+        n_names: usize,
+    },
     /// The embedded font could not be registered with plotters.
     #[error("the embedded DejaVu Sans font could not be loaded")]
     Font,

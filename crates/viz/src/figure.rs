@@ -8,15 +8,20 @@
 //! A reader of the target path therefore sees either the old figure or the
 //! complete new one, never a half-written file.
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use plotters::coord::Shift;
+use plotters::coord::ranged1d::{Ranged, ValueFormatter};
+use plotters::coord::types::RangedCoordf64;
 use plotters::drawing::DrawingAreaErrorKind;
 use plotters::prelude::*;
 use plotters::style::register_font;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
+use crate::axis::tick_label_on_axis;
 use crate::error::{Error, Result};
 
 /// DejaVu Sans, Bitstream Vera licence (see `assets/DejaVuSans-LICENSE.txt`).
@@ -35,6 +40,15 @@ pub(crate) const PANEL_TITLE_SIZE: f64 = 28.0;
 pub(crate) const AXIS_LABEL_SIZE: f64 = 24.0;
 pub(crate) const TICK_LABEL_SIZE: f64 = 20.0;
 pub(crate) const LEGEND_SIZE: f64 = 20.0;
+
+/// Space around the chart inside its panel, in pixels.
+pub(crate) const MARGIN: u32 = 18;
+/// Height reserved under the plot for x tick labels and the x-axis label.
+const X_LABEL_AREA: u32 = 66;
+/// Number of labelled ticks asked for on each axis.
+const N_TICKS: usize = 8;
+/// Light grey for the grid.
+const GRID: RGBColor = RGBColor(0xDD, 0xDD, 0xDD);
 
 /// Registers the embedded font as plotters' "sans-serif" family, once per process.
 pub(crate) fn ensure_font() -> Result<()> {
@@ -92,6 +106,93 @@ pub(crate) trait Render {
         &self,
         root: &DrawingArea<DB, Shift>,
     ) -> std::result::Result<(), DrawError>;
+}
+
+/// Height of the whole figure: one panel plus the title band, if there is a title.
+pub(crate) fn figure_height(title: &str) -> u32 {
+    if title.is_empty() {
+        PANEL_HEIGHT
+    } else {
+        PANEL_HEIGHT + TITLE_HEIGHT
+    }
+}
+
+/// Draws `title` centred in a band of [`TITLE_HEIGHT`] at the top of `root`
+/// and returns the area below it; an empty title takes no space.
+pub(crate) fn draw_title<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+) -> std::result::Result<DrawingArea<DB, Shift>, DrawError> {
+    if title.is_empty() {
+        return Ok(root.clone());
+    }
+    let (top, body) = root.split_vertically(TITLE_HEIGHT);
+    let style = TextStyle::from(font(FIGURE_TITLE_SIZE)).pos(Pos::new(HPos::Center, VPos::Center));
+    let (w, h) = top.dim_in_pixel();
+    top.draw_text(title, &style, (w as i32 / 2, h as i32 / 2))?;
+    Ok(body)
+}
+
+/// The texts around one panel's plot; an empty string draws nothing.
+pub(crate) struct PanelText<'a> {
+    pub(crate) title: &'a str,
+    pub(crate) x_label: &'a str,
+    pub(crate) y_label: &'a str,
+}
+
+/// A chart filling `area`: caption, axis labels, compact tick labels and a
+/// light grid, the same in every figure. The y label area is as wide as the
+/// widest tick label needs, so the axis label sits close to the ticks
+/// whatever their length.
+pub(crate) fn panel_chart<'a, DB: DrawingBackend, Y>(
+    area: &'a DrawingArea<DB, Shift>,
+    text: &PanelText<'_>,
+    x: Range<f64>,
+    y: Y,
+) -> std::result::Result<ChartContext<'a, DB, Cartesian2d<RangedCoordf64, Y>>, DrawError>
+where
+    Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
+    let (x_span, y_span) = (x.end - x.start, y.range().end - y.range().start);
+    let tick_style = TextStyle::from(font(TICK_LABEL_SIZE));
+    let mut tick_width = 0;
+    for v in y.key_points(N_TICKS) {
+        let label = tick_label_on_axis(v, y_span);
+        tick_width = tick_width.max(area.estimate_text_size(&label, &tick_style)?.0);
+    }
+    let desc_width = if text.y_label.is_empty() {
+        0
+    } else {
+        16 + AXIS_LABEL_SIZE as u32
+    };
+    let mut builder = ChartBuilder::on(area);
+    builder
+        .margin(MARGIN)
+        .x_label_area_size(X_LABEL_AREA)
+        .y_label_area_size(12 + tick_width + desc_width);
+    if !text.title.is_empty() {
+        builder.caption(text.title, font(PANEL_TITLE_SIZE));
+    }
+    let mut chart = builder.build_cartesian_2d(x, y)?;
+
+    let x_format = |v: &f64| tick_label_on_axis(*v, x_span);
+    let y_format = |v: &f64| tick_label_on_axis(*v, y_span);
+    chart
+        .configure_mesh()
+        .x_desc(text.x_label)
+        .y_desc(text.y_label)
+        .axis_desc_style(font(AXIS_LABEL_SIZE))
+        .label_style(font(TICK_LABEL_SIZE))
+        .x_labels(N_TICKS)
+        .y_labels(N_TICKS)
+        .x_label_formatter(&x_format)
+        .y_label_formatter(&y_format)
+        .bold_line_style(GRID.stroke_width(1))
+        .x_max_light_lines(0)
+        .y_max_light_lines(0)
+        .axis_style(BLACK.stroke_width(1))
+        .draw()?;
+    Ok(chart)
 }
 
 /// `dir/.name.tmp-PID-N.ext` beside `path`; N keeps concurrent writes within

@@ -6,12 +6,15 @@
 //! are laid side by side under an overall title:
 //!
 //! - [`line_figure`]: curves such as training and test loss per epoch.
+//! - [`scatter_figure`]: labelled points, the one function behind every
+//!   embedding figure (PCA, t-SNE, latent space; original beside
+//!   reconstructed), with one legend column right of the panels.
 //!
 //! Everything that is common to all figures lives in the private `figure`
-//! module (embedded font, sizes, output format chosen by extension, atomic
-//! write) and the private `axis` module (padded ranges, tick labels, a log
-//! axis with useful ticks on sub-decade ranges), so a scatter function for
-//! embeddings can sit beside [`line_figure`] without repeating that setup.
+//! module (embedded font, sizes, title band, the chart with its axes and
+//! grid, output format chosen by extension, atomic write) and the private
+//! `axis` module (padded ranges, tick labels, a log axis with useful ticks on
+//! sub-decade ranges), so each figure module only draws its own marks.
 //!
 //! Text is drawn with DejaVu Sans embedded in the binary (see
 //! `assets/DejaVuSans-LICENSE.txt`), so PNGs render identically on machines
@@ -23,7 +26,9 @@ pub mod error;
 mod figure;
 pub mod line;
 pub mod palette;
+pub mod scatter;
 
 pub use error::{Error, Result};
 pub use line::{LinePanel, Series, line_figure};
 pub use palette::{PALETTE, palette_color};
+pub use scatter::{ScatterPanel, scatter_figure};

@@ -14,13 +14,12 @@ use plotters::coord::Shift;
 use plotters::coord::ranged1d::{Ranged, ValueFormatter};
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
-use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::axis::{LogAxis, PAD_FRACTION, padded_linear, padded_log, tick_label_on_axis};
+use crate::axis::{LogAxis, PAD_FRACTION, padded_linear, padded_log};
 use crate::error::{Error, Result};
 use crate::figure::{
-    AXIS_LABEL_SIZE, DrawError, FIGURE_TITLE_SIZE, LEGEND_SIZE, PANEL_HEIGHT, PANEL_TITLE_SIZE,
-    PANEL_WIDTH, Render, TICK_LABEL_SIZE, TITLE_HEIGHT, font, write_atomic,
+    DrawError, LEGEND_SIZE, PANEL_WIDTH, PanelText, Render, draw_title, figure_height, font,
+    panel_chart, write_atomic,
 };
 use crate::palette::palette_color;
 
@@ -177,28 +176,17 @@ struct LineFigure<'a> {
 
 impl Render for LineFigure<'_> {
     fn size(&self) -> (u32, u32) {
-        let title = if self.title.is_empty() {
-            0
-        } else {
-            TITLE_HEIGHT
-        };
-        (PANEL_WIDTH * self.panels.len() as u32, PANEL_HEIGHT + title)
+        (
+            PANEL_WIDTH * self.panels.len() as u32,
+            figure_height(self.title),
+        )
     }
 
     fn render<DB: DrawingBackend>(
         &self,
         root: &DrawingArea<DB, Shift>,
     ) -> std::result::Result<(), DrawError> {
-        let body = if self.title.is_empty() {
-            root.clone()
-        } else {
-            let (top, body) = root.split_vertically(TITLE_HEIGHT);
-            let style =
-                TextStyle::from(font(FIGURE_TITLE_SIZE)).pos(Pos::new(HPos::Center, VPos::Center));
-            let (w, h) = top.dim_in_pixel();
-            top.draw_text(self.title, &style, (w as i32 / 2, h as i32 / 2))?;
-            body
-        };
+        let body = draw_title(root, self.title)?;
         let areas = body.split_evenly((1, self.panels.len()));
         for (area, p) in areas.iter().zip(&self.panels) {
             if p.panel.log_y {
@@ -216,18 +204,10 @@ impl Render for LineFigure<'_> {
     }
 }
 
-/// Space around the chart inside its panel, in pixels.
-const MARGIN: u32 = 18;
-/// Height reserved under the plot for x tick labels and the x-axis label.
-const X_LABEL_AREA: u32 = 66;
-/// Number of labelled ticks asked for on each axis.
-const N_TICKS: usize = 8;
 /// Width of the line sample in the legend.
 const LEGEND_SAMPLE: u32 = 48;
 /// Padding inside the legend box.
 const LEGEND_MARGIN: u32 = 12;
-/// Light grey for the grid.
-const GRID: RGBColor = RGBColor(0xDD, 0xDD, 0xDD);
 /// Dash and gap lengths of a dashed curve, in pixels.
 const DASH: (u32, u32) = (14, 8);
 
@@ -240,47 +220,12 @@ fn draw_panel<DB: DrawingBackend, Y>(
 where
     Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
 {
-    // The y label area is as wide as the widest tick label needs, so the axis
-    // label sits close to the ticks whatever their length.
-    let (x_span, y_span) = (x.end - x.start, y.range().end - y.range().start);
-    let tick_style = TextStyle::from(font(TICK_LABEL_SIZE));
-    let mut tick_width = 0;
-    for v in y.key_points(N_TICKS) {
-        let label = tick_label_on_axis(v, y_span);
-        tick_width = tick_width.max(area.estimate_text_size(&label, &tick_style)?.0);
-    }
-    let desc_width = if panel.y_label.is_empty() {
-        0
-    } else {
-        16 + AXIS_LABEL_SIZE as u32
+    let text = PanelText {
+        title: &panel.title,
+        x_label: &panel.x_label,
+        y_label: &panel.y_label,
     };
-    let mut builder = ChartBuilder::on(area);
-    builder
-        .margin(MARGIN)
-        .x_label_area_size(X_LABEL_AREA)
-        .y_label_area_size(12 + tick_width + desc_width);
-    if !panel.title.is_empty() {
-        builder.caption(&panel.title, font(PANEL_TITLE_SIZE));
-    }
-    let mut chart = builder.build_cartesian_2d(x, y)?;
-
-    let x_format = |v: &f64| tick_label_on_axis(*v, x_span);
-    let y_format = |v: &f64| tick_label_on_axis(*v, y_span);
-    chart
-        .configure_mesh()
-        .x_desc(panel.x_label.as_str())
-        .y_desc(panel.y_label.as_str())
-        .axis_desc_style(font(AXIS_LABEL_SIZE))
-        .label_style(font(TICK_LABEL_SIZE))
-        .x_labels(N_TICKS)
-        .y_labels(N_TICKS)
-        .x_label_formatter(&x_format)
-        .y_label_formatter(&y_format)
-        .bold_line_style(GRID.stroke_width(1))
-        .x_max_light_lines(0)
-        .y_max_light_lines(0)
-        .axis_style(BLACK.stroke_width(1))
-        .draw()?;
+    let mut chart = panel_chart(area, &text, x, y)?;
 
     let mut pixel_paths = Vec::with_capacity(panel.series.len());
     for s in &panel.series {
