@@ -48,7 +48,23 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// The whole study: every question in turn, on the default data unless --data is given.
+    /// Q3: PCA and t-SNE of original vs reconstructed data (results/q3/).
+    Q3 {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Q4: the autoencoder with a 2-D latent space (results/q4/).
+    Q4 {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Q5: the nonzero MSE loss against Q2's MSE model (results/q5/).
+    Q5 {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// The whole study: Q1 to Q5 in turn, then results/REPORT.md; on the default data unless
+    /// --data names a .npy file or a 10x folder.
     All {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -74,6 +90,9 @@ fn main() -> ExitCode {
         Task::Data { args } => study::run_data(&args),
         Task::Q1 { args } => study::run("q1", &args),
         Task::Q2 { args } => study::run("q2", &args),
+        Task::Q3 { args } => study::run("q3", &args),
+        Task::Q4 { args } => study::run("q4", &args),
+        Task::Q5 { args } => study::run("q5", &args),
         Task::All { args } => study::run_all(&args),
         Task::Test { args } => test::run(&args),
         Task::Bench { which } => bench::run(which),

@@ -37,15 +37,21 @@ pub fn run(question: &str, args: &[String]) -> Result<()> {
 }
 
 /// The questions `cargo xtask all` runs, in order.
-pub const QUESTIONS: [&str; 2] = ["q1", "q2"];
+pub const QUESTIONS: [&str; 5] = ["q1", "q2", "q3", "q4", "q5"];
 
-/// `cargo xtask all`: every question, one build.
+/// `cargo xtask all`: every question, one build, then `results/REPORT.md`.
 pub fn run_all(args: &[String]) -> Result<()> {
     let torch = project::build_release()?;
     ensure_default_data(&torch, args)?;
+    let started = std::time::Instant::now();
     for question in QUESTIONS {
         scae(&torch, question, args)?;
     }
+    scae(&torch, "report", &[])?;
+    eprintln!(
+        "the whole study ran in {:.1} s; open results/REPORT.md",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

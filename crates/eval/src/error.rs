@@ -27,13 +27,49 @@ pub enum ParamError {
     /// PCA asked for zero components.
     #[error("n_components must be at least 1, got 0")]
     ZeroComponents,
+    /// A t-SNE perplexity that is not a finite positive number.
+    #[error("perplexity must be finite and > 0, got {0}")]
+    Perplexity(f64),
+    /// A t-SNE perplexity too large for the number of cells: every cell needs
+    /// `3 * perplexity` neighbours.
+    #[error(
+        "perplexity {perplexity} is too large for {n_samples} cells: t-SNE needs cells - 1 >= 3 * perplexity, so at most {}",
+        (n_samples.saturating_sub(1)) as f64 / 3.0
+    )]
+    PerplexityTooLarge {
+        /// The requested perplexity.
+        perplexity: f64,
+        /// Cells in the data.
+        n_samples: usize,
+    },
+    /// The Barnes-Hut angle is not finite and > 0 (0 would be exact t-SNE).
+    #[error("theta must be finite and > 0, got {0}")]
+    Theta(f64),
+    /// t-SNE asked for zero iterations.
+    #[error("n_iter must be at least 1, got 0")]
+    ZeroIterations,
+    /// The early-exaggeration phase is longer than the whole run.
+    #[error("early_exaggeration_iter ({early}) exceeds n_iter ({total})")]
+    ExaggerationIter {
+        /// Iterations with exaggerated affinities.
+        early: usize,
+        /// Total iterations.
+        total: usize,
+    },
+    /// An early-exaggeration factor that is not finite and >= 1.
+    #[error("early_exaggeration must be finite and >= 1, got {0}")]
+    EarlyExaggeration(f64),
+    /// A learning rate that is not finite and > 0.
+    #[error("learning_rate must be finite and > 0, got {0}")]
+    LearningRate(f64),
 }
 
 /// Everything that can go wrong when computing a metric.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Error {
-    /// An invalid parameter, see [`ParamError`].
-    #[error("invalid parameter: {0}")]
+    /// An invalid parameter, see [`ParamError`] (whose message is shown as it is,
+    /// so an error chain does not print it twice).
+    #[error(transparent)]
     Param(#[from] ParamError),
     /// Truth and prediction matrices have different shapes.
     #[error(
@@ -121,6 +157,14 @@ pub enum Error {
         n_genes: usize,
         /// The largest valid number of components.
         max: usize,
+    },
+    /// A rayon thread pool could not be built.
+    #[error("cannot start a pool of {threads} threads: {reason}")]
+    ThreadPool {
+        /// Requested threads.
+        threads: usize,
+        /// What rayon reported.
+        reason: String,
     },
     /// The symmetric eigensolver behind PCA did not converge.
     #[error("eigendecomposition of the {dim}x{dim} covariance did not converge")]

@@ -20,6 +20,8 @@
 //!   Hungarian-matched accuracy, and the silhouette score.
 //! - [`mod@pca`]: exact centred PCA (faer eigendecomposition) with
 //!   scikit-learn's sign convention.
+//! - [`mod@tsne`]: 2-D t-SNE (Barnes-Hut or FFT-interpolated repulsion, exact
+//!   neighbours, PCA start), the non-linear view of an embedding.
 //! - [`error`]: the crate's [`Error`], with parameter errors apart in
 //!   [`ParamError`].
 
@@ -30,6 +32,7 @@ pub mod kmeans;
 pub mod metrics;
 pub mod pca;
 pub mod reconstruction;
+pub mod tsne;
 
 pub use convergence::{Convergence, convergence, first_epoch_within};
 pub use error::{Error, ParamError, Result};
@@ -40,3 +43,20 @@ pub use metrics::{
 };
 pub use pca::{Pca, pca};
 pub use reconstruction::{ReconstructionError, mse, reconstruction_error};
+pub use tsne::{Tsne, TsneInit, TsneMethod, TsneParams, tsne};
+
+/// Runs `f` on a rayon pool of `threads` threads (0: one per core), so the
+/// parallel metrics, PCA and t-SNE inside use that many and no more.
+///
+/// # Errors
+/// [`Error::ThreadPool`] if the pool cannot be started.
+pub fn with_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> Result<R> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| Error::ThreadPool {
+            threads,
+            reason: e.to_string(),
+        })?;
+    Ok(pool.install(f))
+}

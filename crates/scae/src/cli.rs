@@ -25,12 +25,24 @@ pub enum Command {
     Q1(RunArgs),
     /// Q2: reconstruction error and convergence of Q1's models.
     Q2(RunArgs),
+    /// Q3: PCA and t-SNE of the original data vs the latent-10 model's reconstruction.
+    Q3(RunArgs),
+    /// Q4: retrain with a 2-D latent space and plot it by label.
+    Q4(RunArgs),
+    /// Q5: retrain latent 10 with the nonzero MSE loss and compare with Q2's MSE model.
+    Q5(RunArgs),
+    /// Assemble results/REPORT.md from the questions' results.
+    Report(study::report::ReportArgs),
     /// Train one autoencoder on your own data and save it as a model folder.
     Train(commands::TrainArgs),
     /// Latent codes of every cell, from a trained model folder.
     Embed(commands::EmbedArgs),
     /// Reconstruction error of a trained model on a data set.
     Evaluate(commands::EvaluateArgs),
+    /// Principal-component scores of a .npy matrix.
+    Pca(crate::embed_tools::PcaArgs),
+    /// 2-D t-SNE embedding of a .npy matrix.
+    Tsne(crate::embed_tools::TsneArgs),
 }
 
 /// Runs one parsed command line.
@@ -39,8 +51,14 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Data(args) => commands::data(&args),
         Command::Q1(args) => study::q1::run(&args),
         Command::Q2(args) => study::q2::run(&args),
+        Command::Q3(args) => study::q3::run(&args),
+        Command::Q4(args) => study::q4::run(&args),
+        Command::Q5(args) => study::q5::run(&args),
+        Command::Report(args) => study::report::run(&args),
         Command::Train(args) => commands::train(&args),
         Command::Embed(args) => commands::embed(&args),
         Command::Evaluate(args) => commands::evaluate(&args),
+        Command::Pca(args) => crate::embed_tools::pca(&args),
+        Command::Tsne(args) => crate::embed_tools::tsne(&args),
     }
 }

@@ -114,6 +114,78 @@ impl Q2Config {
     }
 }
 
+/// The Q1 config another question builds on, named relative to that question's config file.
+pub fn base_study(config_path: &Path, models: &str) -> Result<AeStudy> {
+    AeStudy::load(&config_path.parent().unwrap_or(Path::new(".")).join(models))
+}
+
+/// Q3: PCA and t-SNE of the original data and of one Q1 model's reconstruction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Q3Config {
+    /// Config of the models (Q1's), relative to this file's folder.
+    pub models: String,
+    /// Latent size of the model whose reconstruction is shown.
+    pub latent: usize,
+    /// Principal components kept for the scores of the full matrices.
+    #[serde(default = "default_score_components")]
+    pub score_components: usize,
+    #[serde(default)]
+    pub tsne: scae_eval::TsneParams,
+    #[serde(default)]
+    pub scores: crate::study::embed::ScoreConfig,
+}
+
+/// Q4: retrain Q1's autoencoder with a 2-D latent space.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Q4Config {
+    /// Training settings (Q1's config), relative to this file's folder; only the latent changes.
+    pub models: String,
+    pub latent: usize,
+    #[serde(default = "default_score_components")]
+    pub score_components: usize,
+    #[serde(default)]
+    pub scores: crate::study::embed::ScoreConfig,
+}
+
+/// Q5: Q1's autoencoder trained with another loss, compared with Q1's MSE model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Q5Config {
+    /// Training settings and the MSE models compared with (Q1's config), relative to this file.
+    pub models: String,
+    pub latent: usize,
+    /// The loss the new model is trained with.
+    pub loss: ReconLoss,
+    #[serde(default = "default_score_components")]
+    pub score_components: usize,
+    #[serde(default)]
+    pub tsne: scae_eval::TsneParams,
+    #[serde(default)]
+    pub scores: crate::study::embed::ScoreConfig,
+}
+
+fn default_score_components() -> usize {
+    50
+}
+
+/// Reads a question's config, rejecting a zero latent size or component count.
+pub fn load_question<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    latent: impl Fn(&T) -> usize,
+    components: impl Fn(&T) -> usize,
+) -> Result<T> {
+    let cfg: T = read_toml(path)?;
+    if latent(&cfg) == 0 {
+        bail!("{}: latent must be at least 1", path.display());
+    }
+    if components(&cfg) == 0 {
+        bail!("{}: score_components must be at least 1", path.display());
+    }
+    Ok(cfg)
+}
+
 /// Reads a TOML file into `T`; errors name the file and fit on one line.
 fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path)
@@ -139,6 +211,18 @@ mod tests {
         cfg.validate().expect("and is valid");
         assert_eq!(cfg.latents, [10, 50]);
         assert_eq!(cfg.train.epochs, 50);
+    }
+
+    #[test]
+    fn the_shipped_q3_to_q5_configs_parse() {
+        let q3: Q3Config = toml::from_str(include_str!("../../../configs/q3.toml")).expect("q3");
+        assert_eq!((q3.latent, q3.tsne.perplexity), (10, 30.0));
+        q3.tsne.validate().expect("valid t-SNE settings");
+        let q4: Q4Config = toml::from_str(include_str!("../../../configs/q4.toml")).expect("q4");
+        assert_eq!(q4.latent, 2);
+        let q5: Q5Config = toml::from_str(include_str!("../../../configs/q5.toml")).expect("q5");
+        assert_eq!((q5.latent, q5.loss), (10, ReconLoss::NonzeroMse));
+        assert_eq!(q5.tsne, q3.tsne, "Q3 and Q5 draw t-SNE the same way");
     }
 
     #[test]

@@ -1,8 +1,12 @@
 //! The user's data: a cells x genes matrix and, optionally, one label per cell.
 //!
-//! `--data` names a `.npy` file or a folder holding `counts.npy`; labels come
-//! from `--labels`, else from a `labels.txt` beside the data when one exists.
-//! Everything is read and validated before any result is written.
+//! `--data` names a `.npy` file, a folder holding `counts.npy`, or a 10x
+//! Genomics (Cell Ranger) matrix folder. A 10x folder holds raw counts: they
+//! are read sparse and turned into the questions' input by
+//! [`scae_io::preprocess`] (each cell scaled to 10,000, `log1p`, the N most
+//! variable genes kept). Labels come from `--labels`, else from a `labels.txt`
+//! beside the data when one exists. Everything is read and validated before any
+//! result is written.
 
 use std::path::{Path, PathBuf};
 
@@ -26,13 +30,27 @@ pub struct DataSource {
     pub labels: Option<PathBuf>,
     pub cells: usize,
     pub genes: usize,
+    /// `npy` or `10x`.
+    pub format: String,
+    /// For a 10x folder: the number of most variable genes kept by the preprocessing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_genes: Option<usize>,
     /// FNV-1a (64 bit) of the matrix values and labels, in hex.
     pub fingerprint: String,
 }
 
 impl Dataset {
-    /// Reads `data` (a `.npy` file or a folder with `counts.npy`) and its labels.
+    /// Reads `data` (a `.npy` file or a folder with `counts.npy`) and its labels; a 10x folder
+    /// is preprocessed keeping [`scae_io::preprocess::DEFAULT_N_TOP_GENES`] genes.
     pub fn load(data: &Path, labels: Option<&Path>) -> Result<Self> {
+        Self::load_with(data, labels, scae_io::preprocess::DEFAULT_N_TOP_GENES)
+    }
+
+    /// [`Dataset::load`], keeping the `top_genes` most variable genes of a 10x folder.
+    pub fn load_with(data: &Path, labels: Option<&Path>, top_genes: usize) -> Result<Self> {
+        if data.is_dir() && !data.join("counts.npy").exists() {
+            return Self::load_10x(data, labels, top_genes);
+        }
         let data = if data.is_dir() {
             data.join("counts.npy")
         } else {
@@ -46,16 +64,59 @@ impl Dataset {
                 .map(|dir| dir.join("labels.txt"))
                 .filter(|p| p.exists()),
         };
+        Self::finish(x, &data, labels_path, "npy", None)
+    }
+
+    /// A 10x matrix folder (at `dir` or up to two levels below), preprocessed; labels from
+    /// `labels`, else `labels.txt` beside the matrix or in `dir`.
+    fn load_10x(dir: &Path, labels: Option<&Path>, top_genes: usize) -> Result<Self> {
+        if top_genes == 0 {
+            anyhow::bail!("--top-genes must be at least 1");
+        }
+        let files = scae_io::find_10x(dir).with_context(|| {
+            format!(
+                "{}: neither counts.npy nor a 10x Genomics matrix folder",
+                dir.display()
+            )
+        })?;
+        let matrix = scae_io::read_10x(&files.dir)?;
+        let pre = scae_io::preprocess(&matrix.counts, top_genes);
+        tracing::info!(
+            cells = matrix.n_cells(),
+            genes = matrix.n_genes(),
+            kept = pre.x.ncols(),
+            "read and preprocessed 10x counts from {}",
+            files.dir.display()
+        );
+        let labels_path = match labels {
+            Some(path) => Some(path.to_path_buf()),
+            None => files
+                .labels
+                .clone()
+                .or_else(|| Some(dir.join("labels.txt")).filter(|p| p.exists())),
+        };
+        Self::finish(pre.x, &files.matrix, labels_path, "10x", Some(top_genes))
+    }
+
+    fn finish(
+        x: Array2<f32>,
+        data: &Path,
+        labels_path: Option<PathBuf>,
+        format: &str,
+        top_genes: Option<usize>,
+    ) -> Result<Self> {
         let labels = labels_path
             .as_deref()
             .map(|path| scae_io::read_labels(path, Some(x.nrows())))
             .transpose()?;
         let fingerprint = fingerprint(&x, labels.as_ref());
         let source = DataSource {
-            data: absolute(&data),
+            data: absolute(data),
             labels: labels_path.as_deref().map(absolute),
             cells: x.nrows(),
             genes: x.ncols(),
+            format: format.into(),
+            top_genes,
             fingerprint,
         };
         Ok(Self { x, labels, source })
@@ -73,8 +134,11 @@ impl Dataset {
     }
 }
 
+/// The canonical path (no `..`, links resolved), else the absolute one.
 fn absolute(path: &Path) -> PathBuf {
-    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+    std::fs::canonicalize(path)
+        .or_else(|_| std::path::absolute(path))
+        .unwrap_or_else(|_| path.to_path_buf())
 }
 
 /// FNV-1a over the shape, the matrix's f32 bits and the label codes.

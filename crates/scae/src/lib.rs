@@ -10,6 +10,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod data;
+pub mod embed_tools;
 pub mod progress;
 pub mod provenance;
 pub mod study;

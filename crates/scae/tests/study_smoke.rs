@@ -1,5 +1,6 @@
-//! Smoke tests: the `scae` binary answers Q1 and Q2 end to end on a tiny
-//! config, deterministically, and refuses bad input with a one-line error.
+//! Smoke tests: the `scae` binary answers Q1 to Q5 end to end on a tiny
+//! config, deterministically, reads 10x folders, assembles the study report,
+//! and refuses bad input with a one-line error.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -27,6 +28,28 @@ checkpoints = [1, 2]
 within = [0.05, 0.01]
 "#;
 
+const TSNE_AND_SCORES: &str = r#"
+score_components = 10
+
+[tsne]
+perplexity = 10.0
+n_iter = 150
+early_exaggeration_iter = 50
+pca_components = 10
+
+[scores]
+kmeans_restarts = 3
+"#;
+
+fn question_configs(configs: &Path) {
+    let q3 = format!("models = \"q1.toml\"\nlatent = 4\n{TSNE_AND_SCORES}");
+    let q4 = "models = \"q1.toml\"\nlatent = 2\nscore_components = 10\n";
+    let q5 = format!("models = \"q1.toml\"\nlatent = 4\nloss = \"nonzero_mse\"\n{TSNE_AND_SCORES}");
+    std::fs::write(configs.join("q3.toml"), q3).expect("q3 config");
+    std::fs::write(configs.join("q4.toml"), q4).expect("q4 config");
+    std::fs::write(configs.join("q5.toml"), q5).expect("q5 config");
+}
+
 fn scae(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_scae"))
         .args(args)
@@ -42,6 +65,7 @@ fn project() -> tempfile::TempDir {
     std::fs::create_dir_all(&configs).expect("configs dir");
     std::fs::write(configs.join("q1.toml"), TINY_Q1).expect("q1 config");
     std::fs::write(configs.join("q2.toml"), Q2).expect("q2 config");
+    question_configs(&configs);
     let data = root.path().join("data");
     let x = Array2::from_shape_fn((120, 40), |(i, j)| {
         let group = i % 3;
@@ -314,4 +338,263 @@ fn train_embed_evaluate_round_trip() {
             .as_f64()
             .is_some_and(|v| v.is_finite() && v > 0.0)
     );
+}
+
+fn metrics(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("metrics.json")).expect("metrics"))
+        .expect("valid JSON")
+}
+
+fn assert_files(dir: &Path, files: &[&str]) {
+    for file in files {
+        assert!(
+            dir.join(file).is_file(),
+            "missing {}",
+            dir.join(file).display()
+        );
+    }
+}
+
+/// Every score of a question is a finite number in its range.
+fn assert_scores(m: &serde_json::Value, expected: usize) {
+    let scores = m["scores"].as_array().expect("scores");
+    assert_eq!(scores.len(), expected, "{scores:?}");
+    for s in scores {
+        let v = &s["scores"];
+        for (key, lo) in [
+            ("silhouette", -1.0),
+            ("ari", -1.0),
+            ("nmi", 0.0),
+            ("accuracy", 0.0),
+        ] {
+            let x = v[key].as_f64().unwrap_or(f64::NAN);
+            // 1 up to rounding: a perfect clustering can give NMI 1 + 1e-15, as in scikit-learn.
+            assert!((lo..=1.0 + 1e-12).contains(&x), "{} {key} = {x}", s["name"]);
+        }
+    }
+}
+
+#[test]
+fn q3_to_q5_and_the_report_write_every_output() {
+    let root = project();
+    let r = root_arg(root.path());
+    assert_ok(&scae(&["q1", "--root", &r]));
+    assert_ok(&scae(&["q3", "--root", &r]));
+    let q3 = root.path().join("results/q3");
+    assert_files(
+        &q3,
+        &[
+            "pca.png",
+            "pca.svg",
+            "tsne.png",
+            "tsne.svg",
+            "pca_original.npy",
+            "pca_reconstruction.npy",
+            "tsne_original.npy",
+            "tsne_reconstruction.npy",
+            "report.md",
+            "metrics.json",
+        ],
+    );
+    let m3 = metrics(&q3);
+    assert!(
+        m3["model_note"]
+            .as_str()
+            .is_some_and(|n| n.contains("reused")),
+        "{}",
+        m3["model_note"]
+    );
+    assert_scores(&m3, 7);
+    let tsne: Array2<f32> = ndarray_npy::read_npy(q3.join("tsne_original.npy")).expect("t-SNE");
+    assert_eq!(tsne.dim(), (120, 2));
+    let report = std::fs::read_to_string(q3.join("report.md")).expect("report");
+    assert!(
+        report.contains("![t-SNE](tsne.png)") && report.contains("| t-SNE of the original | 2 |")
+    );
+
+    assert_ok(&scae(&["q4", "--root", &r]));
+    let q4 = root.path().join("results/q4");
+    assert_files(
+        &q4,
+        &[
+            "latent.png",
+            "latent.svg",
+            "latent_2d.npy",
+            "latent2/weights.safetensors",
+            "report.md",
+        ],
+    );
+    assert_scores(&metrics(&q4), 3);
+
+    assert_ok(&scae(&["q5", "--root", &r]));
+    let q5 = root.path().join("results/q5");
+    for stem in [
+        "pca_reconstruction",
+        "pca_latent",
+        "tsne_reconstruction",
+        "tsne_latent",
+    ] {
+        assert_files(
+            &q5,
+            &[
+                &format!("{stem}.png"),
+                &format!("{stem}.svg"),
+                &format!("{stem}.npy"),
+            ],
+        );
+    }
+    assert_files(
+        &q5,
+        &["errors.csv", "nonzero_mse_latent4/model.json", "report.md"],
+    );
+    let m5 = metrics(&q5);
+    assert_scores(&m5, 11);
+    let errors = m5["errors"].as_array().expect("errors");
+    assert_eq!(errors[0]["loss"], "mse");
+    assert_eq!(errors[1]["loss"], "nonzero_mse");
+
+    // The same seed gives the same embedding.
+    let again = root.path().join("again");
+    assert_ok(&scae(&[
+        "q3",
+        "--root",
+        &r,
+        "--out",
+        &again.display().to_string(),
+    ]));
+    let tsne_again: Array2<f32> =
+        ndarray_npy::read_npy(again.join("tsne_original.npy")).expect("t-SNE");
+    assert_eq!(tsne, tsne_again);
+
+    assert_ok(&scae(&["report", "--root", &r]));
+    let study = std::fs::read_to_string(root.path().join("results/REPORT.md")).expect("REPORT.md");
+    for link in [
+        "q1/history.png",
+        "q3/tsne.png",
+        "q4/latent.png",
+        "q5/tsne_latent.png",
+        "q5/errors.csv",
+    ] {
+        assert!(
+            study.contains(&format!("({link})")),
+            "REPORT.md lacks a link to {link}"
+        );
+        assert!(
+            root.path().join("results").join(link).is_file(),
+            "{link} does not exist"
+        );
+    }
+    assert!(study.contains("Q2: reconstruction error and convergence | not run"));
+}
+
+/// A 10x Genomics v3 folder (gzipped, genes x cells) with labels, written by hand.
+fn write_10x(dir: &Path, cells: usize, genes: usize) {
+    use std::io::Write as _;
+    std::fs::create_dir_all(dir).expect("10x dir");
+    let gz = |name: &str, text: &str| {
+        let file = std::fs::File::create(dir.join(name)).expect("create");
+        let mut enc = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
+        enc.write_all(text.as_bytes()).expect("write");
+        enc.finish().expect("finish");
+    };
+    let mut entries = Vec::new();
+    for c in 0..cells {
+        for g in 0..genes {
+            let group = c % 3;
+            let count = if g % 3 == group {
+                5 + (c * g) % 7
+            } else {
+                (c + 2 * g) % 3
+            };
+            if count > 0 {
+                entries.push(format!("{} {} {count}", g + 1, c + 1));
+            }
+        }
+    }
+    let mtx = format!(
+        "%%MatrixMarket matrix coordinate integer general\n{genes} {cells} {}\n{}\n",
+        entries.len(),
+        entries.join("\n")
+    );
+    gz("matrix.mtx.gz", &mtx);
+    let features: String = (0..genes)
+        .map(|g| format!("G{g}\tgene{g}\tGene Expression\n"))
+        .collect();
+    gz("features.tsv.gz", &features);
+    let barcodes: String = (0..cells).map(|c| format!("CELL{c}-1\n")).collect();
+    gz("barcodes.tsv.gz", &barcodes);
+    let labels: String = (0..cells).map(|c| format!("type{}\n", c % 3)).collect();
+    std::fs::write(dir.join("labels.txt"), labels).expect("labels");
+}
+
+#[test]
+fn questions_read_a_10x_folder() {
+    let root = project();
+    let r = root_arg(root.path());
+    let tenx = root.path().join("tenx/filtered_feature_bc_matrix");
+    write_10x(&tenx, 90, 60);
+    let d = root.path().join("tenx").display().to_string();
+    assert_ok(&scae(&[
+        "q1",
+        "--root",
+        &r,
+        "--data",
+        &d,
+        "--top-genes",
+        "30",
+    ]));
+    let m = metrics(&root.path().join("results/q1"));
+    let data = &m["provenance"]["data"];
+    assert_eq!(data["format"], "10x");
+    assert_eq!(
+        (data["cells"].as_u64(), data["genes"].as_u64()),
+        (Some(90), Some(30))
+    );
+    assert!(
+        data["labels"]
+            .as_str()
+            .is_some_and(|l| l.ends_with("labels.txt"))
+    );
+    assert_ok(&scae(&[
+        "q4",
+        "--root",
+        &r,
+        "--data",
+        &d,
+        "--top-genes",
+        "30",
+    ]));
+    let m4 = metrics(&root.path().join("results/q4"));
+    assert_scores(&m4, 3);
+    let z: Array2<f32> =
+        ndarray_npy::read_npy(root.path().join("results/q4/latent_2d.npy")).expect("latent");
+    assert_eq!(z.dim(), (90, 2));
+
+    // A folder that is neither: one line naming it.
+    let empty = root.path().join("nothing");
+    std::fs::create_dir_all(&empty).expect("dir");
+    let out = scae(&["q1", "--root", &r, "--data", &empty.display().to_string()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nothing") && err.contains("10x"), "{err}");
+}
+
+/// The real worm_neuron data (10x v3 layout, 4186 cells, 10 labels) through Q1 and Q4 on the
+/// tiny config; skipped with a message when ../shared/data is absent.
+#[test]
+fn worm_neuron_runs_through_q1_and_q4() {
+    let worm = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/worm_neuron");
+    if !worm.is_dir() {
+        eprintln!("SKIPPED: {} not found", worm.display());
+        return;
+    }
+    let root = project();
+    let r = root_arg(root.path());
+    let d = worm.display().to_string();
+    assert_ok(&scae(&["q1", "--root", &r, "--data", &d]));
+    assert_ok(&scae(&["q4", "--root", &r, "--data", &d]));
+    let m = metrics(&root.path().join("results/q4"));
+    assert_eq!(m["provenance"]["data"]["cells"], 4186);
+    assert_eq!(m["provenance"]["data"]["genes"], 1000);
+    assert_scores(&m, 3);
 }

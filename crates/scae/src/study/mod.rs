@@ -7,8 +7,13 @@
 //! bad input leaves `results/` untouched.
 
 pub mod ae;
+pub mod embed;
 pub mod q1;
 pub mod q2;
+pub mod q3;
+pub mod q4;
+pub mod q5;
+pub mod report;
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +21,7 @@ use anyhow::{Context, Result};
 use scae_models::{DeviceChoice, Split};
 use tch::{Device, Tensor};
 
+use self::ae::TrainedAe;
 use crate::config::{AeStudy, resolve_threads};
 use crate::data::Dataset;
 
@@ -28,10 +34,14 @@ pub struct RunArgs {
     /// Config file (default: configs/<question>.toml under the root).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Expression matrix: a .npy file (cells x genes) or a folder holding counts.npy
-    /// (default: data/counts.npy under the root).
+    /// Expression matrix: a .npy file (cells x genes, log-normalised), a folder holding
+    /// counts.npy, or a 10x Genomics matrix folder of raw counts (normalised, log1p and
+    /// reduced to the --top-genes most variable genes). Default: data/counts.npy under the root.
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// For a 10x folder: how many of the most variable genes to keep.
+    #[arg(long, default_value_t = scae_io::preprocess::DEFAULT_N_TOP_GENES)]
+    pub top_genes: usize,
     /// One label per cell (default: labels.txt beside the data, when present).
     #[arg(long)]
     pub labels: Option<PathBuf>,
@@ -71,16 +81,69 @@ impl RunArgs {
                 data.display()
             );
         }
-        Dataset::load(&data, self.labels.as_deref())
+        Dataset::load_with(&data, self.labels.as_deref(), self.top_genes)
     }
 
     /// Chooses the device once and sets libtorch's thread count.
     pub fn setup_torch(&self, device: DeviceChoice, threads: usize) -> Result<(Device, usize)> {
         let threads = resolve_threads(self.threads.unwrap_or(threads));
         tch::set_num_threads(threads as i32);
+        // The same count for the rayon pool behind PCA, t-SNE and the scores; a second call in
+        // one process (tests) keeps the first pool, which is harmless.
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global();
         let device = scae_models::select_device(self.device.unwrap_or(device))?;
         tracing::info!(device = %crate::provenance::device_name(device), threads, "libtorch ready");
         Ok((device, threads))
+    }
+}
+
+/// What every question that trains or loads autoencoders starts from.
+#[derive(Debug)]
+pub struct Started {
+    pub clock: crate::provenance::RunClock,
+    pub data: Dataset,
+    pub device: Device,
+    pub threads: usize,
+    pub out: Staging,
+    pub prepared: Prepared,
+}
+
+impl Started {
+    /// Loads the data, sets up libtorch for `study`, opens the staging folder of `question`
+    /// and splits the data, in that order (so bad input is reported before anything is written).
+    pub fn new(args: &RunArgs, question: &str, study: &AeStudy) -> Result<Self> {
+        let clock = crate::provenance::RunClock::start();
+        let data = args.load_data()?;
+        let (device, threads) = args.setup_torch(study.device, study.threads)?;
+        let out = Staging::new(&args.out_dir(question))?;
+        let prepared = Prepared::new(study, &data, device)?;
+        Ok(Self {
+            clock,
+            data,
+            device,
+            threads,
+            out,
+            prepared,
+        })
+    }
+
+    /// The provenance of this run, to save in `metrics.json`.
+    pub fn provenance(
+        &self,
+        question: &str,
+        root: &Path,
+        seed: u64,
+    ) -> crate::provenance::Provenance {
+        self.clock.finish(
+            question,
+            root,
+            self.device,
+            self.threads,
+            seed,
+            &self.data.source,
+        )
     }
 }
 
@@ -191,4 +254,84 @@ pub fn parameter_count(widths: &[usize]) -> usize {
     let biases: usize =
         widths[1..].iter().sum::<usize>() + widths[..widths.len() - 1].iter().sum::<usize>();
     2 * one_way + biases
+}
+
+/// Loads Q1's models of the given latent sizes when Q1 ran with `study` on this data; the error
+/// says why not.
+pub fn reusable_q1(
+    dir: &Path,
+    study: &AeStudy,
+    latents: &[usize],
+    data: &Dataset,
+    device: Device,
+) -> Result<Vec<TrainedAe>> {
+    let path = dir.join("metrics.json");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("no {}", path.display()))?;
+    let q1: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    if q1["config"] != serde_json::to_value(study)? {
+        anyhow::bail!("{} was made with another config", path.display());
+    }
+    if q1["provenance"]["data"]["fingerprint"] != data.source.fingerprint.as_str() {
+        anyhow::bail!("{} was made from other data", path.display());
+    }
+    latents
+        .iter()
+        .map(|latent| TrainedAe::load(&dir.join(format!("latent{latent}")), device))
+        .collect()
+}
+
+/// Q1's model with `latent` when `results/q1` holds it for this config and data, else one
+/// trained here with the same settings; the note says which, for the report.
+pub fn q1_model_or_train(
+    root: &Path,
+    study: &AeStudy,
+    latent: usize,
+    prepared: &Prepared,
+    genes: usize,
+    data: &Dataset,
+) -> Result<(TrainedAe, String)> {
+    let dir = root.join("results").join("q1");
+    let why = if study.latents.contains(&latent) {
+        match reusable_q1(&dir, study, &[latent], data, prepared.all.device()) {
+            Ok(mut models) => {
+                return Ok((
+                    models.remove(0),
+                    format!(
+                        "model reused from {}",
+                        dir.join(format!("latent{latent}")).display()
+                    ),
+                ));
+            }
+            Err(why) => format!("{why:#}"),
+        }
+    } else {
+        format!("the Q1 config has no latent {latent}")
+    };
+    tracing::info!("training the latent-{latent} model here: {why}");
+    let mut one = study.clone();
+    one.latents = vec![latent];
+    let model = q1::train_models(&one, prepared, genes)?.remove(0);
+    Ok((model, format!("model trained here ({why})")))
+}
+
+/// Q1's final test loss per latent size, when `results/q1` was made with `study` on this data.
+pub fn q1_test_losses(root: &Path, study: &AeStudy, data: &Dataset) -> Option<Vec<(usize, f64)>> {
+    let path = root.join("results").join("q1").join("metrics.json");
+    let q1: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+    let same = q1["config"] == serde_json::to_value(study).ok()?
+        && q1["provenance"]["data"]["fingerprint"] == data.source.fingerprint.as_str();
+    same.then(|| {
+        q1["models"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| {
+                Some((
+                    m["latent"].as_u64()? as usize,
+                    m["final_test_loss"].as_f64()?,
+                ))
+            })
+            .collect()
+    })
 }

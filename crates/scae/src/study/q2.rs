@@ -8,7 +8,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use scae_eval::ReconstructionError;
 use serde::Serialize;
 
@@ -73,18 +73,19 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let prepared = Prepared::new(&study, &data, device)?;
 
     let q1_dir = args.root.join("results").join("q1");
-    let (models, reused, note) = match reusable_q1(&q1_dir, &study, &data, device) {
-        Ok(models) => (
-            models,
-            true,
-            format!("models reused from {}", q1_dir.display()),
-        ),
-        Err(why) => {
-            tracing::info!("training Q1's models here: {why:#}");
-            let models = super::q1::train_models(&study, &prepared, data.x.ncols())?;
-            (models, false, format!("models trained by Q2 ({why:#})"))
-        }
-    };
+    let (models, reused, note) =
+        match super::reusable_q1(&q1_dir, &study, &study.latents, &data, device) {
+            Ok(models) => (
+                models,
+                true,
+                format!("models reused from {}", q1_dir.display()),
+            ),
+            Err(why) => {
+                tracing::info!("training Q1's models here: {why:#}");
+                let models = super::q1::train_models(&study, &prepared, data.x.ncols())?;
+                (models, false, format!("models trained by Q2 ({why:#})"))
+            }
+        };
 
     let reports = models
         .iter()
@@ -118,30 +119,6 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let dest = out.commit()?;
     eprintln!("Q2 results written to {}", dest.display());
     Ok(())
-}
-
-/// Loads Q1's models when Q1 ran with this config on this data; the error says why not.
-fn reusable_q1(
-    dir: &Path,
-    study: &AeStudy,
-    data: &Dataset,
-    device: tch::Device,
-) -> Result<Vec<TrainedAe>> {
-    let path = dir.join("metrics.json");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("no {}", path.display()))?;
-    let q1: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
-    if q1["config"] != serde_json::to_value(study)? {
-        anyhow::bail!("{} was made with another config", path.display());
-    }
-    if q1["provenance"]["data"]["fingerprint"] != data.source.fingerprint.as_str() {
-        anyhow::bail!("{} was made from other data", path.display());
-    }
-    study
-        .latents
-        .iter()
-        .map(|latent| TrainedAe::load(&dir.join(format!("latent{latent}")), device))
-        .collect()
 }
 
 fn measure(
