@@ -198,6 +198,24 @@ impl TsneParams {
         Ok(())
     }
 
+    /// Checks that `n_samples` cells are enough for the perplexity (`cells - 1 >= 3 *
+    /// perplexity`), so a pipeline can refuse bad settings before any work is done.
+    ///
+    /// # Errors
+    /// [`ParamError::PerplexityTooLarge`].
+    pub fn check_cells(&self, n_samples: usize) -> std::result::Result<(), ParamError> {
+        let too_large = n_samples == 0
+            || ((n_samples - 1) as f64) < 3.0 * self.perplexity
+            || n_samples - 1 < self.n_neighbors();
+        if too_large {
+            return Err(ParamError::PerplexityTooLarge {
+                perplexity: self.perplexity,
+                n_samples,
+            });
+        }
+        Ok(())
+    }
+
     /// Neighbours per cell, `max(floor(3 * perplexity), 1)`.
     pub fn n_neighbors(&self) -> usize {
         ((3.0 * self.perplexity).floor() as usize).max(1)
@@ -252,14 +270,8 @@ pub fn tsne(x: ArrayView2<'_, f32>, params: &TsneParams) -> Result<Tsne> {
     if d == 0 {
         return Err(Error::Empty);
     }
+    params.check_cells(n)?;
     let k = params.n_neighbors();
-    if ((n - 1) as f64) < 3.0 * params.perplexity || n - 1 < k {
-        return Err(ParamError::PerplexityTooLarge {
-            perplexity: params.perplexity,
-            n_samples: n,
-        }
-        .into());
-    }
     check_finite(x)?;
 
     let clock = Instant::now();

@@ -598,3 +598,30 @@ fn worm_neuron_runs_through_q1_and_q4() {
     assert_eq!(m["provenance"]["data"]["genes"], 1000);
     assert_scores(&m, 3);
 }
+
+#[test]
+fn a_perplexity_too_large_for_the_data_is_refused_before_training() {
+    let root = project();
+    let r = root_arg(root.path());
+    let config = root.path().join("configs/q3_big.toml");
+    std::fs::write(
+        &config,
+        "models = \"q1.toml\"\nlatent = 4\n[tsne]\nperplexity = 50.0\n",
+    )
+    .expect("config");
+    let out = scae(&[
+        "q3",
+        "--root",
+        &r,
+        "--config",
+        &config.display().to_string(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("q3_big.toml") && err.contains("perplexity 50") && err.contains("120 cells"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(!root.path().join("results/q3").exists());
+}

@@ -67,6 +67,10 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let study = base_study(&cfg_path, &cfg.models)?;
     let started = super::Started::new(args, "q3", &study)?;
     let (data, prepared, out) = (&started.data, &started.prepared, started.out.path());
+    cfg.tsne.validate().map_err(scae_eval::Error::from)?;
+    cfg.tsne
+        .check_cells(data.x.nrows())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", cfg_path.display()))?;
     let (model, note) = super::q1_model_or_train(
         &args.root,
         &study,

@@ -55,6 +55,10 @@ pub fn run(args: &RunArgs) -> Result<()> {
     new_study.loss = cfg.loss;
     let started = super::Started::new(args, "q5", &study)?;
     let (data, prepared, out) = (&started.data, &started.prepared, started.out.path());
+    cfg.tsne.validate().map_err(scae_eval::Error::from)?;
+    cfg.tsne
+        .check_cells(data.x.nrows())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", cfg_path.display()))?;
     let (mse_model, note) = super::q1_model_or_train(
         &args.root,
         &study,
