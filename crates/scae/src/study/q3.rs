@@ -345,16 +345,16 @@ fn discuss(
     ) {
         let verdict = |before: f64, after: f64| {
             if after > before + 0.02 {
-                "better separated"
+                "better separated in the reconstruction than in the original"
             } else if after < before - 0.02 {
-                "less well separated"
+                "less well separated in the reconstruction than in the original"
             } else {
-                "about as well separated"
+                "about as well separated in the reconstruction as in the original"
             }
         };
         let _ = writeln!(
             md,
-            "In the PCA plane the labelled groups are {} in the reconstruction than in the original: silhouette \
+            "In the PCA plane the labelled groups are {}: silhouette \
              {}, k-means ARI {}, NMI {}.\n",
             verdict(po.silhouette, pr.silhouette),
             embed::change(po.silhouette, pr.silhouette),
@@ -363,7 +363,7 @@ fn discuss(
         );
         let _ = writeln!(
             md,
-            "**t-SNE.** In t-SNE the groups are {} in the reconstruction: silhouette {}, k-means ARI {}, NMI {}. \
+            "**t-SNE.** In t-SNE the groups are {}: silhouette {}, k-means ARI {}, NMI {}. \
              t-SNE preserves local neighbourhoods, so it shows what the reconstruction does to each cell's nearest \
              neighbours rather than to the large directions PCA shows.\n",
             verdict(to.silhouette, tr.silhouette),
