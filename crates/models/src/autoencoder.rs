@@ -152,6 +152,7 @@ mod tests {
 
     #[test]
     fn shapes_follow_the_config() {
+        let _rng = crate::torch_rng_lock();
         let vs = VarStore::new(Device::Cpu);
         let cfg = AeConfig {
             hidden: vec![64, 32],
@@ -176,6 +177,7 @@ mod tests {
 
     #[test]
     fn latent_and_output_have_no_activation() {
+        let _rng = crate::torch_rng_lock();
         // With ReLU on the latent or output layer, no value could be negative.
         tch::manual_seed(0);
         let vs = VarStore::new(Device::Cpu);
@@ -187,6 +189,7 @@ mod tests {
 
     #[test]
     fn initialisation_matches_pytorch_bounds() {
+        let _rng = crate::torch_rng_lock();
         tch::manual_seed(1);
         let vs = VarStore::new(Device::Cpu);
         let _ae = Autoencoder::new(&vs.root(), 400, &AeConfig::with_latent(8)).expect("valid");
@@ -207,6 +210,7 @@ mod tests {
 
     #[test]
     fn zero_width_is_rejected() {
+        let _rng = crate::torch_rng_lock();
         let vs = VarStore::new(Device::Cpu);
         let bad = AeConfig {
             hidden: vec![10, 0],

@@ -50,3 +50,14 @@ pub fn tensor_to_rows(t: &tch::Tensor) -> Result<(Vec<f32>, usize, usize)> {
     let values = Vec::<f32>::try_from(&flat)?;
     Ok((values, rows as usize, cols as usize))
 }
+
+/// Serialises the tests that seed or draw from libtorch's global random generator
+/// (`manual_seed`, `randn`, weight initialisation): the test harness runs tests on parallel
+/// threads, and two of them interleaving their draws would make "same seed, same result"
+/// checks fail at random.
+#[cfg(test)]
+pub(crate) fn torch_rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

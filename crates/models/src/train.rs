@@ -319,6 +319,7 @@ mod tests {
 
     #[test]
     fn loss_decreases_and_runs_repeat_exactly() {
+        let _rng = crate::torch_rng_lock();
         tch::set_num_threads(1);
         let a = train_once(5);
         let first = a.epochs[0].test_loss.expect("test set");
@@ -332,6 +333,7 @@ mod tests {
 
     #[test]
     fn a_non_finite_loss_stops_training_with_epoch_and_batch() {
+        let _rng = crate::torch_rng_lock();
         let x = data(64, 2);
         let _ = x.get(40).get(3).fill_(f64::NAN);
         let vs = VarStore::new(Device::Cpu);
@@ -354,6 +356,7 @@ mod tests {
 
     #[test]
     fn evaluate_weights_chunks_by_rows() {
+        let _rng = crate::torch_rng_lock();
         // One model, two chunkings: the row-weighted mean of MSE does not depend on the chunk.
         let x = data(50, 3);
         let vs = VarStore::new(Device::Cpu);
