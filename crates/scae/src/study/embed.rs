@@ -163,27 +163,32 @@ pub fn project(p: &Pca, x: ArrayView2<'_, f32>) -> Array2<f32> {
 
 /// Fraction of the total variance of `x` that lies along each component of `p`.
 pub fn variance_fractions(p: &Pca, x: ArrayView2<'_, f32>) -> Vec<f64> {
-    let proj = project(p, x);
-    let n = x.nrows().max(2) as f64 - 1.0;
-    let total: f64 = x
-        .axis_iter(Axis(1))
+    let total = total_variance(x);
+    column_variances(project(p, x).view())
+        .into_iter()
+        .map(|v| if total > 0.0 { v / total } else { 0.0 })
+        .collect()
+}
+
+/// Sum of the columns' variances (ddof 1).
+pub fn total_variance(x: ArrayView2<'_, f32>) -> f64 {
+    column_variances(x).iter().sum()
+}
+
+/// The variance (ddof 1) of each column, accumulated in `f64`; zeros for fewer than 2 rows.
+fn column_variances(x: ArrayView2<'_, f32>) -> Vec<f64> {
+    let n = x.nrows() as f64;
+    x.columns()
+        .into_iter()
         .map(|col| {
-            let mean = col.iter().map(|&v| f64::from(v)).sum::<f64>() / x.nrows() as f64;
+            if n < 2.0 {
+                return 0.0;
+            }
+            let mean = col.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
             col.iter()
                 .map(|&v| (f64::from(v) - mean).powi(2))
                 .sum::<f64>()
-                / n
-        })
-        .sum();
-    proj.axis_iter(Axis(1))
-        .map(|col| {
-            let mean = col.iter().map(|&v| f64::from(v)).sum::<f64>() / x.nrows() as f64;
-            let var = col
-                .iter()
-                .map(|&v| (f64::from(v) - mean).powi(2))
-                .sum::<f64>()
-                / n;
-            if total > 0.0 { var / total } else { 0.0 }
+                / (n - 1.0)
         })
         .collect()
 }

@@ -256,15 +256,8 @@ pub fn parameter_count(widths: &[usize]) -> usize {
     2 * one_way + biases
 }
 
-/// Loads Q1's models of the given latent sizes when Q1 ran with `study` on this data; the error
-/// says why not.
-pub fn reusable_q1(
-    dir: &Path,
-    study: &AeStudy,
-    latents: &[usize],
-    data: &Dataset,
-    device: Device,
-) -> Result<Vec<TrainedAe>> {
+/// Q1's `metrics.json` under `dir` when Q1 ran with `study` on this data; the error says why not.
+fn matching_q1_metrics(dir: &Path, study: &AeStudy, data: &Dataset) -> Result<serde_json::Value> {
     let path = dir.join("metrics.json");
     let text = std::fs::read_to_string(&path).with_context(|| format!("no {}", path.display()))?;
     let q1: serde_json::Value =
@@ -275,6 +268,19 @@ pub fn reusable_q1(
     if q1["provenance"]["data"]["fingerprint"] != data.source.fingerprint.as_str() {
         anyhow::bail!("{} was made from other data", path.display());
     }
+    Ok(q1)
+}
+
+/// Loads Q1's models of the given latent sizes when Q1 ran with `study` on this data; the error
+/// says why not.
+pub fn reusable_q1(
+    dir: &Path,
+    study: &AeStudy,
+    latents: &[usize],
+    data: &Dataset,
+    device: Device,
+) -> Result<Vec<TrainedAe>> {
+    matching_q1_metrics(dir, study, data)?;
     latents
         .iter()
         .map(|latent| TrainedAe::load(&dir.join(format!("latent{latent}")), device))
@@ -317,21 +323,17 @@ pub fn q1_model_or_train(
 
 /// Q1's final test loss per latent size, when `results/q1` was made with `study` on this data.
 pub fn q1_test_losses(root: &Path, study: &AeStudy, data: &Dataset) -> Option<Vec<(usize, f64)>> {
-    let path = root.join("results").join("q1").join("metrics.json");
-    let q1: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
-    let same = q1["config"] == serde_json::to_value(study).ok()?
-        && q1["provenance"]["data"]["fingerprint"] == data.source.fingerprint.as_str();
-    same.then(|| {
-        q1["models"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|m| {
-                Some((
-                    m["latent"].as_u64()? as usize,
-                    m["final_test_loss"].as_f64()?,
-                ))
-            })
-            .collect()
-    })
+    let q1 = matching_q1_metrics(&root.join("results").join("q1"), study, data).ok()?;
+    let losses = q1["models"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| {
+            Some((
+                m["latent"].as_u64()? as usize,
+                m["final_test_loss"].as_f64()?,
+            ))
+        })
+        .collect();
+    Some(losses)
 }

@@ -98,8 +98,8 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let orig_fractions = pca_orig.explained_variance_ratio.to_vec();
     let recon_fractions = embed::variance_fractions(&pca_orig, recon.view());
     let variance = Variance {
-        original_total: total_variance(original),
-        reconstruction_total: total_variance(recon.view()),
+        original_total: embed::total_variance(original),
+        reconstruction_total: embed::total_variance(recon.view()),
         original_pc12: embed::cumulative(&orig_fractions, 2),
         reconstruction_pc12_in_original_frame: embed::cumulative(&recon_fractions, 2),
         original_top10: embed::cumulative(&orig_fractions, 10),
@@ -216,24 +216,6 @@ pub fn tsne_input<'a>(
     } else {
         x
     }
-}
-
-/// Sum of the columns' variances (ddof 1).
-pub fn total_variance(x: ArrayView2<'_, f32>) -> f64 {
-    let n = x.nrows() as f64;
-    if n < 2.0 {
-        return 0.0;
-    }
-    x.columns()
-        .into_iter()
-        .map(|col| {
-            let mean = col.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
-            col.iter()
-                .map(|&v| (f64::from(v) - mean).powi(2))
-                .sum::<f64>()
-                / (n - 1.0)
-        })
-        .sum()
 }
 
 fn report_markdown(
