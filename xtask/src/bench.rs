@@ -19,8 +19,20 @@
 //! `bench pca`: `scae pca` against scikit-learn's PCA (`svd_solver` "auto" and
 //! "full") on the 5000 x 1000 default data, same components and threads, with
 //! the largest score difference up to sign; writes `results/bench/pca.json`.
+//!
+//! `bench vae`: the negative-binomial VAE of `configs/bench-vae.toml` (scVI's
+//! default shape: one hidden layer of 128, latent 10, one dispersion per gene,
+//! observed library size, batch 128, Adam 1e-3) trained by `scae vae` on every
+//! gene of the raw counts of a 10x folder (default `../shared/data/worm_neuron`
+//! beside the project), then scvi-tools' `SCVI(gene_likelihood="nb")` through
+//! `xtask/peers/vae_scvi.py` on scae's own train/test split, the same epochs and
+//! threads (scvi-tools is pip-installed into the set-up's Python when missing).
+//! Both report seconds per epoch and, on the test cells with the full KL, the
+//! ELBO, its reconstruction and KL terms and the importance-weighted log p(x),
+//! per cell, higher is better. Prints the speed ratio (scvi-tools over scae)
+//! and the ELBO gap; writes `results/bench/vae.json`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
@@ -29,7 +41,7 @@ use serde_json::{Value, json};
 
 use crate::project::{self, project_root};
 use crate::study;
-use crate::torch::Libtorch;
+use crate::torch::{Libtorch, TORCH_VERSION};
 
 #[derive(Debug, Subcommand)]
 pub enum Which {
@@ -66,6 +78,28 @@ pub enum Which {
         #[arg(long, default_value_t = 50)]
         components: usize,
     },
+    /// NB VAE on the raw counts of a 10x folder: scae vs scvi-tools' SCVI, same split.
+    Vae {
+        /// Threads for both sides.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Training epochs of both sides.
+        #[arg(long, default_value_t = 20)]
+        epochs: usize,
+        /// The 10x folder (default: ../shared/data/worm_neuron, relative to the project root).
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
+    /// The scVAE study's full size, simulated (20,000 x 27,998, 92.8 % zeros): a Poisson VAE for
+    /// 5 epochs (configs/bench-fullsize.toml); seconds per epoch and peak memory.
+    VaeFull {
+        /// libtorch threads (0: every core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// auto, cpu or cuda.
+        #[arg(long, default_value = "auto")]
+        device: String,
+    },
 }
 
 pub fn run(which: Which) -> Result<()> {
@@ -81,7 +115,76 @@ pub fn run(which: Which) -> Result<()> {
             threads,
             components,
         } => pca(runs.max(1), threads, components),
+        Which::Vae {
+            threads,
+            epochs,
+            data,
+        } => vae(threads.max(1), epochs.max(1), data),
+        Which::VaeFull { threads, device } => vae_full(threads, &device),
     }
+}
+
+/// `bench vae-full`: `scae vae` on the simulated full-size data; its summary goes to
+/// `results/bench/vae-full.json`.
+fn vae_full(threads: usize, device: &str) -> Result<()> {
+    let torch = project::build_release()?;
+    let out = project_root().join("target/bench/vae-full");
+    let args: Vec<String> = [
+        "--config",
+        "configs/bench-fullsize.toml",
+        "--device",
+        device,
+        "--threads",
+        &threads.to_string(),
+        "--out",
+        &out.display().to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    study::scae(&torch, "vae", &args)?;
+    let metrics = read_json(&out.join("metrics.json"))?;
+    let summary = &metrics["summary"];
+    let epochs: Vec<f64> = metrics["history"]["epochs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["seconds"].as_f64())
+        .collect();
+    let finite = metrics["history"]["epochs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .all(|e| e["train_loss"].as_f64().is_some_and(f64::is_finite));
+    println!(
+        "full size ({} cells x {} genes, {}): {:.2} s per epoch (epochs: {}), peak memory {} MiB, \
+         every loss finite: {finite}",
+        metrics["provenance"]["data"]["cells"],
+        metrics["provenance"]["data"]["genes"],
+        metrics["provenance"]["device"].as_str().unwrap_or("?"),
+        summary["seconds_per_epoch"].as_f64().unwrap_or(f64::NAN),
+        epochs
+            .iter()
+            .map(|s| format!("{s:.2}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        metrics["peak_rss_mib"]
+            .as_f64()
+            .map_or_else(|| "?".into(), |m| format!("{m:.0}")),
+    );
+    write_report(
+        "vae-full",
+        &json!({
+            "provenance": provenance(),
+            "data": metrics["provenance"]["data"],
+            "device": metrics["provenance"]["device"],
+            "threads": metrics["provenance"]["threads"],
+            "summary": summary,
+            "epoch_seconds": epochs,
+            "peak_rss_mib": metrics["peak_rss_mib"],
+            "every_loss_finite": finite,
+        }),
+    )
 }
 
 fn ae(runs: usize, threads: Option<usize>, epochs: usize) -> Result<()> {
@@ -492,6 +595,156 @@ fn pca(runs: usize, threads: usize, components: usize) -> Result<()> {
         "provenance": provenance(),
     });
     write_report("pca", &report)
+}
+
+fn vae(threads: usize, epochs: usize, data: Option<PathBuf>) -> Result<()> {
+    let root = project_root();
+    let data = data.unwrap_or_else(|| root.join("../shared/data/worm_neuron"));
+    if !data.is_dir() {
+        bail!(
+            "bench vae needs the 10x folder {} (matrix.mtx.gz, features.tsv.gz, barcodes.tsv.gz), \
+             which does not exist; pass another with --data DIR",
+            data.display()
+        );
+    }
+    let data = data.canonicalize().unwrap_or(data);
+    let torch = project::build_release()?;
+    ensure_scvi(&torch)?;
+    let work = root.join("target/bench/vae");
+    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    let out = work.join("scae");
+    let (threads_arg, epochs_arg) = (threads.to_string(), epochs.to_string());
+
+    eprintln!("scae vae: {epochs} epochs, {threads} threads");
+    let args: Vec<String> = [
+        "--config",
+        "configs/bench-vae.toml",
+        "--device",
+        "cpu",
+        "--threads",
+        &threads_arg,
+        "--epochs",
+        &epochs_arg,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([
+        "--data".into(),
+        data.display().to_string(),
+        "--out".into(),
+        out.display().to_string(),
+    ])
+    .collect();
+    study::scae(&torch, "vae", &args)?;
+    let ours = read_json(&out.join("metrics.json"))?["summary"].clone();
+    let test_cells = out.join("test_cells.txt");
+    if !test_cells.is_file() {
+        bail!("{}: scae vae wrote no test split", test_cells.display());
+    }
+
+    eprintln!(
+        "scvi-tools: {epochs} epochs, {threads} threads, then log p(x) of the test cells (a few minutes)"
+    );
+    let peer_out = work.join("scvi.json");
+    let mut py = python_peer(&torch, "vae_scvi.py", threads);
+    py.arg("--data")
+        .arg(&data)
+        .arg("--test-cells")
+        .arg(&test_cells)
+        .args(["--epochs", &epochs_arg, "--threads", &threads_arg])
+        .arg("--out")
+        .arg(&peer_out);
+    let theirs = json_output(&mut py)?;
+
+    for key in ["train_cells", "test_cells", "genes"] {
+        if ours[key].as_u64() != theirs[key].as_u64() {
+            bail!(
+                "the two sides did not see the same data: {key} is {} for scae and {} for scvi-tools",
+                ours[key],
+                theirs[key]
+            );
+        }
+    }
+    let figure = |side: &Value, key: &str| side[key].as_f64();
+    let need = |side: &Value, key: &str, who: &str| {
+        figure(side, key).with_context(|| format!("{who} reported no {key}"))
+    };
+    let (our_spe, their_spe) = (
+        need(&ours, "seconds_per_epoch", "scae")?,
+        need(&theirs, "seconds_per_epoch", "scvi-tools")?,
+    );
+    let (our_elbo, their_elbo) = (
+        need(&ours, "test_elbo", "scae")?,
+        need(&theirs, "test_elbo", "scvi-tools")?,
+    );
+    let ratio = their_spe / our_spe;
+    let gap = (our_elbo - their_elbo) / their_elbo.abs();
+
+    println!(
+        "\nbench vae: {} ({} genes; {} train, {} test cells), NB, latent 10, hidden 128, batch 128, \
+         {epochs} epochs, {threads} threads; test figures per cell, full KL, higher is better",
+        data.display(),
+        ours["genes"],
+        ours["train_cells"],
+        ours["test_cells"]
+    );
+    println!(
+        "{:<12} {:>10} {:>12} {:>12} {:>9} {:>12}",
+        "tool", "s/epoch", "test ELBO", "recon", "KL", "log p(x)"
+    );
+    for (name, side) in [("scae", &ours), ("scvi-tools", &theirs)] {
+        let f = |key: &str| figure(side, key).unwrap_or(f64::NAN);
+        println!(
+            "{name:<12} {:>10.3} {:>12.2} {:>12.2} {:>9.2} {:>12.2}",
+            f("seconds_per_epoch"),
+            f("test_elbo"),
+            f("test_reconstruction"),
+            f("test_kl"),
+            f("test_log_px")
+        );
+    }
+    println!(
+        "speed: scvi-tools' seconds per epoch / scae's = {ratio:.2}x (target >= 5x); \
+         test ELBO gap (scae - scvi) / |scvi| = {:+.3} % (target >= -1 %)",
+        gap * 100.0
+    );
+    println!(
+        "scvi-tools trained with its default KL warm-up ({} epochs; weight {} in its last epoch)",
+        theirs["kl_warmup_epochs"], theirs["kl_weight_last_epoch"]
+    );
+    let report = json!({
+        "benchmark": "vae",
+        "data": data, "epochs": epochs, "threads": threads,
+        "config": "configs/bench-vae.toml",
+        "ratio_seconds_per_epoch_scvi_over_scae": ratio,
+        "test_elbo_gap_relative": gap,
+        "targets": {
+            "ratio_at_least": 5.0, "ratio_met": ratio >= 5.0,
+            "elbo_gap_at_least": -0.01, "elbo_gap_met": gap >= -0.01,
+        },
+        "scae": ours,
+        "scae_metrics": out.join("metrics.json"),
+        "scvi_tools": theirs,
+        "provenance": provenance(),
+    });
+    write_report("vae", &report)
+}
+
+/// Installs scvi-tools into the set-up's venv when it is missing, keeping its torch.
+fn ensure_scvi(torch: &Libtorch) -> Result<()> {
+    let present = Command::new(&torch.python)
+        .args(["-c", "import scvi, scanpy"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !present {
+        eprintln!("installing scvi-tools into {}", torch.python.display());
+        let mut pip = Command::new(&torch.python);
+        pip.args(["-m", "pip", "install", "--disable-pip-version-check"])
+            .args(["scvi-tools", "scanpy", &format!("torch=={TORCH_VERSION}")]);
+        project::run_status(&mut pip).context("pip could not install scvi-tools")?;
+    }
+    Ok(())
 }
 
 /// Installs scikit-learn and openTSNE into the set-up's venv when they are missing.

@@ -63,6 +63,22 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// One VAE on raw counts (configs/vae.toml; results/vae/).
+    Vae {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// The scVAE study's synthetic check: a Poisson VAE recovers 10 known rates (results/vae-synth/).
+    VaeSynth {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// The scVAE study's likelihood comparison: Poisson, NB, ZIP, ZINB (results/vae-likelihoods/);
+    /// on data/counts_raw.npy unless --data names raw counts (.npy or a 10x folder).
+    VaeLikelihoods {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// The whole study: Q1 to Q5 in turn, then results/REPORT.md; on the default data unless
     /// --data names a .npy file or a 10x folder.
     All {
@@ -94,6 +110,9 @@ fn main() -> ExitCode {
         Task::Q4 { args } => study::run("q4", &args),
         Task::Q5 { args } => study::run("q5", &args),
         Task::All { args } => study::run_all(&args),
+        Task::Vae { args } => study::run("vae", &args),
+        Task::VaeSynth { args } => study::run_synthetic("vae-synth", &args),
+        Task::VaeLikelihoods { args } => study::run("vae-likelihoods", &args),
         Task::Test { args } => test::run(&args),
         Task::Bench { which } => bench::run(which),
     };

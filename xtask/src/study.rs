@@ -36,6 +36,12 @@ pub fn run(question: &str, args: &[String]) -> Result<()> {
     scae(&torch, question, args)
 }
 
+/// A study that simulates its own data: build, then run.
+pub fn run_synthetic(study: &str, args: &[String]) -> Result<()> {
+    let torch = project::build_release()?;
+    scae(&torch, study, args)
+}
+
 /// The questions `cargo xtask all` runs, in order.
 pub const QUESTIONS: [&str; 5] = ["q1", "q2", "q3", "q4", "q5"];
 

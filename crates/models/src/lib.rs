@@ -1,4 +1,4 @@
-//! Models on libtorch: the autoencoder and the one training loop every model shares.
+//! Models on libtorch: the autoencoder, the VAE and the one training loop every model shares.
 //!
 //! This crate and `scae-dists` are the only ones that touch tch. Every model
 //! implements [`Model`], which gives the losses of one minibatch; [`fit`]
@@ -13,14 +13,17 @@ mod loss;
 mod optim;
 mod split;
 mod train;
+mod vae;
 
 pub use autoencoder::{AeConfig, Autoencoder};
 pub use device::{DeviceChoice, select_device};
 pub use error::{Error, Result};
 pub use loss::{ReconLoss, mse_loss, nonzero_mse_loss};
 pub use optim::Adam;
+pub use scae_dists::{CountLaw, Likelihood};
 pub use split::{Split, shuffled_indices};
 pub use train::{EpochStats, History, Losses, Model, TrainConfig, evaluate, fit, map_rows};
+pub use vae::{Dispersion, Library, Posterior, Vae, VaeConfig};
 
 /// A tensor of one `f32` matrix, copied from row-major host memory.
 pub fn tensor_from_rows(data: &[f32], rows: usize, cols: usize) -> Result<tch::Tensor> {

@@ -22,7 +22,8 @@ use crate::Result;
 
 const BETA1: f64 = 0.9;
 const BETA2: f64 = 0.999;
-const EPS: f64 = 1e-8;
+/// PyTorch's default `eps`.
+pub const DEFAULT_EPS: f64 = 1e-8;
 
 /// Adam over every trainable variable of a `VarStore`.
 #[derive(Debug)]
@@ -36,6 +37,16 @@ pub enum Adam {
 impl Adam {
     /// The fused CPU path when every variable allows it, else libtorch's.
     pub fn new(vs: &nn::VarStore, learning_rate: f64, weight_decay: f64) -> Result<Self> {
+        Self::with_eps(vs, learning_rate, weight_decay, DEFAULT_EPS)
+    }
+
+    /// [`Adam::new`] with the denominator's `eps` (scvi-tools uses 0.01).
+    pub fn with_eps(
+        vs: &nn::VarStore,
+        learning_rate: f64,
+        weight_decay: f64,
+        eps: f64,
+    ) -> Result<Self> {
         let params = vs.trainable_variables();
         let fusable = params
             .iter()
@@ -45,13 +56,14 @@ impl Adam {
                 params,
                 learning_rate,
                 weight_decay,
+                eps,
             )))
         } else {
             let opt = nn::Adam {
                 beta1: BETA1,
                 beta2: BETA2,
                 wd: weight_decay,
-                eps: EPS,
+                eps,
                 amsgrad: false,
             }
             .build(vs, learning_rate)?;
@@ -59,15 +71,45 @@ impl Adam {
         }
     }
 
-    /// Back-propagates `loss` and updates every parameter; gradients start from zero.
-    pub fn backward_step(&mut self, loss: &Tensor) {
+    /// Back-propagates `loss` and updates every parameter; gradients start from zero. With
+    /// `clip`, the gradients are first rescaled so that their global L2 norm is at most `clip`
+    /// (as `torch.nn.utils.clip_grad_norm_` does, without reading the norm back to the host).
+    pub fn backward_step(&mut self, loss: &Tensor, clip: Option<f64>) {
         match self {
             Self::Fused(adam) => {
                 loss.backward();
+                if let Some(max) = clip {
+                    clip_grad_norm(&adam.params, max);
+                }
                 adam.step();
             }
-            Self::Torch(opt) => opt.backward_step(loss),
+            Self::Torch(opt) => match clip {
+                Some(max) => opt.backward_step_clip_norm(loss, max),
+                None => opt.backward_step(loss),
+            },
         }
+    }
+}
+
+/// Scales the gradients of `params` by `min(1, max / (norm + 1e-6))`, `norm` their global L2 norm.
+fn clip_grad_norm(params: &[Tensor], max: f64) {
+    let _guard = tch::no_grad_guard();
+    let grads: Vec<Tensor> = params
+        .iter()
+        .map(Tensor::grad)
+        .filter(Tensor::defined)
+        .collect();
+    if grads.is_empty() {
+        return;
+    }
+    let squares: Vec<Tensor> = grads
+        .iter()
+        .map(|g| g.square().sum(Kind::Float).reshape([1]))
+        .collect();
+    let norm = Tensor::cat(&squares, 0).sum(Kind::Float).sqrt();
+    let scale = ((norm + 1e-6).reciprocal() * max).clamp_max(1.0);
+    for mut g in grads {
+        let _ = g.g_mul_(&scale);
     }
 }
 
@@ -79,11 +121,12 @@ pub struct FusedAdam {
     exp_avg_sq: Vec<Vec<f32>>,
     lr: f64,
     weight_decay: f64,
+    eps: f64,
     step: i32,
 }
 
 impl FusedAdam {
-    fn new(params: Vec<Tensor>, lr: f64, weight_decay: f64) -> Self {
+    fn new(params: Vec<Tensor>, lr: f64, weight_decay: f64, eps: f64) -> Self {
         let zeros = |p: &Tensor| vec![0.0f32; p.numel()];
         Self {
             exp_avg: params.iter().map(zeros).collect(),
@@ -91,6 +134,7 @@ impl FusedAdam {
             params,
             lr,
             weight_decay,
+            eps,
             step: 0,
         }
     }
@@ -104,6 +148,7 @@ impl FusedAdam {
             step_size: (self.lr / bias1) as f32,
             inv_sqrt_bias2: (1.0 / bias2.sqrt()) as f32,
             weight_decay: self.weight_decay as f32,
+            eps: self.eps as f32,
         };
         for ((p, m), v) in self
             .params
@@ -128,12 +173,13 @@ struct Coefficients {
     step_size: f32,
     inv_sqrt_bias2: f32,
     weight_decay: f32,
+    eps: f32,
 }
 
 impl Coefficients {
     /// The Adam update of one parameter, in one pass; clears the gradient.
     fn update(self, param: &mut [f32], grad: &mut [f32], m: &mut [f32], v: &mut [f32]) {
-        let (b1, b2, eps) = (BETA1 as f32, BETA2 as f32, EPS as f32);
+        let (b1, b2, eps) = (BETA1 as f32, BETA2 as f32, self.eps);
         for (((p, g), m), v) in param.iter_mut().zip(grad.iter_mut()).zip(m).zip(v) {
             let gi = *g + self.weight_decay * *p;
             *m = b1 * *m + (1.0 - b1) * gi;
@@ -186,7 +232,7 @@ mod tests {
                     beta1: BETA1,
                     beta2: BETA2,
                     wd: weight_decay,
-                    eps: EPS,
+                    eps: DEFAULT_EPS,
                     amsgrad: false,
                 }
                 .build(&vs, 1e-2)
@@ -196,7 +242,7 @@ mod tests {
         assert_eq!(matches!(opt, Adam::Fused(_)), fused);
         for _ in 0..25 {
             let loss = layer.forward(&x).mse_loss(&y, tch::Reduction::Mean);
-            opt.backward_step(&loss);
+            opt.backward_step(&loss, None);
         }
         Vec::<f32>::try_from(layer.ws.flatten(0, -1)).expect("weights")
     }
@@ -211,5 +257,31 @@ mod tests {
                 approx::assert_abs_diff_eq!(x, y, epsilon = 1e-5);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod clip_tests {
+    use super::*;
+
+    #[test]
+    fn clipping_caps_the_global_gradient_norm() {
+        let _rng = crate::torch_rng_lock();
+        let a = Tensor::ones([3], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        let b = Tensor::ones([4], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        // gradients 3 * ones(3) and 4 * ones(4): norm sqrt(27 + 64) = sqrt(91)
+        (a.sum(Kind::Float) * 3.0 + b.sum(Kind::Float) * 4.0).backward();
+        clip_grad_norm(&[a.shallow_clone(), b.shallow_clone()], 1.0);
+        let norm = (a.grad().square().sum(Kind::Float) + b.grad().square().sum(Kind::Float))
+            .sqrt()
+            .double_value(&[]);
+        approx::assert_relative_eq!(norm, 1.0, max_relative = 1e-5);
+        // a norm below the bound is left alone
+        clip_grad_norm(&[a.shallow_clone(), b.shallow_clone()], 10.0);
+        approx::assert_relative_eq!(
+            a.grad().double_value(&[0]),
+            3.0 / 91f64.sqrt(),
+            max_relative = 1e-5
+        );
     }
 }

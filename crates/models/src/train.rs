@@ -60,6 +60,16 @@ pub struct TrainConfig {
     /// Rows per forward pass when evaluating (no gradient is kept).
     #[serde(default = "default_eval_batch")]
     pub eval_batch_size: usize,
+    /// Adam's `eps` (PyTorch's default 1e-8; scvi-tools trains with 0.01).
+    #[serde(default = "default_adam_eps")]
+    pub adam_eps: f64,
+    /// When set, every step rescales the gradients so that their global L2 norm is at most this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip_grad_norm: Option<f64>,
+}
+
+fn default_adam_eps() -> f64 {
+    crate::optim::DEFAULT_EPS
 }
 
 fn default_eval_batch() -> usize {
@@ -87,6 +97,17 @@ impl TrainConfig {
                 "train.weight_decay must be >= 0, got {}",
                 self.weight_decay
             ));
+        }
+        if !(self.adam_eps > 0.0 && self.adam_eps.is_finite()) {
+            return bad(format!(
+                "train.adam_eps must be positive, got {}",
+                self.adam_eps
+            ));
+        }
+        if let Some(clip) = self.clip_grad_norm
+            && !(clip > 0.0 && clip.is_finite())
+        {
+            return bad(format!("train.clip_grad_norm must be positive, got {clip}"));
         }
         Ok(())
     }
@@ -143,7 +164,7 @@ pub fn fit<M: Model>(
     if n == 0 {
         return Err(Error::Config("the training set is empty".into()));
     }
-    let mut opt = Adam::new(vs, cfg.learning_rate, cfg.weight_decay)?;
+    let mut opt = Adam::with_eps(vs, cfg.learning_rate, cfg.weight_decay, cfg.adam_eps)?;
     let mut history = History {
         term_names: model.term_names(),
         epochs: Vec::with_capacity(cfg.epochs),
@@ -162,7 +183,7 @@ pub fn fit<M: Model>(
             let rows = cfg.batch_size.min(n - begin);
             let batch = shuffled.narrow(0, begin as i64, rows as i64);
             let losses = model.losses(&batch, true);
-            opt.backward_step(&losses.total);
+            opt.backward_step(&losses.total, cfg.clip_grad_norm);
             batches.push(&losses, rows);
         }
         let (train_loss, train_terms) = batches.reduce(epoch, "train")?;
@@ -297,6 +318,8 @@ mod tests {
             learning_rate: 1e-2,
             weight_decay: 0.0,
             eval_batch_size: 64,
+            clip_grad_norm: None,
+            adam_eps: 1e-8,
         }
     }
 

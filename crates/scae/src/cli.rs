@@ -31,6 +31,12 @@ pub enum Command {
     Q4(RunArgs),
     /// Q5: retrain latent 10 with the nonzero MSE loss and compare with Q2's MSE model.
     Q5(RunArgs),
+    /// Train one VAE on raw counts (configs/vae.toml) and save it with its held-out figures.
+    Vae(study::vae::VaeArgs),
+    /// The scVAE study's synthetic check: can a Poisson VAE recover 10 known rates?
+    VaeSynth(RunArgs),
+    /// The scVAE study's likelihood comparison: Poisson, NB, ZIP and ZINB VAEs on raw counts.
+    VaeLikelihoods(RunArgs),
     /// Assemble results/REPORT.md from the questions' results.
     Report(study::report::ReportArgs),
     /// Train one autoencoder on your own data and save it as a model folder.
@@ -54,6 +60,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Q3(args) => study::q3::run(&args),
         Command::Q4(args) => study::q4::run(&args),
         Command::Q5(args) => study::q5::run(&args),
+        Command::Vae(args) => study::vae::run(&args),
+        Command::VaeSynth(args) => study::vae_synth::run(&args),
+        Command::VaeLikelihoods(args) => study::vae_likelihoods::run(&args),
         Command::Report(args) => study::report::run(&args),
         Command::Train(args) => commands::train(&args),
         Command::Embed(args) => commands::embed(&args),

@@ -187,7 +187,7 @@ pub fn load_question<T: serde::de::DeserializeOwned>(
 }
 
 /// Reads a TOML file into `T`; errors name the file and fit on one line.
-fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+pub(crate) fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("{}: cannot read the config", path.display()))?;
     toml::from_str(&text)

@@ -67,6 +67,63 @@ impl Dataset {
         Self::finish(x, &data, labels_path, "npy", None)
     }
 
+    /// Raw counts for the count models: a `.npy` file, a folder holding `counts_raw.npy`, or a
+    /// 10x folder (every gene, unnormalised). Every value must be a non-negative integer.
+    pub fn load_counts(data: &Path, labels: Option<&Path>) -> Result<Self> {
+        if data.is_dir() && !data.join("counts_raw.npy").exists() {
+            let files = scae_io::find_10x(data).with_context(|| {
+                format!(
+                    "{}: neither counts_raw.npy nor a 10x Genomics matrix folder",
+                    data.display()
+                )
+            })?;
+            let matrix = scae_io::read_10x(&files.dir)?;
+            let x = scae_io::preprocess::raw_counts(&matrix.counts, None, &files.matrix)?;
+            tracing::info!(
+                cells = x.nrows(),
+                genes = x.ncols(),
+                "read raw 10x counts from {}",
+                files.dir.display()
+            );
+            let labels_path = match labels {
+                Some(path) => Some(path.to_path_buf()),
+                None => files
+                    .labels
+                    .clone()
+                    .or_else(|| Some(data.join("labels.txt")).filter(|p| p.exists())),
+            };
+            return Self::finish(x, &files.matrix, labels_path, "10x-counts", None);
+        }
+        let data = if data.is_dir() {
+            data.join("counts_raw.npy")
+        } else {
+            data.to_path_buf()
+        };
+        let x = scae_io::read_counts(&data)?;
+        let labels_path = match labels {
+            Some(path) => Some(path.to_path_buf()),
+            None => data
+                .parent()
+                .map(|dir| dir.join("labels.txt"))
+                .filter(|p| p.exists()),
+        };
+        Self::finish(x, &data, labels_path, "npy-counts", None)
+    }
+
+    /// Counts made in memory (a simulation), described by `name` in the provenance.
+    pub fn from_counts(x: Array2<f32>, name: &str, labels: Option<Labels>) -> Self {
+        let source = DataSource {
+            data: PathBuf::from(name),
+            labels: None,
+            cells: x.nrows(),
+            genes: x.ncols(),
+            format: "simulated-counts".into(),
+            top_genes: None,
+            fingerprint: fingerprint(&x, labels.as_ref()),
+        };
+        Self { x, labels, source }
+    }
+
     /// A 10x matrix folder (at `dir` or up to two levels below), preprocessed; labels from
     /// `labels`, else `labels.txt` beside the matrix or in `dir`.
     fn load_10x(dir: &Path, labels: Option<&Path>, top_genes: usize) -> Result<Self> {
@@ -159,6 +216,11 @@ fn fingerprint(x: &Array2<f32>, labels: Option<&Labels>) -> String {
         eat(&(*code as u64).to_le_bytes());
     }
     format!("{hash:016x}")
+}
+
+/// The default raw counts of a project root.
+pub fn default_counts(root: &Path) -> PathBuf {
+    root.join("data").join("counts_raw.npy")
 }
 
 /// The default data folder of a project root.

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    keep_freed_memory();
     let cli = scae::cli::Cli::parse();
     scae::init_logging();
     match scae::cli::run(cli) {
@@ -15,3 +16,21 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// Training allocates and frees the same multi-megabyte tensors every step. glibc serves blocks
+/// above its mmap threshold with fresh `mmap`s and returns freed heap tops to the system, so every
+/// step page-faults its buffers in again (a quarter of a VAE epoch on the 13,488-gene benchmark).
+/// Blocks up to 32 MiB now come from the heap, and up to 1 GiB of freed heap is kept for reuse.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn keep_freed_memory() {
+    // SAFETY: `mallopt` only sets two thresholds of glibc's allocator; it takes the allocator's
+    // own lock and is called before this program allocates anything large.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn keep_freed_memory() {}

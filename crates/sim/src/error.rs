@@ -44,6 +44,10 @@ pub enum SimError {
         /// What the value must be, e.g. "finite and > 0".
         requirement: &'static str,
     },
+    /// A parameter of the plain count simulations ([`crate::sparse_counts`],
+    /// [`crate::independent_poisson`]) is out of range.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// Result type of this crate.

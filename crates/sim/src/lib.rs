@@ -26,11 +26,13 @@
 //! # Ok::<(), scae_sim::SimError>(())
 //! ```
 
+mod counts;
 mod error;
 mod normalize;
 mod params;
 mod simulate;
 
+pub use counts::{SparseCounts, SparseParams, independent_poisson, sparse_counts};
 pub use error::{Result, SimError};
 pub use normalize::log_normalize;
 pub use params::{GenePrograms, LogisticDropout, SimParams, ValidSimParams};

@@ -6,10 +6,16 @@
 //! instead picks the densest of {10^k}, {1, 2, 5} x 10^k, {1..9} x 10^k that
 //! fits the requested number of labels, falling back to evenly spaced "nice"
 //! values when the range is narrower than one of those steps.
+//!
+//! [`CategoryAxis`] puts named categories (the groups of a bar chart) at
+//! x = 0, 1, 2, ..., one labelled tick each. Every axis says how its ticks
+//! read through [`AxisTicks`], so the shared panel chart labels numeric, log
+//! and category axes alike.
 
 use std::ops::Range;
 
 use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, Ranged};
+use plotters::coord::types::RangedCoordf64;
 
 /// Fraction of the data span added on each side of an axis.
 pub(crate) const PAD_FRACTION: f64 = 0.04;
@@ -180,6 +186,79 @@ impl Ranged for LogAxis {
     }
 }
 
+/// An axis as the shared panel chart draws it: the text of each tick, and
+/// whether grid lines cross the plot at the ticks.
+pub(crate) trait AxisTicks: Ranged<ValueType = f64> + Clone {
+    /// The label of the tick at `v`.
+    fn tick_text(&self, v: f64) -> String {
+        let range = self.range();
+        tick_label_on_axis(v, range.end - range.start)
+    }
+
+    /// Whether grid lines are drawn at the ticks.
+    fn grid_lines(&self) -> bool {
+        true
+    }
+}
+
+impl AxisTicks for RangedCoordf64 {}
+
+impl AxisTicks for LogAxis {}
+
+/// Named categories at x = 0, 1, ..., n - 1, over -0.5..n - 0.5 so that each
+/// has a slot one unit wide centred on its tick. Every category is labelled
+/// (whatever number of ticks is asked for) and no grid lines are drawn: they
+/// would cut through the bars.
+#[derive(Debug, Clone)]
+pub(crate) struct CategoryAxis<'a> {
+    names: &'a [String],
+}
+
+impl<'a> CategoryAxis<'a> {
+    /// An axis for `names`, which must not be empty.
+    pub(crate) fn new(names: &'a [String]) -> Self {
+        Self { names }
+    }
+}
+
+impl Ranged for CategoryAxis<'_> {
+    type FormatOption = DefaultFormatting;
+    type ValueType = f64;
+
+    fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
+        let range = self.range();
+        let t = (value - range.start) / (range.end - range.start);
+        limit.0 + (t * f64::from(limit.1 - limit.0)).round() as i32
+    }
+
+    fn key_points<Hint: KeyPointHint>(&self, hint: Hint) -> Vec<f64> {
+        // plotters asks for zero light lines; every bold request gets all names.
+        if hint.max_num_points() == 0 {
+            return vec![];
+        }
+        (0..self.names.len()).map(|i| i as f64).collect()
+    }
+
+    fn range(&self) -> Range<f64> {
+        -0.5..self.names.len() as f64 - 0.5
+    }
+}
+
+impl AxisTicks for CategoryAxis<'_> {
+    fn tick_text(&self, v: f64) -> String {
+        let i = v.round();
+        if (v - i).abs() < 1e-9 && i >= 0.0 {
+            self.names.get(i as usize).cloned().unwrap_or_default()
+        } else {
+            String::new()
+        }
+    }
+
+    fn grid_lines(&self) -> bool {
+        false
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,5 +345,23 @@ mod tests {
         assert_eq!(a.map(&0.1, (600, 0)), 600);
         assert_eq!(a.map(&10.0, (600, 0)), 0);
         assert_eq!(a.map(&1.0, (600, 0)), 300);
+    }
+
+    #[test]
+    fn category_axis_labels_every_name_at_its_index() {
+        let names: Vec<String> = (1..=10).map(|i| format!("gene {i}")).collect();
+        let a = CategoryAxis::new(&names);
+        assert_eq!(a.key_points(4).len(), 10, "all names, whatever the hint");
+        assert!(a.key_points(0).is_empty());
+        assert_eq!(a.tick_text(0.0), "gene 1");
+        assert_eq!(a.tick_text(9.0), "gene 10");
+        assert_eq!(a.tick_text(0.5), "");
+        assert_eq!(a.tick_text(10.0), "");
+        assert_eq!(a.tick_text(-1.0), "");
+        assert!(!a.grid_lines());
+        // Slots one unit wide: the first starts at the left edge.
+        assert_eq!(a.map(&-0.5, (0, 1000)), 0);
+        assert_eq!(a.map(&9.5, (0, 1000)), 1000);
+        assert_eq!(a.map(&4.5, (0, 1000)), 500);
     }
 }

@@ -124,6 +124,50 @@ pub enum Error {
         /// Number of label names.
         n_names: usize,
     },
+    /// A bar figure has no categories.
+    #[error("bar figure {figure:?} has no categories")]
+    NoCategories {
+        /// Title of the figure.
+        figure: String,
+    },
+    /// A bar figure has no series.
+    #[error("bar figure {figure:?} has no series")]
+    NoBarSeries {
+        /// Title of the figure.
+        figure: String,
+    },
+    /// A bar series has not one value per category.
+    #[error(
+        "bar series {series:?} in figure {figure:?} has {n_values} values \
+         for {n_categories} categories"
+    )]
+    BarCountMismatch {
+        /// Title of the figure.
+        figure: String,
+        /// Label of the series.
+        series: String,
+        /// Number of values in the series.
+        n_values: usize,
+        /// Number of categories.
+        n_categories: usize,
+    },
+    /// A bar's value is NaN or infinite.
+    #[error(
+        "bar series {series:?} in figure {figure:?} has a non-finite value {value} \
+         for category {category:?} (index {index})"
+    )]
+    NonFiniteBar {
+        /// Title of the figure.
+        figure: String,
+        /// Label of the series.
+        series: String,
+        /// Name of the category.
+        category: String,
+        /// Index of the category.
+        index: usize,
+        /// The offending value.
+        value: f64,
+    },
     /// The embedded font could not be registered with plotters.
     #[error("the embedded DejaVu Sans font could not be loaded")]
     Font,

@@ -8,20 +8,18 @@
 //! A reader of the target path therefore sees either the old figure or the
 //! complete new one, never a half-written file.
 
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use plotters::coord::Shift;
-use plotters::coord::ranged1d::{Ranged, ValueFormatter};
-use plotters::coord::types::RangedCoordf64;
+use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
 use plotters::drawing::DrawingAreaErrorKind;
 use plotters::prelude::*;
 use plotters::style::register_font;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::axis::tick_label_on_axis;
+use crate::axis::AxisTicks;
 use crate::error::{Error, Result};
 
 /// DejaVu Sans, Bitstream Vera licence (see `assets/DejaVuSans-LICENSE.txt`).
@@ -143,21 +141,26 @@ pub(crate) struct PanelText<'a> {
 /// A chart filling `area`: caption, axis labels, compact tick labels and a
 /// light grid, the same in every figure. The y label area is as wide as the
 /// widest tick label needs, so the axis label sits close to the ticks
-/// whatever their length.
-pub(crate) fn panel_chart<'a, DB: DrawingBackend, Y>(
+/// whatever their length. `x` is a numeric range (`Range<f64>`) or any
+/// [`AxisTicks`] axis, such as the categories of a bar chart; each axis
+/// labels its own ticks and says whether grid lines cross them.
+pub(crate) fn panel_chart<'a, DB: DrawingBackend, X, Y>(
     area: &'a DrawingArea<DB, Shift>,
     text: &PanelText<'_>,
-    x: Range<f64>,
+    x: X,
     y: Y,
-) -> std::result::Result<ChartContext<'a, DB, Cartesian2d<RangedCoordf64, Y>>, DrawError>
+) -> std::result::Result<ChartContext<'a, DB, Cartesian2d<X::CoordDescType, Y>>, DrawError>
 where
-    Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
+    X: AsRangedCoord<Value = f64>,
+    X::CoordDescType: AxisTicks + ValueFormatter<f64>,
+    Y: AxisTicks + ValueFormatter<f64>,
 {
-    let (x_span, y_span) = (x.end - x.start, y.range().end - y.range().start);
+    let x: X::CoordDescType = x.into();
+    let (x_ticks, y_ticks) = (x.clone(), y.clone());
     let tick_style = TextStyle::from(font(TICK_LABEL_SIZE));
     let mut tick_width = 0;
     for v in y.key_points(N_TICKS) {
-        let label = tick_label_on_axis(v, y_span);
+        let label = y_ticks.tick_text(v);
         tick_width = tick_width.max(area.estimate_text_size(&label, &tick_style)?.0);
     }
     let desc_width = if text.y_label.is_empty() {
@@ -175,11 +178,10 @@ where
     }
     let mut chart = builder.build_cartesian_2d(x, y)?;
 
-    let x_format = |v: &f64| tick_label_on_axis(*v, x_span);
-    let y_format = |v: &f64| tick_label_on_axis(*v, y_span);
-    chart
-        .configure_mesh()
-        .x_desc(text.x_label)
+    let x_format = |v: &f64| x_ticks.tick_text(*v);
+    let y_format = |v: &f64| y_ticks.tick_text(*v);
+    let mut mesh = chart.configure_mesh();
+    mesh.x_desc(text.x_label)
         .y_desc(text.y_label)
         .axis_desc_style(font(AXIS_LABEL_SIZE))
         .label_style(font(TICK_LABEL_SIZE))
@@ -190,8 +192,14 @@ where
         .bold_line_style(GRID.stroke_width(1))
         .x_max_light_lines(0)
         .y_max_light_lines(0)
-        .axis_style(BLACK.stroke_width(1))
-        .draw()?;
+        .axis_style(BLACK.stroke_width(1));
+    if !x_ticks.grid_lines() {
+        mesh.disable_x_mesh();
+    }
+    if !y_ticks.grid_lines() {
+        mesh.disable_y_mesh();
+    }
+    mesh.draw()?;
     Ok(chart)
 }
 

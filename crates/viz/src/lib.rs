@@ -9,12 +9,16 @@
 //! - [`scatter_figure`]: labelled points, the one function behind every
 //!   embedding figure (PCA, t-SNE, latent space; original beside
 //!   reconstructed), with one legend column right of the panels.
+//! - [`bar_figure`]: grouped bars, one group per category and one bar per
+//!   series (a decoded rate beside the true one, a metric per likelihood),
+//!   with a legend column right of the plot.
 //!
 //! Everything that is common to all figures lives in the private `figure`
 //! module (embedded font, sizes, title band, the chart with its axes and
 //! grid, output format chosen by extension, atomic write) and the private
 //! `axis` module (padded ranges, tick labels, a log axis with useful ticks on
-//! sub-decade ranges), so each figure module only draws its own marks.
+//! sub-decade ranges, a category axis), so each figure module only draws its
+//! own marks.
 //!
 //! Text is drawn with DejaVu Sans embedded in the binary (see
 //! `assets/DejaVuSans-LICENSE.txt`), so PNGs render identically on machines
@@ -22,12 +26,14 @@
 //! same index means the same colour in every figure.
 
 mod axis;
+pub mod bar;
 pub mod error;
 mod figure;
 pub mod line;
 pub mod palette;
 pub mod scatter;
 
+pub use bar::{BarSeries, bar_figure};
 pub use error::{Error, Result};
 pub use line::{LinePanel, Series, line_figure};
 pub use palette::{PALETTE, palette_color};

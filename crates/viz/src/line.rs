@@ -11,11 +11,11 @@ use std::ops::Range;
 use std::path::Path;
 
 use plotters::coord::Shift;
-use plotters::coord::ranged1d::{Ranged, ValueFormatter};
+use plotters::coord::ranged1d::ValueFormatter;
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
-use crate::axis::{LogAxis, PAD_FRACTION, padded_linear, padded_log};
+use crate::axis::{AxisTicks, LogAxis, PAD_FRACTION, padded_linear, padded_log};
 use crate::error::{Error, Result};
 use crate::figure::{
     DrawError, LEGEND_SIZE, PANEL_WIDTH, PanelText, Render, draw_title, figure_height, font,
@@ -218,7 +218,7 @@ fn draw_panel<DB: DrawingBackend, Y>(
     y: Y,
 ) -> std::result::Result<(), DrawError>
 where
-    Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
+    Y: AxisTicks + ValueFormatter<f64>,
 {
     let text = PanelText {
         title: &panel.title,

@@ -14,6 +14,9 @@ pub mod q3;
 pub mod q4;
 pub mod q5;
 pub mod report;
+pub mod vae;
+pub mod vae_likelihoods;
+pub mod vae_synth;
 
 use std::path::{Path, PathBuf};
 
