@@ -496,6 +496,16 @@ mod tests {
             (cfg.test_fraction - 0.19).abs() < 1e-12,
             "the study's 81 / 19 split"
         );
-        assert!(cfg.grid.is_some());
+        assert!(cfg.grid.is_none(), "the grid is off by default");
+        // The commented-out [grid] of the shipped config parses and validates too.
+        let with_grid = include_str!("../../../../configs/vae-likelihoods.toml")
+            .replace("# [grid]", "[grid]")
+            .replace("# hidden = ", "hidden = ")
+            .replace("# latent = ", "latent = ")
+            .replace("# epochs = ", "epochs = ")
+            .replace("# validation_fraction", "validation_fraction");
+        let cfg: LikelihoodStudy = toml::from_str(&with_grid).expect("the grid parses");
+        cfg.validate().expect("and is valid");
+        assert_eq!(cfg.grid.map(|g| g.hidden.len() * g.latent.len()), Some(4));
     }
 }
