@@ -57,13 +57,7 @@ impl Dataset {
             data.to_path_buf()
         };
         let x = scae_io::read_matrix(&data)?;
-        let labels_path = match labels {
-            Some(path) => Some(path.to_path_buf()),
-            None => data
-                .parent()
-                .map(|dir| dir.join("labels.txt"))
-                .filter(|p| p.exists()),
-        };
+        let labels_path = labels_beside_file(labels, &data);
         Self::finish(x, &data, labels_path, "npy", None)
     }
 
@@ -85,13 +79,7 @@ impl Dataset {
                 "read raw 10x counts from {}",
                 files.dir.display()
             );
-            let labels_path = match labels {
-                Some(path) => Some(path.to_path_buf()),
-                None => files
-                    .labels
-                    .clone()
-                    .or_else(|| Some(data.join("labels.txt")).filter(|p| p.exists())),
-            };
+            let labels_path = labels_for_10x(labels, &files, data);
             return Self::finish(x, &files.matrix, labels_path, "10x-counts", None);
         }
         let data = if data.is_dir() {
@@ -100,13 +88,7 @@ impl Dataset {
             data.to_path_buf()
         };
         let x = scae_io::read_counts(&data)?;
-        let labels_path = match labels {
-            Some(path) => Some(path.to_path_buf()),
-            None => data
-                .parent()
-                .map(|dir| dir.join("labels.txt"))
-                .filter(|p| p.exists()),
-        };
+        let labels_path = labels_beside_file(labels, &data);
         Self::finish(x, &data, labels_path, "npy-counts", None)
     }
 
@@ -145,13 +127,7 @@ impl Dataset {
             "read and preprocessed 10x counts from {}",
             files.dir.display()
         );
-        let labels_path = match labels {
-            Some(path) => Some(path.to_path_buf()),
-            None => files
-                .labels
-                .clone()
-                .or_else(|| Some(dir.join("labels.txt")).filter(|p| p.exists())),
-        };
+        let labels_path = labels_for_10x(labels, &files, dir);
         Self::finish(pre.x, &files.matrix, labels_path, "10x", Some(top_genes))
     }
 
@@ -188,6 +164,32 @@ impl Dataset {
     pub fn tensor(x: &Array2<f32>, device: tch::Device) -> Result<tch::Tensor> {
         let slice = x.as_slice().context("matrix is not in standard layout")?;
         Ok(scae_models::tensor_from_rows(slice, x.nrows(), x.ncols())?.to_device(device))
+    }
+}
+
+/// `labels` when given, else `labels.txt` beside `data` when it exists.
+fn labels_beside_file(labels: Option<&Path>, data: &Path) -> Option<PathBuf> {
+    match labels {
+        Some(path) => Some(path.to_path_buf()),
+        None => data
+            .parent()
+            .map(|dir| dir.join("labels.txt"))
+            .filter(|p| p.exists()),
+    }
+}
+
+/// `labels` when given, else `labels.txt` beside the 10x matrix, else in the folder `dir` named.
+fn labels_for_10x(
+    labels: Option<&Path>,
+    files: &scae_io::TenxFiles,
+    dir: &Path,
+) -> Option<PathBuf> {
+    match labels {
+        Some(path) => Some(path.to_path_buf()),
+        None => files
+            .labels
+            .clone()
+            .or_else(|| Some(dir.join("labels.txt")).filter(|p| p.exists())),
     }
 }
 
