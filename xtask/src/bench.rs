@@ -669,8 +669,10 @@ fn vae(threads: usize, epochs: usize, data: Option<PathBuf>) -> Result<()> {
     let need = |side: &Value, key: &str, who: &str| {
         figure(side, key).with_context(|| format!("{who} reported no {key}"))
     };
+    // Like for like: scvi-tools trains without a validation set here, so its epochs are training
+    // steps alone; scae's epochs also score the test cells, which is timed apart.
     let (our_spe, their_spe) = (
-        need(&ours, "seconds_per_epoch", "scae")?,
+        need(&ours, "train_seconds_per_epoch", "scae")?,
         need(&theirs, "seconds_per_epoch", "scvi-tools")?,
     );
     let (our_elbo, their_elbo) = (
@@ -692,17 +694,24 @@ fn vae(threads: usize, epochs: usize, data: Option<PathBuf>) -> Result<()> {
         "{:<12} {:>10} {:>12} {:>12} {:>9} {:>12}",
         "tool", "s/epoch", "test ELBO", "recon", "KL", "log p(x)"
     );
-    for (name, side) in [("scae", &ours), ("scvi-tools", &theirs)] {
+    for (name, side, key) in [
+        ("scae", &ours, "train_seconds_per_epoch"),
+        ("scvi-tools", &theirs, "seconds_per_epoch"),
+    ] {
         let f = |key: &str| figure(side, key).unwrap_or(f64::NAN);
         println!(
             "{name:<12} {:>10.3} {:>12.2} {:>12.2} {:>9.2} {:>12.2}",
-            f("seconds_per_epoch"),
+            f(key),
             f("test_elbo"),
             f("test_reconstruction"),
             f("test_kl"),
             f("test_log_px")
         );
     }
+    println!(
+        "s/epoch: training steps only (scae with its per-epoch test ELBO: {:.3} s)",
+        figure(&ours, "seconds_per_epoch").unwrap_or(f64::NAN)
+    );
     println!(
         "speed: scvi-tools' seconds per epoch / scae's = {ratio:.2}x (target >= 5x); \
          test ELBO gap (scae - scvi) / |scvi| = {:+.3} % (target >= -1 %)",
@@ -717,6 +726,7 @@ fn vae(threads: usize, epochs: usize, data: Option<PathBuf>) -> Result<()> {
         "data": data, "epochs": epochs, "threads": threads,
         "config": "configs/bench-vae.toml",
         "ratio_seconds_per_epoch_scvi_over_scae": ratio,
+        "ratio_basis": "training steps per epoch: scae's train_seconds_per_epoch (its per-epoch test ELBO timed apart) over scvi-tools' epoch time (no validation set)",
         "test_elbo_gap_relative": gap,
         "targets": {
             "ratio_at_least": 5.0, "ratio_met": ratio >= 5.0,

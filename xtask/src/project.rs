@@ -32,6 +32,45 @@ pub fn build_release() -> Result<Libtorch> {
     Ok(torch)
 }
 
+/// The x86-64 micro-architecture level the workspace is compiled for when the building CPU has
+/// it: `x86-64-v3` (AVX2, FMA, BMI1/2, F16C, LZCNT, MOVBE), which doubles the width of the
+/// fused likelihood's SIMD. Every x86-64 CPU since 2015 has it, the accelerator machines
+/// included. Set `SCAE_PORTABLE=1` for a baseline x86-64 build (a binary for an older CPU); a
+/// `RUSTFLAGS` of the user's own is left alone.
+const X86_64_LEVEL: &str = "x86-64-v3";
+
+/// Sets the compile target's CPU level on `cmd` (a cargo build or test) when this machine
+/// supports [`X86_64_LEVEL`].
+pub fn apply_cpu_level(cmd: &mut Command) {
+    let own_flags = ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "SCAE_PORTABLE"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()));
+    if !own_flags && host_has_x86_64_v3() {
+        // The flags as `RUSTFLAGS="-C target-cpu=.."` would pass them (0x1f separates them).
+        cmd.env(
+            "CARGO_ENCODED_RUSTFLAGS",
+            format!("-C\u{1f}target-cpu={X86_64_LEVEL}"),
+        );
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn host_has_x86_64_v3() -> bool {
+    use std::arch::is_x86_feature_detected as has;
+    has!("avx2")
+        && has!("fma")
+        && has!("bmi1")
+        && has!("bmi2")
+        && has!("f16c")
+        && has!("lzcnt")
+        && has!("movbe")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn host_has_x86_64_v3() -> bool {
+    false
+}
+
 /// Path of a release binary of the workspace.
 pub fn release_bin(name: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")

@@ -41,8 +41,10 @@ impl Libtorch {
         self.root.join("lib")
     }
 
-    /// Sets the environment under which tch builds and the binaries run.
+    /// Sets the environment under which tch builds and the binaries run, and the CPU the
+    /// code is compiled for ([`crate::project::apply_cpu_level`]).
     pub fn apply(&self, cmd: &mut Command) {
+        crate::project::apply_cpu_level(cmd);
         cmd.env("LIBTORCH", &self.root);
         cmd.env_remove("LIBTORCH_USE_PYTORCH");
         let mut paths = vec![self.lib_dir()];

@@ -9,8 +9,12 @@
 //! pass per cell computes the log-likelihood and its derivatives with respect to the logits and
 //! `log θ` together; autograd receives them through a surrogate, `value + Σ logits · ∂ -
 //! stop_gradient(Σ logits · ∂)`, which has the right value and the right gradient. Counts of
-//! zero, most entries of single-cell data, need no `lgamma` at all; the others use `statrs`'s
-//! `ln_gamma` and `digamma` in `f64`. Per entry, with `d = log μ − log θ`, `s = softplus(d)`,
+//! zero, most entries of single-cell data, need no `lgamma` at all: each row is first computed
+//! as if every count were zero, eight entries at a time with `wide`'s SIMD `exp` and `ln`; the
+//! entries with a count are then recomputed one by one with `statrs`'s `ln_gamma` and `digamma`
+//! in `f64` (their per-gene halves, `lgamma(θ)` and `ψ(θ)`, once per call). Rows run on
+//! libtorch's own OpenMP threads ([`scae_par`]), and the inputs and outputs are read and
+//! written in place in tensor memory. Per entry, with `d = log μ − log θ`, `s = softplus(d)`,
 //! `σ = sigmoid(d)`:
 //!
 //! * Poisson: `ℓ = x log μ − μ − lgamma(x + 1)`, `∂ℓ/∂log μ = x − μ`.
@@ -23,9 +27,9 @@
 //!
 //! The tests compare values and gradients with [`crate::CountLaw`] (golden-tested against scipy).
 
-use rayon::prelude::*;
 use statrs::function::gamma::{digamma, ln_gamma};
 use tch::{Device, Kind, Tensor};
+use wide::{CmpEq, CmpLt, f32x8};
 
 /// Which fused law.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +39,20 @@ pub enum FusedLaw {
     Nb,
 }
 
+/// What [`softmax_rows_log_prob`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reduction {
+    /// One log-likelihood per row.
+    Rows,
+    /// Their mean, a scalar: what a training loss needs. The gradient of `log θ` is then summed
+    /// over rows inside the pass instead of kept per row, which saves a `rows x genes` buffer
+    /// and two passes over it.
+    Mean,
+}
+
+/// SIMD width of the vectorised passes.
+const LANES: usize = 8;
+
 /// Per-row log-likelihood of counts `x` (`[cells, genes]`) under the law whose log-means are
 /// given by `logits` (`[rows, genes]`, `rows` a multiple of `cells`: row `r` scores cell
 /// `r % cells`, as when several latent samples per cell are stacked) and, with `log_library`
@@ -42,7 +60,7 @@ pub enum FusedLaw {
 /// [`FusedLaw::Nb`]. Returns `None` when the inputs do not qualify (not CPU `f32`, other
 /// shapes), so the caller can use the tensor formulas instead. `zi_logit` (`[rows, genes]`)
 /// makes the law zero-inflated. Gradients flow to `logits`, `log_theta` and `zi_logit` when they
-/// require them.
+/// require them. With [`Reduction::Mean`] the result is the mean over rows.
 pub fn softmax_rows_log_prob(
     law: FusedLaw,
     logits: &Tensor,
@@ -50,6 +68,7 @@ pub fn softmax_rows_log_prob(
     log_theta: Option<&Tensor>,
     zi_logit: Option<&Tensor>,
     x: &Tensor,
+    reduction: Reduction,
 ) -> Option<Tensor> {
     let cpu_f32 = |t: &Tensor| t.device() == Device::Cpu && t.kind() == Kind::Float;
     let [rows, genes] = logits.size()[..] else {
@@ -79,111 +98,257 @@ pub fn softmax_rows_log_prob(
     {
         return None;
     }
-    let host = |t: &Tensor| Vec::<f32>::try_from(t.detach().contiguous().view([-1])).ok();
-    let h = host(logits)?;
-    let xs = host(x)?;
-    let lib = match log_library {
-        Some(l) => Some(host(l)?),
-        None => None,
-    };
-    let lt = match (law, log_theta) {
-        (FusedLaw::Nb, Some(t)) => host(t)?,
-        _ => Vec::new(),
-    };
-    let zi = match zi_logit {
-        Some(z) => host(z)?,
-        None => Vec::new(),
-    };
+    // Contiguous views of the inputs; they own (or share) the memory the slices below read.
+    let dense = |t: &Tensor| t.detach().contiguous();
+    let (h_t, x_t) = (dense(logits), dense(x));
+    let lib_t = log_library.map(dense);
+    let lt_t = log_theta.filter(|_| law == FusedLaw::Nb).map(dense);
+    let zi_t = zi_logit.map(dense);
+    let (h, xs) = (host(&h_t), host(&x_t));
+    let lib = lib_t.as_ref().map(host);
+    let zi = zi_t.as_ref().map(host);
     let grad_zi = zi_logit.is_some_and(Tensor::requires_grad);
     let grad_logits = logits.requires_grad();
     let grad_theta = law == FusedLaw::Nb && log_theta.is_some_and(Tensor::requires_grad);
     let (g, r) = (genes as usize, rows as usize);
-    let theta: Vec<f32> = lt.iter().map(|v| v.exp()).collect();
-    let mut dh = if grad_logits {
-        vec![0.0f32; r * g]
-    } else {
-        Vec::new()
-    };
-    let mut dt = if grad_theta {
-        vec![0.0f32; r * g]
-    } else {
-        Vec::new()
-    };
-    let mut dz = if grad_zi {
-        vec![0.0f32; r * g]
-    } else {
-        Vec::new()
-    };
-    let mut ll = vec![0.0f32; r];
+    let genes_ctx = lt_t.as_ref().map(|t| PerGene::new(host(t)));
+    let buffer =
+        |wanted: bool| wanted.then(|| Tensor::empty([rows, genes], (Kind::Float, Device::Cpu)));
+    let mean = reduction == Reduction::Mean;
+    let (mut dh_t, mut dz_t) = (buffer(grad_logits), buffer(grad_zi));
+    // Per row, or (for the mean) summed over rows by each block into `dt_sum`.
+    let mut dt_t = buffer(grad_theta && !mean);
+    let dt_sum = std::sync::Mutex::new(vec![0.0f64; if grad_theta && mean { g } else { 0 }]);
+    let mut ll_t = Tensor::empty([rows], (Kind::Float, Device::Cpu));
     let ctx = Row {
-        law,
         genes: g,
-        lt: &lt,
-        theta: &theta,
+        nb: genes_ctx.as_ref(),
     };
-    let dh_rows = row_slices(&mut dh, r, g);
-    let dt_rows = row_slices(&mut dt, r, g);
-    let dz_rows = row_slices(&mut dz, r, g);
-    ll.par_iter_mut()
-        .zip(dh_rows)
-        .zip(dt_rows)
-        .zip(dz_rows)
-        .enumerate()
-        .for_each_init(
-            || vec![0.0f32; g],
-            |scratch, (row, (((ll, dh), dt), dz))| {
+    {
+        let ll = host_mut(&mut ll_t);
+        let dh_rows = row_slices(dh_t.as_mut().map(host_mut), r, g);
+        let dt_rows = row_slices(dt_t.as_mut().map(host_mut), r, g);
+        let dz_rows = row_slices(dz_t.as_mut().map(host_mut), r, g);
+        // Blocks of rows, a few per thread, each with its own scratch row.
+        let parts: Vec<_> = ll
+            .iter_mut()
+            .zip(dh_rows)
+            .zip(dt_rows)
+            .zip(dz_rows)
+            .enumerate()
+            .collect();
+        let block = r.div_ceil(16).max(1);
+        let mut blocks = Vec::with_capacity(r.div_ceil(block));
+        let mut parts = parts.into_iter().peekable();
+        while parts.peek().is_some() {
+            blocks.push(parts.by_ref().take(block).collect::<Vec<_>>());
+        }
+        let summed_theta = grad_theta && mean;
+        scae_par::for_each(blocks, |block| {
+            let mut scratch = vec![0.0f32; g];
+            let (mut dt_row, mut dt_block) = if summed_theta {
+                (vec![0.0f32; g], vec![0.0f32; g])
+            } else {
+                (Vec::new(), Vec::new())
+            };
+            for (row, (((ll, dh), dt), dz)) in block {
                 let cell = row % cells as usize;
+                let dt = if summed_theta {
+                    Some(dt_row.as_mut_slice())
+                } else {
+                    dt
+                };
                 *ll = ctx.run(
                     RowIn {
                         h: &h[row * g..(row + 1) * g],
-                        log_library: lib.as_ref().map(|l| l[cell]),
+                        log_library: lib.map(|l| l[cell]),
                         x: &xs[cell * g..(cell + 1) * g],
-                        zi: (!zi.is_empty()).then(|| &zi[row * g..(row + 1) * g]),
+                        zi: zi.map(|z| &z[row * g..(row + 1) * g]),
                     },
-                    scratch,
+                    &mut scratch,
                     RowGrads { dh, dt, dz },
                 ) as f32;
-            },
-        );
-    let mut out = Tensor::from_slice(&ll);
-    if grad_logits {
-        let d = Tensor::from_slice(&dh).view([rows, genes]);
-        let surrogate = (logits * d).sum_dim_intlist(-1, false, Kind::Float);
+                for (acc, d) in dt_block.iter_mut().zip(&dt_row) {
+                    *acc += d;
+                }
+            }
+            if summed_theta {
+                let mut total = dt_sum
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                for (t, d) in total.iter_mut().zip(&dt_block) {
+                    *t += f64::from(*d);
+                }
+            }
+        });
+    }
+    if mean {
+        // Each surrogate carries ∂(mean)/∂input = ∂/∂input / rows; its value cancels.
+        let dot = |input: &Tensor, d: &Tensor| input.reshape([-1]).dot(&d.view([-1])) / rows as f64;
+        let mut out = ll_t.mean(Kind::Float);
+        if let Some(d) = &dh_t {
+            let surrogate = dot(logits, d);
+            out = out + &surrogate - surrogate.detach();
+        }
+        if let (true, Some(log_theta)) = (grad_theta, log_theta) {
+            let sum = dt_sum
+                .into_inner()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let d = Tensor::from_slice(&sum).to_kind(Kind::Float);
+            let surrogate = dot(log_theta, &d);
+            out = out + &surrogate - surrogate.detach();
+        }
+        if let (Some(d), Some(zi_logit)) = (&dz_t, zi_logit) {
+            let surrogate = dot(zi_logit, d);
+            out = out + &surrogate - surrogate.detach();
+        }
+        return Some(out);
+    }
+    let mut out = ll_t;
+    // Σ_g input_g ∂_g per row, as a batched dot product; its value is cancelled below.
+    let dot = |input: &Tensor, d: &Tensor| {
+        input
+            .reshape([rows, 1, genes])
+            .bmm(&d.view([rows, genes, 1]))
+            .view([rows])
+    };
+    if let Some(d) = &dh_t {
+        let surrogate = dot(logits, d);
         out = out + &surrogate - surrogate.detach();
     }
-    if let (true, Some(log_theta)) = (grad_theta, log_theta) {
-        let d = Tensor::from_slice(&dt).view([rows, genes]);
-        let surrogate = (log_theta.unsqueeze(0) * d).sum_dim_intlist(-1, false, Kind::Float);
+    if let (Some(d), Some(log_theta)) = (&dt_t, log_theta) {
+        let surrogate = d.mv(log_theta);
         out = out + &surrogate - surrogate.detach();
     }
-    if let (true, Some(zi_logit)) = (grad_zi, zi_logit) {
-        let d = Tensor::from_slice(&dz).view([rows, genes]);
-        let surrogate = (zi_logit * d).sum_dim_intlist(-1, false, Kind::Float);
+    if let (Some(d), Some(zi_logit)) = (&dz_t, zi_logit) {
+        let surrogate = dot(zi_logit, d);
         out = out + &surrogate - surrogate.detach();
     }
     Some(out)
 }
 
-/// `rows` slices of `width` over `v`, or `rows` times `None` when `v` is empty.
-fn row_slices(v: &mut [f32], rows: usize, width: usize) -> Vec<Option<&mut [f32]>> {
-    if v.is_empty() {
-        (0..rows).map(|_| None).collect()
+/// The memory of a contiguous CPU `f32` tensor.
+#[allow(unsafe_code)]
+fn host(t: &Tensor) -> &[f32] {
+    let n = t.numel();
+    if n == 0 {
+        return &[];
+    }
+    debug_assert!(t.is_contiguous() && t.kind() == Kind::Float && t.device() == Device::Cpu);
+    // SAFETY: the callers pass contiguous CPU f32 tensors, so `data_ptr` addresses `n` f32
+    // values; the slice borrows `t`, which keeps the storage alive, and nothing writes to it
+    // while the kernel runs.
+    unsafe { std::slice::from_raw_parts(t.data_ptr().cast::<f32>(), n) }
+}
+
+/// The memory of a contiguous CPU `f32` tensor this module allocated and alone holds.
+#[allow(unsafe_code)]
+fn host_mut(t: &mut Tensor) -> &mut [f32] {
+    let n = t.numel();
+    if n == 0 {
+        return &mut [];
+    }
+    debug_assert!(t.is_contiguous() && t.kind() == Kind::Float && t.device() == Device::Cpu);
+    // SAFETY: `t` comes from `Tensor::empty` in this module (contiguous CPU f32, `n` values)
+    // and has no other handle, so the exclusive borrow of `t` is exclusive access to its memory.
+    unsafe { std::slice::from_raw_parts_mut(t.data_ptr().cast::<f32>(), n) }
+}
+
+/// `rows` slices of `width` over `v`, or `rows` times `None` without `v`.
+fn row_slices(v: Option<&mut [f32]>, rows: usize, width: usize) -> Vec<Option<&mut [f32]>> {
+    match v {
+        Some(v) => v.chunks_mut(width).map(Some).collect(),
+        None => (0..rows).map(|_| None).collect(),
+    }
+}
+
+/// The negative binomial's per-gene constants of one call.
+struct PerGene<'a> {
+    lt: &'a [f32],
+    theta: Vec<f32>,
+    inv_theta: Vec<f32>,
+}
+
+impl<'a> PerGene<'a> {
+    fn new(lt: &'a [f32]) -> Self {
+        let theta: Vec<f32> = lt.iter().map(|v| v.exp()).collect();
+        Self {
+            lt,
+            inv_theta: theta.iter().map(|t| t.recip()).collect(),
+            theta,
+        }
+    }
+}
+
+/// Counts up to this use the exact finite sums of [`rising_log_and_harmonic`]; larger ones
+/// `lgamma` and `digamma`.
+const SMALL_COUNT: f64 = 16.0;
+
+/// `lgamma(x + θ) − lgamma(θ)` and `ψ(x + θ) − ψ(θ)` for a count `x`: for small integer `x`
+/// the finite sums `Σ_{k<x} ln(θ + k)` (as the log of the product) and `Σ_{k<x} 1 / (θ + k)`,
+/// exact up to rounding and several times faster than `lgamma` and `digamma`, which serve the
+/// other counts.
+#[inline]
+fn rising_log_and_harmonic(x: f64, theta: f64) -> (f64, f64) {
+    if x <= SMALL_COUNT && x.fract() == 0.0 && theta < 1e15 {
+        let (mut product, mut harmonic) = (1.0f64, 0.0f64);
+        let mut t = theta;
+        for _ in 0..x as usize {
+            product *= t;
+            harmonic += t.recip();
+            t += 1.0;
+        }
+        (product.ln(), harmonic)
     } else {
-        v.chunks_mut(width).map(Some).collect()
+        (
+            ln_gamma(x + theta) - ln_gamma(theta),
+            digamma(x + theta) - digamma(theta),
+        )
+    }
+}
+
+/// `lgamma(x + 1)`, from a table for the small integer counts most entries have.
+#[inline]
+fn ln_factorial(x: f32) -> f64 {
+    static TABLE: std::sync::OnceLock<Vec<f64>> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        (0..1024)
+            .scan(0.0f64, |acc, k: u32| {
+                let value = *acc;
+                *acc += f64::from(k + 1).ln();
+                Some(value)
+            })
+            .collect()
+    });
+    match table.get(x as usize) {
+        Some(&v) if x.fract() == 0.0 && x >= 0.0 => v,
+        _ => ln_gamma(f64::from(x) + 1.0),
     }
 }
 
 /// What every row shares.
 struct Row<'a> {
-    law: FusedLaw,
     genes: usize,
-    lt: &'a [f32],
-    theta: &'a [f32],
+    /// Present for [`FusedLaw::Nb`].
+    nb: Option<&'a PerGene<'a>>,
+}
+
+/// Entries' log-likelihood (`L`) and derivatives (`T`) with respect to `log μ`, `log θ` and
+/// the zero-inflation logit: one entry (`f64`, `f32`) or eight lanes (`f32x8` both).
+#[derive(Clone, Copy)]
+struct Entry<L, T> {
+    l: L,
+    lm: T,
+    lt: T,
+    z: T,
 }
 
 impl Row<'_> {
     /// The log-likelihood of one row; fills its derivatives when asked for. `p` is scratch space
     /// of one row: the softmax proportions.
+    ///
+    /// One vectorised pass treats every entry as a zero count (most are); the lanes whose count
+    /// is not zero, and the last `genes % 8` entries, are then recomputed one by one.
     fn run(&self, input: RowIn<'_>, p: &mut [f32], mut grads: RowGrads<'_>) -> f64 {
         let RowIn {
             h,
@@ -191,107 +356,250 @@ impl Row<'_> {
             x,
             zi,
         } = input;
-        // log μ_g = h_g + offset, and μ_g = p_g * scale with the softmax.
-        let (offset, scale) = match log_library {
-            Some(lib) => {
-                let max = h.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let mut sum = 0.0f64;
-                for (p, &v) in p.iter_mut().zip(h) {
-                    *p = (v - max).exp();
-                    sum += f64::from(*p);
-                }
-                let lse = f64::from(max) + sum.ln();
-                let offset = (f64::from(lib) - lse) as f32;
-                (offset, (f64::from(lib).exp() / sum) as f32)
-            }
-            None => {
-                for (p, &v) in p.iter_mut().zip(h) {
-                    *p = v.exp();
-                }
-                (0.0, 1.0)
-            }
-        };
+        let (offset, scale) = proportions(h, log_library, p);
+        let scale_v = f32x8::splat(scale);
+        let bulk = self.genes / LANES * LANES;
         let mut total = 0.0f64;
-        let mut grad_sum = 0.0f64;
-        for j in 0..self.genes {
-            let mu = p[j] * scale;
-            let xj = x[j];
-            // The base law: log p(x), its derivatives, and at x = 0 the same for log p(0).
-            let (mut l, mut g_lm, mut g_lt) = match self.law {
-                FusedLaw::Poisson => {
-                    let mut l = f64::from(-mu);
-                    if xj > 0.0 {
-                        l += f64::from(xj * (h[j] + offset));
-                        if xj > 1.0 {
-                            l -= ln_gamma(f64::from(xj) + 1.0);
-                        }
-                    }
-                    (l, xj - mu, 0.0)
-                }
-                FusedLaw::Nb => {
-                    // s = softplus(d) = log(1 + μ/θ), σ = sigmoid(d) = μ / (μ + θ)
-                    let theta = self.theta[j];
-                    let y = mu / theta;
-                    let sp = ln_1p(y);
-                    let sig = y / (1.0 + y);
-                    let mut l = f64::from(-theta * sp);
-                    let mut g_lt = theta * (sig - sp);
-                    if xj > 0.0 {
-                        let (xd, td) = (f64::from(xj), f64::from(theta));
-                        let d = h[j] + offset - self.lt[j];
-                        l += f64::from(xj * (d - sp));
-                        l += ln_gamma(xd + td) - ln_gamma(td) - ln_gamma(xd + 1.0);
-                        g_lt += (td * (digamma(xd + td) - digamma(td))) as f32 - xj * (1.0 - sig);
-                    }
-                    (l, xj * (1.0 - sig) - theta * sig, g_lt)
-                }
+        let mut acc = f32x8::ZERO;
+        for (chunk, c) in (0..bulk).step_by(LANES).enumerate() {
+            let xv = load(&x[c..]);
+            let mu = load(&p[c..]) * scale_v;
+            let mut e = match self.nb {
+                Some(nb) => nb_zero(mu, load(&nb.theta[c..]), load(&nb.inv_theta[c..])),
+                None => Entry {
+                    l: -mu,
+                    lm: -mu,
+                    lt: f32x8::ZERO,
+                    z: f32x8::ZERO,
+                },
             };
             if let Some(zi) = zi {
-                // log(1 - π) = -softplus(z); at x = 0, log(π + (1 - π) p0) =
-                // logaddexp(z, log p0) - softplus(z), whose weight on log p0 is w.
-                let z = zi[j];
-                let e = (-z.abs()).exp();
-                let softplus = z.max(0.0) + e.ln_1p();
-                let pi = if z >= 0.0 {
-                    1.0 / (1.0 + e)
-                } else {
-                    e / (1.0 + e)
-                };
-                let g_z = if xj > 0.0 {
-                    l -= f64::from(softplus);
-                    -pi
-                } else {
-                    let base = l as f32;
-                    let m = z.max(base);
-                    let (ez, eb) = ((z - m).exp(), (base - m).exp());
-                    let lse = m + (ez + eb).ln();
-                    let w = eb / (ez + eb);
-                    l = f64::from(lse - softplus);
-                    g_lm *= w;
-                    g_lt *= w;
-                    ez / (ez + eb) - pi
-                };
-                if let Some(dz) = grads.dz.as_deref_mut() {
-                    dz[j] = g_z;
-                }
+                e = zero_inflated_zero(e, load(&zi[c..]));
             }
-            total += l;
-            grad_sum += f64::from(g_lm);
-            if let Some(dh) = grads.dh.as_deref_mut() {
-                dh[j] = g_lm;
+            let zero = xv.cmp_eq(f32x8::ZERO);
+            acc += zero.blend(e.l, f32x8::ZERO);
+            store(&mut grads.dh, c, e.lm);
+            store(&mut grads.dt, c, e.lt);
+            store(&mut grads.dz, c, e.z);
+            let mut counted = !zero.move_mask() & 0xff;
+            while counted != 0 {
+                let j = c + counted.trailing_zeros() as usize;
+                counted &= counted - 1;
+                total += self.scalar(j, p[j] * scale, h[j] + offset, x[j], zi, &mut grads);
             }
-            if let Some(dt) = grads.dt.as_deref_mut() {
-                dt[j] = g_lt;
+            // Flush the f32 lanes into the f64 total now and then, to bound rounding.
+            if chunk % 64 == 63 {
+                total += f64::from(acc.reduce_add());
+                acc = f32x8::ZERO;
             }
+        }
+        total += f64::from(acc.reduce_add());
+        for j in bulk..self.genes {
+            total += self.scalar(j, p[j] * scale, h[j] + offset, x[j], zi, &mut grads);
         }
         if let (Some(dh), Some(lib)) = (grads.dh, log_library) {
             // ∂/∂logit_g = ∂/∂log μ_g − (μ_g / library) Σ_h ∂/∂log μ_h
+            let grad_sum = sum(dh);
             let factor = (grad_sum * f64::from(scale) / f64::from(lib).exp()) as f32;
             for (d, &p) in dh.iter_mut().zip(p.iter()) {
                 *d -= p * factor;
             }
         }
         total
+    }
+
+    /// Entry `j` with mean `mu`, log-mean `lm` and count `xj`: writes its derivatives and
+    /// returns its log-likelihood.
+    fn scalar(
+        &self,
+        j: usize,
+        mu: f32,
+        lm: f32,
+        xj: f32,
+        zi: Option<&[f32]>,
+        grads: &mut RowGrads<'_>,
+    ) -> f64 {
+        let mut e = match self.nb {
+            None => {
+                let mut l = f64::from(-mu);
+                if xj > 0.0 {
+                    l += f64::from(xj * lm) - ln_factorial(xj);
+                }
+                Entry {
+                    l,
+                    lm: xj - mu,
+                    lt: 0.0,
+                    z: 0.0,
+                }
+            }
+            Some(nb) => {
+                // s = softplus(d) = log(1 + μ/θ), σ = sigmoid(d) = μ / (μ + θ)
+                let theta = nb.theta[j];
+                let y = mu * nb.inv_theta[j];
+                let sp = ln_1p(y);
+                let sig = y / (1.0 + y);
+                let mut l = f64::from(-theta * sp);
+                let mut g_lt = theta * (sig - sp);
+                if xj > 0.0 {
+                    let d = lm - nb.lt[j];
+                    let (rising, harmonic) =
+                        rising_log_and_harmonic(f64::from(xj), f64::from(theta));
+                    l += f64::from(xj * (d - sp)) + rising - ln_factorial(xj);
+                    g_lt += (f64::from(theta) * harmonic) as f32 - xj * (1.0 - sig);
+                }
+                Entry {
+                    l,
+                    lm: xj * (1.0 - sig) - theta * sig,
+                    lt: g_lt,
+                    z: 0.0,
+                }
+            }
+        };
+        if let Some(zi) = zi {
+            // log(1 - π) = -softplus(z); at x = 0, log(π + (1 - π) p0) =
+            // logaddexp(z, log p0) - softplus(z), whose weight on log p0 is w.
+            let z = zi[j];
+            let ez = (-z.abs()).exp();
+            let softplus = z.max(0.0) + ez.ln_1p();
+            let pi = if z >= 0.0 {
+                1.0 / (1.0 + ez)
+            } else {
+                ez / (1.0 + ez)
+            };
+            if xj > 0.0 {
+                e.l -= f64::from(softplus);
+                e.z = -pi;
+            } else {
+                let base = e.l as f32;
+                let m = z.max(base);
+                let (ez, eb) = ((z - m).exp(), (base - m).exp());
+                let w = eb / (ez + eb);
+                e.l = f64::from(m + (ez + eb).ln() - softplus);
+                e.lm *= w;
+                e.lt *= w;
+                e.z = ez / (ez + eb) - pi;
+            }
+        }
+        let put = |d: &mut Option<&mut [f32]>, v: f32| {
+            if let Some(d) = d.as_deref_mut() {
+                d[j] = v;
+            }
+        };
+        put(&mut grads.dh, e.lm);
+        put(&mut grads.dt, e.lt);
+        put(&mut grads.dz, e.z);
+        e.l
+    }
+}
+
+/// Fills `p` with `exp(h − max h)` (or `exp(h)` without a library) and returns the offset and
+/// scale with `log μ = h + offset` and `μ = p · scale`.
+fn proportions(h: &[f32], log_library: Option<f32>, p: &mut [f32]) -> (f32, f32) {
+    let bulk = h.len() / LANES * LANES;
+    let max = match log_library {
+        Some(_) => {
+            let mut m = f32x8::splat(f32::NEG_INFINITY);
+            for c in (0..bulk).step_by(LANES) {
+                m = m.max(load(&h[c..]));
+            }
+            h[bulk..].iter().copied().fold(
+                m.to_array().into_iter().fold(f32::NEG_INFINITY, f32::max),
+                f32::max,
+            )
+        }
+        None => 0.0,
+    };
+    let max_v = f32x8::splat(max);
+    let mut acc = f32x8::ZERO;
+    let mut sum = 0.0f64;
+    for (chunk, c) in (0..bulk).step_by(LANES).enumerate() {
+        let e = (load(&h[c..]) - max_v).exp();
+        p[c..c + LANES].copy_from_slice(&e.to_array());
+        acc += e;
+        if chunk % 64 == 63 {
+            sum += f64::from(acc.reduce_add());
+            acc = f32x8::ZERO;
+        }
+    }
+    sum += f64::from(acc.reduce_add());
+    for j in bulk..h.len() {
+        p[j] = (h[j] - max).exp();
+        sum += f64::from(p[j]);
+    }
+    match log_library {
+        Some(lib) => {
+            let lse = f64::from(max) + sum.ln();
+            let offset = (f64::from(lib) - lse) as f32;
+            (offset, (f64::from(lib).exp() / sum) as f32)
+        }
+        None => (0.0, 1.0),
+    }
+}
+
+/// `Σ v`, eight lanes at a time in `f32`, gathered into `f64` every 512 values.
+fn sum(v: &[f32]) -> f64 {
+    let mut total = 0.0f64;
+    let mut blocks = v.chunks_exact(LANES * 64);
+    for block in blocks.by_ref() {
+        let lanes = block
+            .chunks_exact(LANES)
+            .fold(f32x8::ZERO, |acc, c| acc + load(c));
+        total += f64::from(lanes.reduce_add());
+    }
+    total
+        + blocks
+            .remainder()
+            .iter()
+            .map(|&x| f64::from(x))
+            .sum::<f64>()
+}
+
+/// The negative binomial at a zero count, eight entries at once:
+/// `ℓ = −θ s`, `∂ℓ/∂log μ = −θ σ`, `∂ℓ/∂log θ = θ (σ − s)`.
+#[inline]
+fn nb_zero(mu: f32x8, theta: f32x8, inv_theta: f32x8) -> Entry<f32x8, f32x8> {
+    let y = mu * inv_theta;
+    let sp = ln_1p_v(y);
+    let sig = y / (f32x8::ONE + y);
+    Entry {
+        l: -(theta * sp),
+        lm: -(theta * sig),
+        lt: theta * (sig - sp),
+        z: f32x8::ZERO,
+    }
+}
+
+/// Zero inflation of a base law's zero-count entries `e`, eight at once (see the scalar path).
+#[inline]
+fn zero_inflated_zero(e: Entry<f32x8, f32x8>, z: f32x8) -> Entry<f32x8, f32x8> {
+    let ez = (-z.abs()).exp();
+    let softplus = z.max(f32x8::ZERO) + ln_1p_v(ez);
+    let non_negative = !z.cmp_lt(f32x8::ZERO);
+    let pi = non_negative.blend(f32x8::ONE, ez) / (f32x8::ONE + ez);
+    let m = z.max(e.l);
+    let (ez, eb) = ((z - m).exp(), (e.l - m).exp());
+    // Not `recip`, which is a 12-bit approximation on x86.
+    let inv = f32x8::ONE / (ez + eb);
+    let w = eb * inv;
+    Entry {
+        l: m + (ez + eb).ln() - softplus,
+        lm: e.lm * w,
+        lt: e.lt * w,
+        z: ez * inv - pi,
+    }
+}
+
+#[inline]
+fn load(s: &[f32]) -> f32x8 {
+    let mut a = [0.0f32; LANES];
+    a.copy_from_slice(&s[..LANES]);
+    f32x8::new(a)
+}
+
+#[inline]
+fn store(d: &mut Option<&mut [f32]>, at: usize, v: f32x8) {
+    if let Some(d) = d.as_deref_mut() {
+        d[at..at + LANES].copy_from_slice(&v.to_array());
     }
 }
 
@@ -323,6 +631,16 @@ fn ln_1p(y: f32) -> f32 {
     }
 }
 
+/// [`ln_1p`], eight at once.
+#[inline]
+fn ln_1p_v(y: f32x8) -> f32x8 {
+    let series = y
+        * (f32x8::ONE
+            - y * (f32x8::splat(0.5) - y * (f32x8::splat(1.0 / 3.0) - y * f32x8::splat(0.25))));
+    y.cmp_lt(f32x8::splat(1e-2))
+        .blend(series, (f32x8::ONE + y).ln())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,7 +656,8 @@ mod tests {
     /// Values and gradients of the fused path against the tensor formulas of [`CountLaw`].
     fn check(law: FusedLaw, zero_inflated: bool, softmax: bool, samples: i64) {
         tch::manual_seed(5);
-        let (cells, genes) = (6, 40);
+        // 43 genes: five vectorised chunks of eight and a scalar tail of three.
+        let (cells, genes) = (6, 43);
         let opts = (Kind::Float, Device::Cpu);
         let rate = (Tensor::randn([cells, genes], opts) * 1.5).exp();
         let x = rate.poisson() * Tensor::rand([cells, genes], opts).gt(0.5);
@@ -347,15 +666,19 @@ mod tests {
         let logits = (Tensor::randn([samples * cells, genes], opts) * 2.0).set_requires_grad(true);
         let log_theta = (Tensor::randn([genes], opts) * 2.0).set_requires_grad(true);
         let zi = (Tensor::randn([samples * cells, genes], opts) * 3.0).set_requires_grad(true);
-        let fused = softmax_rows_log_prob(
-            law,
-            &logits,
-            softmax.then_some(&lib),
-            Some(&log_theta),
-            zero_inflated.then_some(&zi),
-            &x,
-        )
-        .expect("qualifies");
+        let fused_with = |reduction| {
+            softmax_rows_log_prob(
+                law,
+                &logits,
+                softmax.then_some(&lib),
+                Some(&log_theta),
+                zero_inflated.then_some(&zi),
+                &x,
+                reduction,
+            )
+            .expect("qualifies")
+        };
+        let (fused, fused_mean) = (fused_with(Reduction::Rows), fused_with(Reduction::Mean));
         let lead = logits.view([samples, cells, genes]);
         let log_mean = if softmax {
             lead.log_softmax(-1, Kind::Float) + &lib
@@ -399,10 +722,30 @@ mod tests {
             if zero_inflated {
                 inputs.push(zi.shallow_clone());
             }
-            Tensor::run_backward(&[(v * &weights).sum(Kind::Float)], &inputs, false, false)
+            // The reference's graph is kept for the mean's gradients below.
+            Tensor::run_backward(&[(v * &weights).sum(Kind::Float)], &inputs, true, false)
         };
         for (a, b) in grads(&fused).iter().zip(grads(&reference).iter()) {
             close(a, b, "gradients");
+        }
+        // The mean: its value, and gradients (uniform weights) against the reference's mean.
+        let reference_mean = reference.mean(Kind::Float);
+        close(&fused_mean, &reference_mean, "mean");
+        let mean_grads = |v: &Tensor| {
+            let mut inputs = vec![logits.shallow_clone()];
+            if law == FusedLaw::Nb {
+                inputs.push(log_theta.shallow_clone());
+            }
+            if zero_inflated {
+                inputs.push(zi.shallow_clone());
+            }
+            Tensor::run_backward(&[v * 3.0], &inputs, false, false)
+        };
+        for (a, b) in mean_grads(&fused_mean)
+            .iter()
+            .zip(mean_grads(&reference_mean).iter())
+        {
+            close(a, b, "gradients of the mean");
         }
     }
 
@@ -420,17 +763,31 @@ mod tests {
     }
 
     #[test]
+    fn the_pass_runs_on_libtorchs_openmp_team() {
+        // libtorch (PyTorch's Linux wheels) runs its CPU ops on GNU OpenMP; the fused pass must
+        // share that team rather than start a second pool on the same cores.
+        let _ = Tensor::ones([2], (Kind::Float, Device::Cpu)).sum(Kind::Float);
+        assert!(scae_par::on_openmp());
+    }
+
+    #[test]
     fn other_inputs_fall_back() {
         let x = Tensor::ones([2, 3], (Kind::Double, Device::Cpu));
         let logits = Tensor::zeros([2, 3], (Kind::Double, Device::Cpu));
-        assert!(softmax_rows_log_prob(FusedLaw::Poisson, &logits, None, None, None, &x).is_none());
+        let rows = Reduction::Rows;
+        assert!(
+            softmax_rows_log_prob(FusedLaw::Poisson, &logits, None, None, None, &x, rows).is_none()
+        );
         let x = Tensor::ones([2, 3], (Kind::Float, Device::Cpu));
         let logits = Tensor::zeros([2, 3], (Kind::Float, Device::Cpu));
-        assert!(softmax_rows_log_prob(FusedLaw::Nb, &logits, None, None, None, &x).is_none());
+        assert!(softmax_rows_log_prob(FusedLaw::Nb, &logits, None, None, None, &x, rows).is_none());
         let per_cell = Tensor::zeros([2, 3], (Kind::Float, Device::Cpu));
         assert!(
-            softmax_rows_log_prob(FusedLaw::Nb, &logits, None, Some(&per_cell), None, &x).is_none()
+            softmax_rows_log_prob(FusedLaw::Nb, &logits, None, Some(&per_cell), None, &x, rows)
+                .is_none()
         );
-        assert!(softmax_rows_log_prob(FusedLaw::Poisson, &logits, None, None, None, &x).is_some());
+        assert!(
+            softmax_rows_log_prob(FusedLaw::Poisson, &logits, None, None, None, &x, rows).is_some()
+        );
     }
 }

@@ -177,8 +177,23 @@ struct Coefficients {
 }
 
 impl Coefficients {
-    /// The Adam update of one parameter, in one pass; clears the gradient.
+    /// The Adam update of one parameter, in one pass; clears the gradient. Large parameters
+    /// are split into blocks updated in parallel.
     fn update(self, param: &mut [f32], grad: &mut [f32], m: &mut [f32], v: &mut [f32]) {
+        const BLOCK: usize = 1 << 16;
+        if param.len() <= BLOCK {
+            return self.update_block(param, grad, m, v);
+        }
+        let blocks: Vec<_> = param
+            .chunks_mut(BLOCK)
+            .zip(grad.chunks_mut(BLOCK))
+            .zip(m.chunks_mut(BLOCK))
+            .zip(v.chunks_mut(BLOCK))
+            .collect();
+        scae_par::for_each(blocks, |(((p, g), m), v)| self.update_block(p, g, m, v));
+    }
+
+    fn update_block(self, param: &mut [f32], grad: &mut [f32], m: &mut [f32], v: &mut [f32]) {
         let (b1, b2, eps) = (BETA1 as f32, BETA2 as f32, self.eps);
         for (((p, g), m), v) in param.iter_mut().zip(grad.iter_mut()).zip(m).zip(v) {
             let gi = *g + self.weight_decay * *p;

@@ -2,8 +2,7 @@
 //!
 //! A model says what its losses on one minibatch are ([`Model::losses`]);
 //! [`fit`] owns everything else: Adam ([`crate::optim`]) with learning rate and weight decay,
-//! minibatches from a seeded shuffle (one `index_select` per epoch, then
-//! views), train and test loss per epoch, and a stop with [`Error::NonFiniteLoss`]
+//! minibatches from a seeded shuffle (one `index_select` per minibatch), train and test loss per epoch, and a stop with [`Error::NonFiniteLoss`]
 //! naming the epoch and batch of the first loss that is not finite.
 //!
 //! Loss values stay on the device during an epoch and are read once at its
@@ -125,6 +124,8 @@ pub struct EpochStats {
     pub test_terms: Vec<f64>,
     /// Wall time of the epoch, training and test evaluation.
     pub seconds: f64,
+    /// Wall time of the training steps alone (the minibatches, without the test evaluation).
+    pub train_seconds: f64,
 }
 
 /// Every epoch of one training run.
@@ -177,16 +178,19 @@ pub fn fit<M: Model>(
             .into_iter()
             .map(|i| i as i64)
             .collect();
-        let shuffled = train.index_select(0, &Tensor::from_slice(&order).to_device(device));
+        let order = Tensor::from_slice(&order).to_device(device);
         let mut batches = BatchLosses::default();
         for begin in (0..n).step_by(cfg.batch_size) {
             let rows = cfg.batch_size.min(n - begin);
-            let batch = shuffled.narrow(0, begin as i64, rows as i64);
+            // One batch's rows at a time: a shuffled copy of the whole matrix each epoch costs
+            // as much memory again and, for wide count matrices, fresh pages every epoch.
+            let batch = train.index_select(0, &order.narrow(0, begin as i64, rows as i64));
             let losses = model.losses(&batch, true);
             opt.backward_step(&losses.total, cfg.clip_grad_norm);
             batches.push(&losses, rows);
         }
         let (train_loss, train_terms) = batches.reduce(epoch, "train")?;
+        let train_seconds = start.elapsed().as_secs_f64();
         let test_eval =
             evaluate(model, test, cfg.eval_batch_size).map_err(|e| with_epoch(e, epoch))?;
         let stats = EpochStats {
@@ -196,6 +200,7 @@ pub fn fit<M: Model>(
             train_terms,
             test_terms: test_eval.map(|(_, terms)| terms).unwrap_or_default(),
             seconds: start.elapsed().as_secs_f64(),
+            train_seconds,
         };
         on_epoch(&stats);
         history.epochs.push(stats);

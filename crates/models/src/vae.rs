@@ -15,9 +15,10 @@
 //! evaluation always uses `beta = 1`, so the reported test loss is the negative ELBO. Every
 //! reported term is a mean over cells of a sum over genes.
 
-use scae_dists::{CountLaw, Likelihood};
+use scae_dists::{CountLaw, Likelihood, Reduction};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor, nn, nn::Module, nn::ModuleT};
+use wide::CmpEq;
 
 use crate::autoencoder::torch_linear_init;
 use crate::train::{Losses, Model};
@@ -176,12 +177,12 @@ impl Affine {
                 if x.device() != tch::Device::Cpu || x.dim() != 2 {
                     return x.log1p().matmul(weight) + bias;
                 }
-                let rows = x.size()[0];
-                let nz = x.nonzero();
-                let (row, gene) = (nz.select(1, 0), nz.select(1, 1));
-                let values = x.index(&[Some(&row), Some(&gene)]).log1p();
-                let counts = row.bincount::<Tensor>(None, rows);
-                let offsets = counts.cumsum(0, tch::Kind::Int64) - &counts;
+                let bags = NonzeroBags::of(x);
+                let (gene, offsets, values) = (
+                    Tensor::from_slice(&bags.genes),
+                    Tensor::from_slice(&bags.offsets),
+                    Tensor::from_slice(&bags.weights),
+                );
                 let (sum, ..) = Tensor::embedding_bag(
                     weight,
                     &gene,
@@ -189,13 +190,80 @@ impl Affine {
                     false,
                     0,
                     false,
-                    Some(values),
+                    Some(&values),
                     false,
                 );
                 sum + bias
             }
         }
     }
+}
+
+/// The nonzero entries of a count matrix, row by row, as `embedding_bag` takes them: the column
+/// of each, where each row starts, and `log1p` of each count.
+#[derive(Debug, Default)]
+struct NonzeroBags {
+    genes: Vec<i64>,
+    offsets: Vec<i64>,
+    weights: Vec<f32>,
+}
+
+impl NonzeroBags {
+    /// Of a 2-D CPU `f32` matrix, scanned eight entries at a time (most are zero).
+    fn of(x: &Tensor) -> Self {
+        let x = x.detach().to_kind(Kind::Float).contiguous();
+        let [rows, cols] = x.size()[..] else {
+            return Self::default();
+        };
+        let (rows, cols) = (rows as usize, cols as usize);
+        let mut bags = Self {
+            offsets: Vec::with_capacity(rows),
+            ..Self::default()
+        };
+        with_host_f32(&x, |values| {
+            for row in values.chunks_exact(cols.max(1)).take(rows) {
+                bags.offsets.push(bags.genes.len() as i64);
+                let mut push = |j: usize, v: f32| {
+                    bags.genes.push(j as i64);
+                    bags.weights.push(v.ln_1p());
+                };
+                let mut chunks = row.chunks_exact(8);
+                for (c, chunk) in chunks.by_ref().enumerate() {
+                    let mut lanes = [0.0f32; 8];
+                    lanes.copy_from_slice(chunk);
+                    let mut nonzero = !wide::f32x8::new(lanes)
+                        .cmp_eq(wide::f32x8::ZERO)
+                        .move_mask()
+                        & 0xff;
+                    while nonzero != 0 {
+                        let k = nonzero.trailing_zeros() as usize;
+                        nonzero &= nonzero - 1;
+                        push(c * 8 + k, chunk[k]);
+                    }
+                }
+                let tail = cols - chunks.remainder().len();
+                for (k, &v) in chunks.remainder().iter().enumerate() {
+                    if v != 0.0 {
+                        push(tail + k, v);
+                    }
+                }
+            }
+        });
+        bags
+    }
+}
+
+/// Runs `f` on the memory of a contiguous CPU `f32` tensor.
+#[allow(unsafe_code)]
+fn with_host_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> R {
+    assert!(t.is_contiguous() && t.kind() == Kind::Float && t.device() == tch::Device::Cpu);
+    let n = t.numel();
+    if n == 0 {
+        return f(&[]);
+    }
+    // SAFETY: `t` is a contiguous CPU f32 tensor (checked above), so `data_ptr` addresses `n`
+    // f32 values; `t` is borrowed for the whole call and nothing writes to it meanwhile.
+    f(unsafe { std::slice::from_raw_parts(t.data_ptr().cast::<f32>(), n) })
 }
 
 /// A hidden layer: linear, optional batch norm, ReLU, optional dropout.
@@ -440,10 +508,19 @@ impl Vae {
         }
     }
 
-    /// `log p(x | z)` summed over genes, `[.., cells]` for `z` of `[.., cells, latent]`. Poisson,
-    /// per-gene NB and their zero-inflated forms on the CPU take the fused path ([`scae_dists::softmax_rows_log_prob`]);
-    /// everything else the tensor formulas of [`CountLaw`].
-    fn log_lik(&self, z: &Tensor, x: &Tensor, log_library: &Tensor, train: bool) -> Tensor {
+    /// `log p(x | z)` summed over genes, `[.., cells]` for `z` of `[.., cells, latent]`, or with
+    /// [`Reduction::Mean`] its mean over every sample and cell (a scalar). Poisson, per-gene NB
+    /// and their zero-inflated forms on the CPU take the fused path
+    /// ([`scae_dists::softmax_rows_log_prob`]); everything else the tensor formulas of
+    /// [`CountLaw`].
+    fn log_lik(
+        &self,
+        z: &Tensor,
+        x: &Tensor,
+        log_library: &Tensor,
+        train: bool,
+        reduction: Reduction,
+    ) -> Tensor {
         let d = self.decoded(z, train);
         let lead = &d.shape[..d.shape.len() - 1];
         let fused = match (d.likelihood, &d.log_theta) {
@@ -463,11 +540,19 @@ impl Vae {
                 d.log_theta.as_ref(),
                 zi.as_ref(),
                 x,
+                reduction,
             )
         {
-            return ll.reshape(lead);
+            return match reduction {
+                Reduction::Rows => ll.reshape(lead),
+                Reduction::Mean => ll,
+            };
         }
-        scae_dists::log_prob_rows(&d.law(self.cfg.library, log_library), x)
+        let rows = scae_dists::log_prob_rows(&d.law(self.cfg.library, log_library), x);
+        match reduction {
+            Reduction::Rows => rows,
+            Reduction::Mean => rows.mean(Kind::Float),
+        }
     }
 
     /// Log of each cell's total count (`[cells, 1]`), at least `ln 1` so an empty cell stays finite.
@@ -477,7 +562,8 @@ impl Vae {
             .log()
     }
 
-    /// Per cell: (log-likelihood, KL), each averaged over `samples` latent draws; `[cells]` each.
+    /// The log-likelihood averaged over `samples` latent draws and over cells (a scalar), and
+    /// the KL of each cell (`[cells]`).
     fn terms(&self, x: &Tensor, samples: usize, train: bool) -> (Tensor, Tensor) {
         let q = self.encode(x, train);
         let std = (&q.log_var * 0.5).exp();
@@ -487,9 +573,7 @@ impl Vae {
             (q.mean.kind(), q.mean.device()),
         );
         let z = &q.mean + eps * &std;
-        let ll = self
-            .log_lik(&z, x, &Self::log_library(x), train)
-            .mean_dim(0, false, Kind::Float);
+        let ll = self.log_lik(&z, x, &Self::log_library(x), train, Reduction::Mean);
         let kl = (q.mean.square() + q.log_var.exp() - &q.log_var - 1.0).sum_dim_intlist(
             -1,
             false,
@@ -543,7 +627,7 @@ impl Vae {
                 (q.mean.kind(), q.mean.device()),
             );
             let z = &q.mean + &eps * &std;
-            let ll = self.log_lik(&z, rows, &Self::log_library(rows), false);
+            let ll = self.log_lik(&z, rows, &Self::log_library(rows), false, Reduction::Rows);
             let sum = |t: Tensor| t.sum_dim_intlist(-1, false, Kind::Float);
             let log_pz = sum(z.square() + log_2pi) * -0.5;
             let log_qz = sum(eps.square() + &q.log_var + log_2pi) * -0.5;
@@ -555,12 +639,13 @@ impl Vae {
 impl Model for Vae {
     fn losses(&self, x: &Tensor, train: bool) -> Losses {
         let (ll, kl) = self.terms(x, self.cfg.mc_samples, train);
+        let kl = kl.mean(Kind::Float);
         let beta = if train { self.beta } else { 1.0 };
-        let total = (-&ll + &kl * beta).mean(Kind::Float);
-        let elbo = (&ll - &kl).mean(Kind::Float);
+        let total = -&ll + &kl * beta;
+        let elbo = &ll - &kl;
         Losses {
             total,
-            terms: vec![elbo, ll.mean(Kind::Float), kl.mean(Kind::Float)],
+            terms: vec![elbo, ll, kl],
         }
     }
 

@@ -182,6 +182,8 @@ pub fn read_history(path: &Path) -> Result<History> {
             train_terms: Vec::new(),
             test_terms: Vec::new(),
             seconds: f[3].parse().map_err(|_| bad())?,
+            // The history file keeps whole-epoch times only.
+            train_seconds: f64::NAN,
         });
     }
     Ok(History {
