@@ -1,4 +1,5 @@
-//! Models on libtorch: the autoencoder, the VAE and the one training loop every model shares.
+//! Models on libtorch: the autoencoder, the VAE, the Gaussian-mixture VAE and the one training
+//! loop every model shares.
 //!
 //! This crate and `scae-dists` are the only ones that touch tch. Every model
 //! implements [`Model`], which gives the losses of one minibatch; [`fit`]
@@ -7,8 +8,11 @@
 //! are serde types validated before use.
 
 mod autoencoder;
+mod decoder;
 mod device;
 mod error;
+mod gmvae;
+mod layers;
 mod loss;
 mod optim;
 mod split;
@@ -18,6 +22,7 @@ mod vae;
 pub use autoencoder::{AeConfig, Autoencoder};
 pub use device::{DeviceChoice, select_device};
 pub use error::{Error, Result};
+pub use gmvae::{Gmvae, GmvaeConfig, GmvaeTerms, YRegulariser};
 pub use loss::{ReconLoss, mse_loss, nonzero_mse_loss};
 pub use optim::Adam;
 pub use scae_dists::{CountLaw, Likelihood};

@@ -17,10 +17,11 @@
 
 use scae_dists::{CountLaw, Likelihood, Reduction};
 use serde::{Deserialize, Serialize};
-use tch::{Kind, Tensor, nn, nn::Module, nn::ModuleT};
-use wide::CmpEq;
+use tch::{Kind, Tensor, nn, nn::Module};
 
 use crate::autoencoder::torch_linear_init;
+use crate::decoder::{CountDecoder, DecoderShape};
+use crate::layers::Hidden;
 use crate::train::{Losses, Model};
 use crate::{Error, Result};
 
@@ -155,195 +156,6 @@ impl VaeConfig {
             .unwrap_or_else(|| self.hidden.iter().rev().copied().collect())
     }
 }
-
-/// The linear map of a hidden layer.
-#[derive(Debug)]
-enum Affine {
-    Dense(nn::Linear),
-    /// The encoder's first layer, `log1p(counts) W + b` with `W` stored `[genes, width]`: on the
-    /// CPU it runs over the nonzero counts only, as an `embedding_bag` sum weighted by
-    /// `log1p(count)` (single-cell counts are 90-99 % zeros), forward and backward.
-    Counts {
-        weight: Tensor,
-        bias: Tensor,
-    },
-}
-
-impl Affine {
-    fn forward(&self, x: &Tensor) -> Tensor {
-        match self {
-            Self::Dense(linear) => linear.forward(x),
-            Self::Counts { weight, bias } => {
-                if x.device() != tch::Device::Cpu || x.dim() != 2 {
-                    return x.log1p().matmul(weight) + bias;
-                }
-                let bags = NonzeroBags::of(x);
-                let (gene, offsets, values) = (
-                    Tensor::from_slice(&bags.genes),
-                    Tensor::from_slice(&bags.offsets),
-                    Tensor::from_slice(&bags.weights),
-                );
-                let (sum, ..) = Tensor::embedding_bag(
-                    weight,
-                    &gene,
-                    &offsets,
-                    false,
-                    0,
-                    false,
-                    Some(&values),
-                    false,
-                );
-                sum + bias
-            }
-        }
-    }
-}
-
-/// The nonzero entries of a count matrix, row by row, as `embedding_bag` takes them: the column
-/// of each, where each row starts, and `log1p` of each count.
-#[derive(Debug, Default)]
-struct NonzeroBags {
-    genes: Vec<i64>,
-    offsets: Vec<i64>,
-    weights: Vec<f32>,
-}
-
-impl NonzeroBags {
-    /// Of a 2-D CPU `f32` matrix, scanned eight entries at a time (most are zero).
-    fn of(x: &Tensor) -> Self {
-        let x = x.detach().to_kind(Kind::Float).contiguous();
-        let [rows, cols] = x.size()[..] else {
-            return Self::default();
-        };
-        let (rows, cols) = (rows as usize, cols as usize);
-        let mut bags = Self {
-            offsets: Vec::with_capacity(rows),
-            ..Self::default()
-        };
-        with_host_f32(&x, |values| {
-            for row in values.chunks_exact(cols.max(1)).take(rows) {
-                bags.offsets.push(bags.genes.len() as i64);
-                let mut push = |j: usize, v: f32| {
-                    bags.genes.push(j as i64);
-                    bags.weights.push(v.ln_1p());
-                };
-                let mut chunks = row.chunks_exact(8);
-                for (c, chunk) in chunks.by_ref().enumerate() {
-                    let mut lanes = [0.0f32; 8];
-                    lanes.copy_from_slice(chunk);
-                    let mut nonzero = !wide::f32x8::new(lanes)
-                        .cmp_eq(wide::f32x8::ZERO)
-                        .move_mask()
-                        & 0xff;
-                    while nonzero != 0 {
-                        let k = nonzero.trailing_zeros() as usize;
-                        nonzero &= nonzero - 1;
-                        push(c * 8 + k, chunk[k]);
-                    }
-                }
-                let tail = cols - chunks.remainder().len();
-                for (k, &v) in chunks.remainder().iter().enumerate() {
-                    if v != 0.0 {
-                        push(tail + k, v);
-                    }
-                }
-            }
-        });
-        bags
-    }
-}
-
-/// Runs `f` on the memory of a contiguous CPU `f32` tensor.
-#[allow(unsafe_code)]
-fn with_host_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> R {
-    assert!(t.is_contiguous() && t.kind() == Kind::Float && t.device() == tch::Device::Cpu);
-    let n = t.numel();
-    if n == 0 {
-        return f(&[]);
-    }
-    // SAFETY: `t` is a contiguous CPU f32 tensor (checked above), so `data_ptr` addresses `n`
-    // f32 values; `t` is borrowed for the whole call and nothing writes to it meanwhile.
-    f(unsafe { std::slice::from_raw_parts(t.data_ptr().cast::<f32>(), n) })
-}
-
-/// A hidden layer: linear, optional batch norm, ReLU, optional dropout.
-#[derive(Debug)]
-struct Hidden {
-    linear: Affine,
-    norm: Option<nn::BatchNorm>,
-    dropout: f64,
-}
-
-impl Hidden {
-    /// Layers between consecutive `widths`; with `counts_input`, the first reads raw counts
-    /// (see [`Affine::Counts`]).
-    fn stack(
-        p: &nn::Path<'_>,
-        widths: &[usize],
-        batch_norm: bool,
-        dropout: f64,
-        counts_input: bool,
-    ) -> Vec<Self> {
-        widths
-            .windows(2)
-            .enumerate()
-            .map(|(i, w)| {
-                let p = p / i;
-                let linear = if counts_input && i == 0 {
-                    let init = torch_linear_init(w[0]);
-                    let q = &p / "linear";
-                    Affine::Counts {
-                        weight: q.var("weight_t", &[w[0] as i64, w[1] as i64], init.ws_init),
-                        bias: q.var(
-                            "bias",
-                            &[w[1] as i64],
-                            init.bs_init.unwrap_or(nn::Init::Const(0.0)),
-                        ),
-                    }
-                } else {
-                    Affine::Dense(nn::linear(
-                        &p / "linear",
-                        w[0] as i64,
-                        w[1] as i64,
-                        torch_linear_init(w[0]),
-                    ))
-                };
-                Self {
-                    linear,
-                    // scVI's settings: momentum 0.01, eps 0.001.
-                    norm: batch_norm.then(|| {
-                        nn::batch_norm1d(
-                            &p / "norm",
-                            w[1] as i64,
-                            nn::BatchNormConfig {
-                                momentum: 0.01,
-                                eps: 1e-3,
-                                ..Default::default()
-                            },
-                        )
-                    }),
-                    dropout,
-                }
-            })
-            .collect()
-    }
-
-    fn forward(layers: &[Self], x: &Tensor, train: bool) -> Tensor {
-        layers.iter().fold(x.shallow_clone(), |h, layer| {
-            let mut h = layer.linear.forward(&h);
-            if let Some(norm) = &layer.norm {
-                h = norm.forward_t(&h, train);
-            }
-            let h = h.relu();
-            if layer.dropout > 0.0 {
-                h.dropout(layer.dropout, train)
-            } else {
-                h
-            }
-        })
-    }
-}
-
 /// The posterior `q(z | x)` of a batch of cells: mean and log-variance, `[cells, latent]`.
 #[derive(Debug)]
 pub struct Posterior {
@@ -359,57 +171,8 @@ pub struct Vae {
     encoder: Vec<Hidden>,
     z_mean: nn::Linear,
     z_log_var: nn::Linear,
-    decoder: Vec<Hidden>,
-    /// Log-mean (or log-proportion logits with the observed library).
-    mean_head: nn::Linear,
-    /// `[genes]` log-theta, or a head for per-cell dispersion.
-    theta: Option<Theta>,
-    zi_head: Option<nn::Linear>,
+    decoder: CountDecoder,
     beta: f64,
-}
-
-/// The decoder's outputs before they become a [`CountLaw`].
-#[derive(Debug)]
-struct Decoded {
-    likelihood: Likelihood,
-    /// `[rows, genes]`, rows = the product of `shape`'s leading sizes.
-    logits: Tensor,
-    log_theta: Option<Tensor>,
-    zi_logit: Option<Tensor>,
-    /// `[.., cells, genes]`.
-    shape: Vec<i64>,
-}
-
-impl Decoded {
-    fn law(self, library: Library, log_library: &Tensor) -> CountLaw {
-        let raw = self.logits.reshape(self.shape.as_slice());
-        let log_mean = match library {
-            Library::Observed => raw.log_softmax(-1, Kind::Float) + log_library,
-            Library::None => raw,
-        };
-        match (self.likelihood, self.log_theta, self.zi_logit) {
-            (Likelihood::Nb, Some(log_theta), _) => CountLaw::Nb {
-                log_mean,
-                log_theta,
-            },
-            (Likelihood::Zip, _, Some(zi_logit)) => CountLaw::Zip {
-                log_rate: log_mean,
-                zi_logit,
-            },
-            (Likelihood::Zinb, Some(log_theta), Some(zi_logit)) => CountLaw::Zinb {
-                log_mean,
-                log_theta,
-                zi_logit,
-            },
-            _ => CountLaw::Poisson { log_rate: log_mean },
-        }
-    }
-}
-
-#[derive(Debug)]
-enum Theta {
-    Gene(Tensor),
-    Cell(nn::Linear),
 }
 
 impl Vae {
@@ -422,38 +185,37 @@ impl Vae {
         let enc_widths: Vec<usize> = std::iter::once(genes)
             .chain(cfg.hidden.iter().copied())
             .collect();
-        let dec_widths: Vec<usize> = std::iter::once(cfg.latent)
-            .chain(cfg.decoder_widths())
-            .collect();
         let enc_out = *enc_widths.last().unwrap_or(&genes);
-        let dec_out = *dec_widths.last().unwrap_or(&cfg.latent);
         let head = |name: &str, from: usize, to: usize| {
             nn::linear(p / name, from as i64, to as i64, torch_linear_init(from))
         };
-        let theta = cfg
-            .likelihood
-            .has_dispersion()
-            .then(|| match cfg.dispersion {
-                Dispersion::Gene => Theta::Gene(p.zeros("log_theta", &[genes as i64])),
-                Dispersion::GeneCell => Theta::Cell(head("theta_head", dec_out, genes)),
-            });
+        // Creation order fixes the draws of the initialisation: encoder, heads, decoder.
+        let encoder = Hidden::stack(
+            &(p / "encoder"),
+            &enc_widths,
+            cfg.batch_norm,
+            cfg.dropout,
+            true,
+        );
+        let z_mean = head("z_mean", enc_out, cfg.latent);
+        let z_log_var = head("z_log_var", enc_out, cfg.latent);
+        let decoder = CountDecoder::new(
+            p,
+            DecoderShape {
+                genes,
+                latent: cfg.latent,
+                hidden: &cfg.decoder_widths(),
+                likelihood: cfg.likelihood,
+                dispersion: cfg.dispersion,
+                library: cfg.library,
+                batch_norm: cfg.batch_norm,
+            },
+        );
         Ok(Self {
-            encoder: Hidden::stack(
-                &(p / "encoder"),
-                &enc_widths,
-                cfg.batch_norm,
-                cfg.dropout,
-                true,
-            ),
-            z_mean: head("z_mean", enc_out, cfg.latent),
-            z_log_var: head("z_log_var", enc_out, cfg.latent),
-            decoder: Hidden::stack(&(p / "decoder"), &dec_widths, cfg.batch_norm, 0.0, false),
-            mean_head: head("mean_head", dec_out, genes),
-            theta,
-            zi_head: cfg
-                .likelihood
-                .has_zero_inflation()
-                .then(|| head("zi_head", dec_out, genes)),
+            encoder,
+            z_mean,
+            z_log_var,
+            decoder,
             genes: genes as i64,
             beta: if cfg.kl_warmup_epochs == 0 { 1.0 } else { 0.0 },
             cfg: cfg.clone(),
@@ -486,73 +248,7 @@ impl Vae {
     /// The count law of `p(x | z)`. `z` is `[.., cells, latent]`; `log_library` is `[cells, 1]`
     /// (log total counts), used with the observed library.
     pub fn decode(&self, z: &Tensor, log_library: &Tensor, train: bool) -> CountLaw {
-        self.decoded(z, train).law(self.cfg.library, log_library)
-    }
-
-    /// The decoder's raw outputs for `z` (`[.., cells, latent]`).
-    fn decoded(&self, z: &Tensor, train: bool) -> Decoded {
-        let lead = &z.size()[..z.dim() - 1];
-        let flat = z.reshape([-1, self.cfg.latent as i64]);
-        let h = Hidden::forward(&self.decoder, &flat, train);
-        let shape: Vec<i64> = lead.iter().copied().chain([self.genes]).collect();
-        let out = |t: Tensor| t.reshape(shape.as_slice());
-        Decoded {
-            likelihood: self.cfg.likelihood,
-            logits: self.mean_head.forward(&h),
-            log_theta: self.theta.as_ref().map(|t| match t {
-                Theta::Gene(t) => t.shallow_clone(),
-                Theta::Cell(head) => out(head.forward(&h)),
-            }),
-            zi_logit: self.zi_head.as_ref().map(|head| out(head.forward(&h))),
-            shape,
-        }
-    }
-
-    /// `log p(x | z)` summed over genes, `[.., cells]` for `z` of `[.., cells, latent]`, or with
-    /// [`Reduction::Mean`] its mean over every sample and cell (a scalar). Poisson, per-gene NB
-    /// and their zero-inflated forms on the CPU take the fused path
-    /// ([`scae_dists::softmax_rows_log_prob`]); everything else the tensor formulas of
-    /// [`CountLaw`].
-    fn log_lik(
-        &self,
-        z: &Tensor,
-        x: &Tensor,
-        log_library: &Tensor,
-        train: bool,
-        reduction: Reduction,
-    ) -> Tensor {
-        let d = self.decoded(z, train);
-        let lead = &d.shape[..d.shape.len() - 1];
-        let fused = match (d.likelihood, &d.log_theta) {
-            (Likelihood::Poisson | Likelihood::Zip, _) => Some(scae_dists::FusedLaw::Poisson),
-            (Likelihood::Nb | Likelihood::Zinb, Some(t)) if t.dim() == 1 => {
-                Some(scae_dists::FusedLaw::Nb)
-            }
-            _ => None,
-        };
-        let zi = d.zi_logit.as_ref().map(|z| z.reshape([-1, self.genes]));
-        let library = (self.cfg.library == Library::Observed).then_some(log_library);
-        if let Some(law) = fused
-            && let Some(ll) = scae_dists::softmax_rows_log_prob(
-                law,
-                &d.logits,
-                library,
-                d.log_theta.as_ref(),
-                zi.as_ref(),
-                x,
-                reduction,
-            )
-        {
-            return match reduction {
-                Reduction::Rows => ll.reshape(lead),
-                Reduction::Mean => ll,
-            };
-        }
-        let rows = scae_dists::log_prob_rows(&d.law(self.cfg.library, log_library), x);
-        match reduction {
-            Reduction::Rows => rows,
-            Reduction::Mean => rows.mean(Kind::Float),
-        }
+        self.decoder.law(z, log_library, train)
     }
 
     /// Log of each cell's total count (`[cells, 1]`), at least `ln 1` so an empty cell stays finite.
@@ -573,7 +269,9 @@ impl Vae {
             (q.mean.kind(), q.mean.device()),
         );
         let z = &q.mean + eps * &std;
-        let ll = self.log_lik(&z, x, &Self::log_library(x), train, Reduction::Mean);
+        let ll = self
+            .decoder
+            .log_lik(&z, x, &Self::log_library(x), train, Reduction::Mean);
         let kl = (q.mean.square() + q.log_var.exp() - &q.log_var - 1.0).sum_dim_intlist(
             -1,
             false,
@@ -627,7 +325,9 @@ impl Vae {
                 (q.mean.kind(), q.mean.device()),
             );
             let z = &q.mean + &eps * &std;
-            let ll = self.log_lik(&z, rows, &Self::log_library(rows), false, Reduction::Rows);
+            let ll =
+                self.decoder
+                    .log_lik(&z, rows, &Self::log_library(rows), false, Reduction::Rows);
             let sum = |t: Tensor| t.sum_dim_intlist(-1, false, Kind::Float);
             let log_pz = sum(z.square() + log_2pi) * -0.5;
             let log_qz = sum(eps.square() + &q.log_var + log_2pi) * -0.5;

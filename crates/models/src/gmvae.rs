@@ -1,0 +1,575 @@
+//! The Gaussian-mixture VAE (scVAE's GMVAE): the mixture components are cell clusters.
+//!
+//! * `q(y | x)`: an MLP on `log1p(counts)` with a softmax over `K` components.
+//! * `q(z | x, y)`: an MLP on `[x, one-hot y]` to the mean and log-variance of `z`. Its first
+//!   layer is `W_x log1p(x) + W_y onehot(y) + b`, so the wide counts part runs once per cell and
+//!   each component adds its own column of `W_y` ([`Hidden::forward_offset`]).
+//! * `p(z | y)`: a learned mean per component and unit variances (learned too with
+//!   `learn_prior_variance`); `p(y)` uniform, or learned logits with `learn_prior`.
+//! * `p(x | z)`: the VAE's count decoder ([`CountDecoder`]), any `scae-dists` law.
+//!
+//! The ELBO marginalises `y` exactly by enumerating the components, weighted by `q(y | x)`:
+//!
+//! ```text
+//! ELBO = Σ_k q(k | x) [ E_q(z|x,k) log p(x | z) − KL(q(z | x, k) ‖ p(z | k)) ] − KL(q(y | x) ‖ p(y))
+//! ```
+//!
+//! with the Gaussian KL analytic and the expectation over `z` from `mc_samples` reparameterised
+//! draws per cell and component. Nothing is sampled for `y`, so one backward pass per step
+//! suffices: no graph is kept across steps. Training minimises `−ELBO` with both KL terms
+//! weighted by the warm-up's `beta`; the `y` term can be dropped (`y_regulariser = "none"`) or
+//! replaced by the cross-entropy of `q(y | x)` against known labels (`"supervised"`, for the
+//! study's ablation: rows then carry their label as one extra, last column). Evaluation always
+//! reports the ELBO with the KL term and `beta = 1`.
+
+use scae_dists::{Likelihood, Reduction};
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor, nn, nn::Module};
+
+use crate::autoencoder::torch_linear_init;
+use crate::decoder::{CountDecoder, DecoderShape};
+use crate::layers::Hidden;
+use crate::train::{Losses, Model};
+use crate::vae::{Dispersion, Library, Vae};
+use crate::{Error, Result};
+
+/// What regularises `q(y | x)` in the training objective.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum YRegulariser {
+    /// `KL(q(y | x) ‖ p(y))`, the ELBO's own term.
+    #[default]
+    Kl,
+    /// Nothing.
+    None,
+    /// The cross-entropy of `q(y | x)` against the cell's known label.
+    Supervised,
+}
+
+/// Shape and likelihood of a GMVAE (the `[model]` table of a GMVAE study config).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GmvaeConfig {
+    /// Mixture components `K`.
+    pub components: usize,
+    /// Widths of the encoders' hidden layers (both `q(y | x)` and `q(z | x, y)`), input side
+    /// first; at least one.
+    #[serde(default = "default_hidden")]
+    pub hidden: Vec<usize>,
+    /// Widths of the decoder's hidden layers, latent side first (default: `hidden` reversed).
+    #[serde(default)]
+    pub decoder_hidden: Option<Vec<usize>>,
+    pub latent: usize,
+    #[serde(default = "default_likelihood")]
+    pub likelihood: Likelihood,
+    #[serde(default)]
+    pub dispersion: Dispersion,
+    #[serde(default)]
+    pub library: Library,
+    #[serde(default)]
+    pub batch_norm: bool,
+    /// Dropout after every hidden layer of the encoders.
+    #[serde(default)]
+    pub dropout: f64,
+    /// Epochs over which the KL weight rises linearly from 0 to 1 (0: always 1).
+    #[serde(default)]
+    pub kl_warmup_epochs: usize,
+    /// Latent samples per cell and component in each evaluation of the ELBO.
+    #[serde(default = "one")]
+    pub mc_samples: usize,
+    /// Learn `p(y)` (logits) instead of keeping it uniform.
+    #[serde(default)]
+    pub learn_prior: bool,
+    /// Learn the log-variances of `p(z | y)` instead of keeping them at 0 (unit variance).
+    #[serde(default)]
+    pub learn_prior_variance: bool,
+    #[serde(default)]
+    pub y_regulariser: YRegulariser,
+    /// The encoder's log-variance is clamped to this range.
+    #[serde(default = "default_log_var_range")]
+    pub log_var_range: [f64; 2],
+}
+
+fn default_hidden() -> Vec<usize> {
+    vec![128]
+}
+
+fn default_likelihood() -> Likelihood {
+    Likelihood::Nb
+}
+
+fn one() -> usize {
+    1
+}
+
+fn default_log_var_range() -> [f64; 2] {
+    [-12.0, 8.0]
+}
+
+impl GmvaeConfig {
+    /// One hidden layer of 128, no batch norm, with `components`, `latent` and `likelihood`.
+    pub fn new(components: usize, latent: usize, likelihood: Likelihood) -> Self {
+        Self {
+            components,
+            hidden: default_hidden(),
+            decoder_hidden: None,
+            latent,
+            likelihood,
+            dispersion: Dispersion::Gene,
+            library: Library::Observed,
+            batch_norm: false,
+            dropout: 0.0,
+            kl_warmup_epochs: 0,
+            mc_samples: 1,
+            learn_prior: false,
+            learn_prior_variance: false,
+            y_regulariser: YRegulariser::Kl,
+            log_var_range: default_log_var_range(),
+        }
+    }
+
+    /// Checks every setting is in range.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |msg: String| Err(Error::Config(msg));
+        if self.components < 2 {
+            return bad(format!(
+                "model.components must be at least 2, got {}",
+                self.components
+            ));
+        }
+        if self.latent == 0 {
+            return bad("model.latent must be at least 1".into());
+        }
+        if self.hidden.is_empty() {
+            return bad("model.hidden needs at least one layer for the GMVAE".into());
+        }
+        let decoder = self.decoder_widths();
+        for (name, widths) in [("hidden", &self.hidden), ("decoder_hidden", &decoder)] {
+            if let Some(i) = widths.iter().position(|&w| w == 0) {
+                return bad(format!(
+                    "model.{name}[{i}] is 0: every width must be at least 1"
+                ));
+            }
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return bad(format!(
+                "model.dropout must be in [0, 1), got {}",
+                self.dropout
+            ));
+        }
+        if self.mc_samples == 0 {
+            return bad("model.mc_samples must be at least 1".into());
+        }
+        let [lo, hi] = self.log_var_range;
+        if !(lo.is_finite() && hi.is_finite() && lo < hi) {
+            return bad(format!(
+                "model.log_var_range must be two finite numbers, low < high, got [{lo}, {hi}]"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The decoder's hidden widths, latent side first.
+    pub fn decoder_widths(&self) -> Vec<usize> {
+        self.decoder_hidden
+            .clone()
+            .unwrap_or_else(|| self.hidden.iter().rev().copied().collect())
+    }
+}
+
+/// The GMVAE (see the module documentation).
+#[derive(Debug)]
+pub struct Gmvae {
+    cfg: GmvaeConfig,
+    genes: i64,
+    y_encoder: Vec<Hidden>,
+    y_head: nn::Linear,
+    z_encoder: Vec<Hidden>,
+    /// `[K, width]`: each component's column of `W_y`.
+    y_embedding: Tensor,
+    z_mean: nn::Linear,
+    z_log_var: nn::Linear,
+    /// `[K, latent]` each.
+    prior_mean: Tensor,
+    prior_log_var: Tensor,
+    /// `[K]` logits of `p(y)` when learned.
+    prior_y: Option<Tensor>,
+    decoder: CountDecoder,
+    beta: f64,
+}
+
+/// Per cell (`[cells]` each): the ELBO and its terms, every one a mean over `q(y | x)`.
+#[derive(Debug)]
+pub struct GmvaeTerms {
+    pub elbo: Tensor,
+    /// `Σ_k q(k | x) E log p(x | z)`.
+    pub log_likelihood: Tensor,
+    /// `Σ_k q(k | x) KL(q(z | x, k) ‖ p(z | k))`.
+    pub kl_z: Tensor,
+    /// `KL(q(y | x) ‖ p(y))`.
+    pub kl_y: Tensor,
+    /// `log q(y | x)`, `[cells, K]`.
+    pub log_q_y: Tensor,
+}
+
+impl Gmvae {
+    /// Builds the layers under `p` for `genes` input genes.
+    pub fn new(p: &nn::Path<'_>, genes: usize, cfg: &GmvaeConfig) -> Result<Self> {
+        cfg.validate()?;
+        if genes == 0 {
+            return Err(Error::Config("the input has no genes".into()));
+        }
+        let k = cfg.components as i64;
+        let widths: Vec<usize> = std::iter::once(genes)
+            .chain(cfg.hidden.iter().copied())
+            .collect();
+        let out = *cfg.hidden.last().unwrap_or(&genes);
+        let head = |name: &str, to: usize| {
+            nn::linear(p / name, out as i64, to as i64, torch_linear_init(out))
+        };
+        let stack =
+            |name: &str| Hidden::stack(&(p / name), &widths, cfg.batch_norm, cfg.dropout, true);
+        let y_encoder = stack("y_encoder");
+        let y_head = head("y_head", cfg.components);
+        let z_encoder = stack("z_encoder");
+        // W_y of the first layer of q(z | x, y), initialised as that layer's other weights.
+        let y_embedding = p.var(
+            "y_embedding",
+            &[k, cfg.hidden[0] as i64],
+            torch_linear_init(genes + cfg.components).ws_init,
+        );
+        let z_mean = head("z_mean", cfg.latent);
+        let z_log_var = head("z_log_var", cfg.latent);
+        // Component means start apart (unit normal draws), variances at 1.
+        let latent = cfg.latent as i64;
+        let prior_mean = p.var(
+            "prior_mean",
+            &[k, latent],
+            nn::Init::Randn {
+                mean: 0.0,
+                stdev: 1.0,
+            },
+        );
+        // Unit variances unless learned: a component free to widen can cover two clusters with
+        // its neighbour splitting them with it (the mixture test found ARI 0.51 that way).
+        let prior_log_var = if cfg.learn_prior_variance {
+            p.zeros("prior_log_var", &[k, latent])
+        } else {
+            Tensor::zeros([k, latent], (Kind::Float, p.device()))
+        };
+        let prior_y = cfg.learn_prior.then(|| p.zeros("prior_y", &[k]));
+        let decoder = CountDecoder::new(
+            p,
+            DecoderShape {
+                genes,
+                latent: cfg.latent,
+                hidden: &cfg.decoder_widths(),
+                likelihood: cfg.likelihood,
+                dispersion: cfg.dispersion,
+                library: cfg.library,
+                batch_norm: cfg.batch_norm,
+            },
+        );
+        Ok(Self {
+            y_encoder,
+            y_head,
+            z_encoder,
+            y_embedding,
+            z_mean,
+            z_log_var,
+            prior_mean,
+            prior_log_var,
+            prior_y,
+            decoder,
+            genes: genes as i64,
+            beta: if cfg.kl_warmup_epochs == 0 { 1.0 } else { 0.0 },
+            cfg: cfg.clone(),
+        })
+    }
+
+    pub fn config(&self) -> &GmvaeConfig {
+        &self.cfg
+    }
+
+    /// The current KL weight of the training objective.
+    pub fn kl_weight(&self) -> f64 {
+        self.beta
+    }
+
+    /// `log q(y | x)`, `[cells, K]`.
+    pub fn log_q_y(&self, x: &Tensor, train: bool) -> Tensor {
+        let h = Hidden::forward(&self.y_encoder, x, train);
+        self.y_head.forward(&h).log_softmax(-1, Kind::Float)
+    }
+
+    /// `log p(y)`, `[K]`.
+    fn log_p_y(&self) -> Tensor {
+        match &self.prior_y {
+            Some(logits) => logits.log_softmax(-1, Kind::Float),
+            None => Tensor::full(
+                [self.cfg.components as i64],
+                -(self.cfg.components as f64).ln(),
+                (Kind::Float, self.prior_mean.device()),
+            ),
+        }
+    }
+
+    /// The ELBO of each cell of counts `x` (`[cells, genes]`) and its terms, with `samples`
+    /// latent draws per cell and component.
+    pub fn terms(&self, x: &Tensor, samples: usize, train: bool) -> GmvaeTerms {
+        let (k, latent) = (self.cfg.components as i64, self.cfg.latent as i64);
+        let cells = x.size()[0];
+        let log_q_y = self.log_q_y(x, train);
+        let q_y = log_q_y.exp();
+        // q(z | x, k) for every k: [K, cells, latent].
+        let h = Hidden::forward_offset(&self.z_encoder, x, &self.y_embedding.unsqueeze(1), train);
+        let [lo, hi] = self.cfg.log_var_range;
+        let mean = self.z_mean.forward(&h).view([k, cells, latent]);
+        let log_var = self
+            .z_log_var
+            .forward(&h)
+            .clamp(lo, hi)
+            .view([k, cells, latent]);
+        let eps = Tensor::randn(
+            [samples as i64, k, cells, latent],
+            (mean.kind(), mean.device()),
+        );
+        let z = &mean + eps * (&log_var * 0.5).exp();
+        // E log p(x | z) per component and cell: [K, cells].
+        let ll = self
+            .decoder
+            .log_lik(&z, x, &Vae::log_library(x), train, Reduction::Rows)
+            .mean_dim(0, false, Kind::Float);
+        // KL(N(m, v) ‖ N(m_k, v_k)), summed over latent dimensions: [K, cells].
+        let prior_mean = self.prior_mean.unsqueeze(1);
+        let prior_log_var = self.prior_log_var.unsqueeze(1);
+        let kl_z = ((&prior_log_var - &log_var)
+            + (log_var.exp() + (&mean - &prior_mean).square()) * (-&prior_log_var).exp()
+            - 1.0)
+            .sum_dim_intlist(-1, false, Kind::Float)
+            * 0.5;
+        let weighted =
+            |t: &Tensor| (t.transpose(0, 1) * &q_y).sum_dim_intlist(-1, false, Kind::Float);
+        let log_likelihood = weighted(&ll);
+        let kl_z = weighted(&kl_z);
+        let kl_y = (&q_y * (&log_q_y - self.log_p_y().unsqueeze(0))).sum_dim_intlist(
+            -1,
+            false,
+            Kind::Float,
+        );
+        GmvaeTerms {
+            elbo: &log_likelihood - &kl_z - &kl_y,
+            log_likelihood,
+            kl_z,
+            kl_y,
+            log_q_y,
+        }
+    }
+
+    /// `q(y | x)` of the rows of `x` (`[cells, K]`), in evaluation mode, `chunk` rows at a time.
+    pub fn cluster_probabilities(&self, x: &Tensor, chunk: usize) -> Tensor {
+        crate::map_rows(x, chunk, |rows| self.log_q_y(rows, false).exp())
+    }
+
+    /// The counts columns of a batch, and with the supervised regulariser the labels of its
+    /// last column (see the module documentation).
+    fn split_labels(&self, x: &Tensor) -> (Tensor, Option<Tensor>) {
+        if self.cfg.y_regulariser == YRegulariser::Supervised && x.size()[1] == self.genes + 1 {
+            let counts = x.narrow(1, 0, self.genes).contiguous();
+            let labels = x.select(1, self.genes).to_kind(Kind::Int64);
+            (counts, Some(labels))
+        } else {
+            (x.shallow_clone(), None)
+        }
+    }
+}
+
+impl Model for Gmvae {
+    fn losses(&self, x: &Tensor, train: bool) -> Losses {
+        let (counts, labels) = self.split_labels(x);
+        let t = self.terms(&counts, self.cfg.mc_samples, train);
+        let beta = if train { self.beta } else { 1.0 };
+        let y_term = match (self.cfg.y_regulariser, &labels) {
+            (YRegulariser::Kl, _) => &t.kl_y * beta,
+            (YRegulariser::None, _) => t.kl_y.zeros_like(),
+            (YRegulariser::Supervised, Some(labels)) => -t
+                .log_q_y
+                .gather(1, &labels.unsqueeze(1), false)
+                .squeeze_dim(1),
+            // Without labels (as on test rows), the ELBO's own term.
+            (YRegulariser::Supervised, None) => &t.kl_y * beta,
+        };
+        let total = (-&t.log_likelihood + &t.kl_z * beta + y_term).mean(Kind::Float);
+        let mean = |v: &Tensor| v.mean(Kind::Float);
+        Losses {
+            total,
+            terms: vec![
+                mean(&t.elbo),
+                mean(&t.log_likelihood),
+                mean(&t.kl_z),
+                mean(&t.kl_y),
+            ],
+        }
+    }
+
+    fn term_names(&self) -> Vec<&'static str> {
+        vec!["elbo", "log_likelihood", "kl_z", "kl_y"]
+    }
+
+    fn begin_epoch(&mut self, epoch: usize) {
+        let warmup = self.cfg.kl_warmup_epochs;
+        self.beta = if warmup == 0 {
+            1.0
+        } else {
+            ((epoch.saturating_sub(1)) as f64 / warmup as f64).min(1.0)
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tch::{Device, nn::VarStore};
+
+    use super::*;
+    use crate::{TrainConfig, fit};
+
+    /// Counts from a mixture of `k` Poisson components over `genes` genes: component `c` has rate
+    /// 20 on its own block of genes and 1 elsewhere. Returns the counts and each cell's component.
+    fn mixture(cells: i64, genes: i64, k: i64, seed: i64) -> (Tensor, Vec<usize>) {
+        tch::manual_seed(seed);
+        let opts = (Kind::Float, Device::Cpu);
+        let component = Tensor::randint(k, [cells], (Kind::Int64, Device::Cpu));
+        let block = Tensor::arange(genes, (Kind::Int64, Device::Cpu)).remainder(k);
+        let own = component.unsqueeze(1).eq_tensor(&block.unsqueeze(0));
+        let rate = own.to_kind(Kind::Float) * 19.0 + Tensor::ones([cells, genes], opts);
+        let labels = Vec::<i64>::try_from(&component)
+            .expect("labels")
+            .into_iter()
+            .map(|c| c as usize)
+            .collect();
+        (rate.poisson(), labels)
+    }
+
+    fn train_cfg(epochs: usize) -> TrainConfig {
+        TrainConfig {
+            epochs,
+            batch_size: 64,
+            learning_rate: 1e-2,
+            weight_decay: 0.0,
+            eval_batch_size: 256,
+            clip_grad_norm: Some(50.0),
+            adam_eps: 1e-8,
+        }
+    }
+
+    #[test]
+    fn the_elbo_is_the_q_y_weighted_sum_of_its_components() {
+        let _rng = crate::torch_rng_lock();
+        let (x, _) = mixture(12, 9, 3, 1);
+        let vs = VarStore::new(Device::Cpu);
+        let mut cfg = GmvaeConfig::new(3, 2, Likelihood::Poisson);
+        cfg.hidden = vec![8];
+        cfg.learn_prior = true;
+        let model = Gmvae::new(&vs.root(), 9, &cfg).expect("valid");
+        tch::manual_seed(4);
+        let t = model.terms(&x, 1, false);
+        let q_y = t.log_q_y.exp();
+        // Probabilities over components sum to one, and every term is finite.
+        let sums = q_y.sum_dim_intlist(-1, false, Kind::Float);
+        assert!(f64::try_from((sums - 1.0).abs().max()).expect("scalar") < 1e-5);
+        for v in [&t.elbo, &t.log_likelihood, &t.kl_z, &t.kl_y] {
+            assert!(bool::try_from(v.isfinite().all()).expect("scalar"));
+        }
+        // KL(q(y|x) || p(y)) against its definition, with p(y) the learned softmax.
+        let log_p = model.log_p_y();
+        let kl_y =
+            (&q_y * (&t.log_q_y - log_p.unsqueeze(0))).sum_dim_intlist(-1, false, Kind::Float);
+        let diff = f64::try_from((&kl_y - &t.kl_y).abs().max()).expect("scalar");
+        assert!(diff < 1e-5, "kl_y differs by {diff}");
+        assert!(f64::try_from(t.kl_y.min()).expect("scalar") >= -1e-6);
+        // ELBO = E_q(y) [ll - KL_z] - KL_y.
+        let diff = f64::try_from(
+            (&t.elbo - (&t.log_likelihood - &t.kl_z - &t.kl_y))
+                .abs()
+                .max(),
+        )
+        .expect("scalar");
+        assert!(diff < 1e-4);
+    }
+
+    #[test]
+    fn the_gaussian_kl_matches_its_closed_form() {
+        let _rng = crate::torch_rng_lock();
+        // One latent dimension: KL(N(m, v) || N(m2, v2)) = ln(s2/s) + (v + (m - m2)^2) / (2 v2) - 1/2.
+        let (x, _) = mixture(4, 6, 2, 2);
+        let vs = VarStore::new(Device::Cpu);
+        let mut cfg = GmvaeConfig::new(2, 1, Likelihood::Poisson);
+        cfg.hidden = vec![4];
+        let model = Gmvae::new(&vs.root(), 6, &cfg).expect("valid");
+        let h =
+            Hidden::forward_offset(&model.z_encoder, &x, &model.y_embedding.unsqueeze(1), false);
+        let mean = Vec::<f32>::try_from(model.z_mean.forward(&h).flatten(0, -1)).expect("mean");
+        let log_var =
+            Vec::<f32>::try_from(model.z_log_var.forward(&h).clamp(-12.0, 8.0).flatten(0, -1))
+                .expect("log var");
+        let pm = Vec::<f32>::try_from(model.prior_mean.flatten(0, -1)).expect("prior mean");
+        let t = model.terms(&x, 1, false);
+        let q_y = Vec::<f32>::try_from(t.log_q_y.exp().flatten(0, -1)).expect("q");
+        let kl_z = Vec::<f32>::try_from(&t.kl_z).expect("kl");
+        for cell in 0..4 {
+            let mut expected = 0.0f64;
+            for k in 0..2 {
+                let i = k * 4 + cell;
+                let (m, v) = (f64::from(mean[i]), f64::from(log_var[i]).exp());
+                let kl = -0.5 * v.ln() + (v + (m - f64::from(pm[k])).powi(2)) / 2.0 - 0.5;
+                expected += f64::from(q_y[cell * 2 + k]) * kl;
+            }
+            approx::assert_relative_eq!(f64::from(kl_z[cell]), expected, max_relative = 1e-4);
+        }
+    }
+
+    #[test]
+    fn training_finds_the_mixture_components() {
+        let _rng = crate::torch_rng_lock();
+        tch::set_num_threads(1);
+        let (x, truth) = mixture(600, 30, 3, 3);
+        tch::manual_seed(0);
+        let vs = VarStore::new(Device::Cpu);
+        let mut cfg = GmvaeConfig::new(3, 2, Likelihood::Poisson);
+        cfg.hidden = vec![32];
+        cfg.library = Library::None;
+        let mut model = Gmvae::new(&vs.root(), 30, &cfg).expect("valid");
+        let history = fit(
+            &mut model,
+            &vs,
+            &x,
+            &x.narrow(0, 0, 0),
+            &train_cfg(80),
+            1,
+            |_| {},
+        )
+        .expect("training runs");
+        let first = history.epochs[0].train_terms[0];
+        let last = history.epochs.last().expect("epochs").train_terms[0];
+        assert!(last > first, "ELBO {first} -> {last}");
+        let probs = model.cluster_probabilities(&x, 256);
+        let assigned: Vec<usize> = Vec::<i64>::try_from(probs.argmax(-1, false))
+            .expect("argmax")
+            .into_iter()
+            .map(|c| c as usize)
+            .collect();
+        let ari = scae_eval::adjusted_rand_index(&truth, &assigned).expect("ari");
+        assert!(ari > 0.9, "ARI {ari}");
+    }
+
+    #[test]
+    fn bad_configs_are_rejected() {
+        let mut cfg = GmvaeConfig::new(1, 2, Likelihood::Nb);
+        assert!(matches!(cfg.validate(), Err(Error::Config(_))));
+        cfg.components = 3;
+        cfg.hidden.clear();
+        assert!(matches!(cfg.validate(), Err(Error::Config(_))));
+        cfg.hidden = vec![8];
+        assert!(cfg.validate().is_ok());
+    }
+}
