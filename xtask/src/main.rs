@@ -73,6 +73,12 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// The GMVAE's synthetic check: a 5-component Poisson mixture and the ablation of what
+    /// regularises q(y | x) (results/gmvae-synth/).
+    GmvaeSynth {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// The scVAE study's likelihood comparison: Poisson, NB, ZIP, ZINB (results/vae-likelihoods/);
     /// on data/counts_raw.npy unless --data names raw counts (.npy or a 10x folder).
     VaeLikelihoods {
@@ -113,6 +119,7 @@ fn main() -> ExitCode {
         Task::Vae { args } => study::run("vae", &args),
         Task::VaeSynth { args } => study::run_synthetic("vae-synth", &args),
         Task::VaeLikelihoods { args } => study::run("vae-likelihoods", &args),
+        Task::GmvaeSynth { args } => study::run_synthetic("gmvae-synth", &args),
         Task::Test { args } => test::run(&args),
         Task::Bench { which } => bench::run(which),
     };

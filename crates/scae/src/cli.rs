@@ -37,6 +37,8 @@ pub enum Command {
     VaeSynth(RunArgs),
     /// The scVAE study's likelihood comparison: Poisson, NB, ZIP and ZINB VAEs on raw counts.
     VaeLikelihoods(RunArgs),
+    /// The GMVAE's synthetic check: a known Poisson mixture and the q(y | x) regulariser ablation.
+    GmvaeSynth(RunArgs),
     /// Assemble results/REPORT.md from the questions' results.
     Report(study::report::ReportArgs),
     /// Train one autoencoder on your own data and save it as a model folder.
@@ -63,6 +65,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Vae(args) => study::vae::run(&args),
         Command::VaeSynth(args) => study::vae_synth::run(&args),
         Command::VaeLikelihoods(args) => study::vae_likelihoods::run(&args),
+        Command::GmvaeSynth(args) => study::gmvae_synth::run(&args),
         Command::Report(args) => study::report::run(&args),
         Command::Train(args) => commands::train(&args),
         Command::Embed(args) => commands::embed(&args),

@@ -1,5 +1,6 @@
-//! Two plain count simulations for the VAE study: independent Poisson features (the scVAE
-//! study's synthetic check) and a large sparse matrix with a chosen fraction of zeros and a few
+//! Plain count simulations for the VAE studies: independent Poisson features (the scVAE
+//! study's synthetic check), a known mixture of Poisson components (the GMVAE's synthetic
+//! check) and a large sparse matrix with a chosen fraction of zeros and a few
 //! very highly expressed genes (the study's MB-20k scale, for stability tests and benchmarks).
 //!
 //! Each cell draws from its own ChaCha8 stream (seeded from the seed and the cell's index), so
@@ -39,6 +40,74 @@ pub fn independent_poisson(cells: usize, rates: &[f64], seed: u64) -> Result<Arr
             }
         });
     Ok(Array2::from_shape_vec((cells, rates.len()), x).expect("cells x rates values"))
+}
+
+/// Counts from a known mixture of Poisson components: each of `cells` rows picks component `c`
+/// with probability `weights[c]` (normalised), then draws feature `j` from Poisson(`rates[c][j]`).
+/// Returns the counts and each row's component, the truth a clustering is scored against.
+///
+/// # Errors
+/// [`SimError::Invalid`] when there is no cell or component, the components have different
+/// numbers of features, a rate is not positive and finite, or the weights are not positive
+/// and finite (one per component).
+pub fn poisson_mixture(
+    cells: usize,
+    rates: &[Vec<f64>],
+    weights: &[f64],
+    seed: u64,
+) -> Result<(Array2<f32>, Vec<usize>)> {
+    let invalid = |msg: String| Err(SimError::Invalid(msg));
+    let features = rates.first().map_or(0, Vec::len);
+    if cells == 0 || features == 0 {
+        return invalid(format!(
+            "a Poisson mixture needs at least one cell, component and feature, got {cells} cells and {} components of {features} features",
+            rates.len()
+        ));
+    }
+    if let Some(c) = rates.iter().position(|r| r.len() != features) {
+        return invalid(format!(
+            "component {c} has {} rates, component 0 has {features}",
+            rates[c].len()
+        ));
+    }
+    if let Some(bad) = rates
+        .iter()
+        .flatten()
+        .find(|r| !(r.is_finite() && **r > 0.0))
+    {
+        return invalid(format!(
+            "every Poisson rate must be positive and finite, got {bad}"
+        ));
+    }
+    if weights.len() != rates.len() || weights.iter().any(|w| !(w.is_finite() && *w > 0.0)) {
+        return invalid(format!(
+            "a Poisson mixture needs one positive, finite weight per component: {} components, weights {weights:?}",
+            rates.len()
+        ));
+    }
+    let total: f64 = weights.iter().sum();
+    let mut x = vec![0.0f32; cells * features];
+    let mut component = vec![0usize; cells];
+    x.par_chunks_mut(features)
+        .zip(component.par_iter_mut())
+        .enumerate()
+        .for_each(|(cell, (row, comp))| {
+            let mut rng = cell_rng(seed, cell);
+            let u = rng.random::<f64>() * total;
+            let mut acc = 0.0;
+            *comp = weights
+                .iter()
+                .position(|w| {
+                    acc += w;
+                    u < acc
+                })
+                .unwrap_or(weights.len() - 1);
+            for (v, &rate) in row.iter_mut().zip(&rates[*comp]) {
+                *v = poisson(&mut rng, rate) as f32;
+            }
+        });
+    let x = Array2::from_shape_vec((cells, features), x).expect("cells x features values");
+    Ok((x, component))
 }
 
 /// A sparse count matrix at a chosen scale (see [`sparse_counts`]).
@@ -194,6 +263,33 @@ fn cell_rng(seed: u64, cell: usize) -> ChaCha8Rng {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_poisson_mixture_draws_each_component_at_its_weight_and_rates() {
+        let rates = vec![vec![1.0, 20.0], vec![20.0, 1.0], vec![5.0, 5.0]];
+        let (x, comp) = poisson_mixture(30_000, &rates, &[1.0, 2.0, 1.0], 7).expect("valid");
+        assert_eq!(x.dim(), (30_000, 2));
+        for (c, want) in [(0usize, 0.25), (1, 0.5), (2, 0.25)] {
+            let rows: Vec<usize> = (0..comp.len()).filter(|&i| comp[i] == c).collect();
+            let share = rows.len() as f64 / 30_000.0;
+            assert!((share - want).abs() < 0.01, "component {c}: share {share}");
+            for (j, &rate) in rates[c].iter().enumerate() {
+                let mean =
+                    rows.iter().map(|&i| f64::from(x[[i, j]])).sum::<f64>() / rows.len() as f64;
+                // Standard error sqrt(rate / n) is under 0.05 here.
+                assert!(
+                    (mean - rate).abs() < 0.2,
+                    "component {c} feature {j}: {mean} vs {rate}"
+                );
+            }
+        }
+        let again = poisson_mixture(30_000, &rates, &[1.0, 2.0, 1.0], 7).expect("valid");
+        assert_eq!(again.1, comp, "same seed, same draws");
+        assert!(poisson_mixture(10, &[vec![1.0], vec![1.0, 2.0]], &[1.0, 1.0], 0).is_err());
+        assert!(poisson_mixture(10, &rates, &[1.0, 1.0], 0).is_err());
+        assert!(poisson_mixture(10, &[vec![0.0]], &[1.0], 0).is_err());
+    }
+
     use super::*;
 
     #[test]

@@ -32,7 +32,7 @@ mod normalize;
 mod params;
 mod simulate;
 
-pub use counts::{SparseCounts, SparseParams, independent_poisson, sparse_counts};
+pub use counts::{SparseCounts, SparseParams, independent_poisson, poisson_mixture, sparse_counts};
 pub use error::{Result, SimError};
 pub use normalize::log_normalize;
 pub use params::{GenePrograms, LogisticDropout, SimParams, ValidSimParams};
