@@ -20,7 +20,8 @@
 //! weighted by the warm-up's `beta`; the `y` term can be dropped (`y_regulariser = "none"`) or
 //! replaced by the cross-entropy of `q(y | x)` against known labels (`"supervised"`, for the
 //! study's ablation: rows then carry their label as one extra, last column). Evaluation always
-//! reports the ELBO with the KL term and `beta = 1`.
+//! reports the ELBO with the KL term and `beta = 1`. After each epoch the model reports how many
+//! components were the most probable for at least one training cell ([`Model::epoch_figures`]).
 
 use scae_dists::{Likelihood, Reduction};
 use serde::{Deserialize, Serialize};
@@ -196,6 +197,8 @@ pub struct Gmvae {
     prior_y: Option<Tensor>,
     decoder: CountDecoder,
     beta: f64,
+    /// Training cells assigned (argmax of `q(y | x)`) to each component so far this epoch.
+    assigned: std::cell::RefCell<Vec<i64>>,
 }
 
 /// Per cell (`[cells]` each): the ELBO and its terms, every one a mean over `q(y | x)`.
@@ -283,6 +286,7 @@ impl Gmvae {
             decoder,
             genes: genes as i64,
             beta: if cfg.kl_warmup_epochs == 0 { 1.0 } else { 0.0 },
+            assigned: std::cell::RefCell::new(vec![0; cfg.components]),
             cfg: cfg.clone(),
         })
     }
@@ -400,6 +404,20 @@ impl Model for Gmvae {
             (YRegulariser::Supervised, None) => &t.kl_y * beta,
         };
         let total = (-&t.log_likelihood + &t.kl_z * beta + y_term).mean(Kind::Float);
+        if train {
+            let k = self.cfg.components as i64;
+            let counts = t
+                .log_q_y
+                .argmax(-1, false)
+                .detach()
+                .bincount::<Tensor>(None, k);
+            if let Ok(counts) = Vec::<i64>::try_from(counts.to_device(tch::Device::Cpu)) {
+                let mut assigned = self.assigned.borrow_mut();
+                for (a, c) in assigned.iter_mut().zip(counts) {
+                    *a += c;
+                }
+            }
+        }
         let mean = |v: &Tensor| v.mean(Kind::Float);
         Losses {
             total,
@@ -414,6 +432,15 @@ impl Model for Gmvae {
 
     fn term_names(&self) -> Vec<&'static str> {
         vec!["elbo", "log_likelihood", "kl_z", "kl_y"]
+    }
+
+    /// `components_used`: the components that were the most probable for at least one
+    /// training cell during the epoch.
+    fn epoch_figures(&mut self) -> Vec<(&'static str, f64)> {
+        let mut assigned = self.assigned.borrow_mut();
+        let used = assigned.iter().filter(|&&c| c > 0).count();
+        assigned.iter_mut().for_each(|c| *c = 0);
+        vec![("components_used", used as f64)]
     }
 
     fn begin_epoch(&mut self, epoch: usize) {
@@ -549,6 +576,8 @@ mod tests {
             |_| {},
         )
         .expect("training runs");
+        let used = history.epochs.last().expect("epochs").figures.clone();
+        assert_eq!(used, vec![("components_used", 3.0)]);
         let first = history.epochs[0].train_terms[0];
         let last = history.epochs.last().expect("epochs").train_terms[0];
         assert!(last > first, "ELBO {first} -> {last}");

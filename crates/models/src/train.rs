@@ -45,6 +45,12 @@ pub trait Model {
 
     /// Called before every epoch (1-based), for schedules such as KL warm-up.
     fn begin_epoch(&mut self, _epoch: usize) {}
+
+    /// Figures the model gathered over an epoch's training steps, read once they are done
+    /// (name and value; the GMVAE counts the mixture components that hold a cell).
+    fn epoch_figures(&mut self) -> Vec<(&'static str, f64)> {
+        Vec::new()
+    }
 }
 
 /// Optimisation settings (the `[train]` table of a study config).
@@ -126,6 +132,9 @@ pub struct EpochStats {
     pub seconds: f64,
     /// Wall time of the training steps alone (the minibatches, without the test evaluation).
     pub train_seconds: f64,
+    /// [`Model::epoch_figures`] of this epoch.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub figures: Vec<(&'static str, f64)>,
 }
 
 /// Every epoch of one training run.
@@ -190,6 +199,7 @@ pub fn fit<M: Model>(
             batches.push(&losses, rows);
         }
         let (train_loss, train_terms) = batches.reduce(epoch, "train")?;
+        let figures = model.epoch_figures();
         let train_seconds = start.elapsed().as_secs_f64();
         let test_eval =
             evaluate(model, test, cfg.eval_batch_size).map_err(|e| with_epoch(e, epoch))?;
@@ -201,6 +211,7 @@ pub fn fit<M: Model>(
             test_terms: test_eval.map(|(_, terms)| terms).unwrap_or_default(),
             seconds: start.elapsed().as_secs_f64(),
             train_seconds,
+            figures,
         };
         on_epoch(&stats);
         history.epochs.push(stats);

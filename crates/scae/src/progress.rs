@@ -37,9 +37,18 @@ impl EpochProgress {
         let test = stats
             .test_loss
             .map_or_else(|| "-".into(), |t| format!("{t:.5}"));
+        // The model's own figures, e.g. the GMVAE's components in use.
+        let figures: String = stats
+            .figures
+            .iter()
+            .map(|(name, v)| format!(" {name} {v}"))
+            .collect();
         match &self.bar {
             Some(bar) => {
-                bar.set_message(format!("train {:.5} test {test}", stats.train_loss));
+                bar.set_message(format!(
+                    "train {:.5} test {test}{figures}",
+                    stats.train_loss
+                ));
                 bar.inc(1);
             }
             None => tracing::info!(
@@ -48,6 +57,7 @@ impl EpochProgress {
                 train_loss = format!("{:.6}", stats.train_loss),
                 test_loss = %test,
                 seconds = format!("{:.3}", stats.seconds),
+                figures = %figures.trim(),
             ),
         }
     }

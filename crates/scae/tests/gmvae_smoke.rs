@@ -82,6 +82,11 @@ fn gmvae_synth_scores_every_variant_and_repeats_exactly() {
             );
         }
     }
+    let by_epoch = variants[0]["components_used_by_epoch"]
+        .as_array()
+        .expect("components per epoch");
+    assert_eq!(by_epoch.len(), 30);
+    assert_eq!(by_epoch.last().and_then(serde_json::Value::as_u64), Some(3));
     let kl_ari = variants[0]["ari"].as_f64().expect("ari");
     assert!(kl_ari > 0.9, "the KL variant's ARI is {kl_ari}");
     let clusters = std::fs::read_to_string(dir.join("clusters.csv")).expect("clusters");

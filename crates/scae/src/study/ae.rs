@@ -184,6 +184,7 @@ pub fn read_history(path: &Path) -> Result<History> {
             seconds: f[3].parse().map_err(|_| bad())?,
             // The history file keeps whole-epoch times only.
             train_seconds: f64::NAN,
+            figures: Vec::new(),
         });
     }
     Ok(History {

@@ -94,8 +94,10 @@ pub struct Variant {
     /// Of the GMVAE's own assignment of every cell against the true component.
     pub ari: f64,
     pub nmi: f64,
-    /// Components that hold at least one cell.
+    /// Components that hold at least one cell (the argmax of `q(y | x)` over every cell).
     pub components_used: usize,
+    /// Per epoch, the components that held at least one training cell.
+    pub components_used_by_epoch: Vec<usize>,
     /// Last epoch, per test cell, full KL weight.
     pub test_elbo: f64,
     pub seconds: f64,
@@ -182,6 +184,16 @@ pub fn run(args: &RunArgs) -> Result<()> {
             ari: scae_eval::adjusted_rand_index(&truth, &assigned)?,
             nmi: scae_eval::normalized_mutual_info(&truth, &assigned)?,
             components_used: used.len(),
+            components_used_by_epoch: history
+                .epochs
+                .iter()
+                .map(|e| {
+                    e.figures
+                        .iter()
+                        .find(|(name, _)| *name == "components_used")
+                        .map_or(0, |(_, v)| *v as usize)
+                })
+                .collect(),
             test_elbo: last.test_terms.first().copied().unwrap_or(f64::NAN),
             seconds: started.elapsed().as_secs_f64(),
         };
