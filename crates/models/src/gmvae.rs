@@ -31,7 +31,10 @@ use crate::autoencoder::torch_linear_init;
 use crate::decoder::{CountDecoder, DecoderShape};
 use crate::layers::Hidden;
 use crate::train::{Losses, Model};
-use crate::vae::{Dispersion, Library, Vae};
+use crate::vae::{
+    Dispersion, Library, Vae, default_hidden, default_likelihood, default_log_var_range,
+    kl_weight_at, one, validate_shape,
+};
 use crate::{Error, Result};
 
 /// What regularises `q(y | x)` in the training objective.
@@ -91,22 +94,6 @@ pub struct GmvaeConfig {
     pub log_var_range: [f64; 2],
 }
 
-fn default_hidden() -> Vec<usize> {
-    vec![128]
-}
-
-fn default_likelihood() -> Likelihood {
-    Likelihood::Nb
-}
-
-fn one() -> usize {
-    1
-}
-
-fn default_log_var_range() -> [f64; 2] {
-    [-12.0, 8.0]
-}
-
 impl GmvaeConfig {
     /// One hidden layer of 128, no batch norm, with `components`, `latent` and `likelihood`.
     pub fn new(components: usize, latent: usize, likelihood: Likelihood) -> Self {
@@ -138,36 +125,17 @@ impl GmvaeConfig {
                 self.components
             ));
         }
-        if self.latent == 0 {
-            return bad("model.latent must be at least 1".into());
-        }
         if self.hidden.is_empty() {
             return bad("model.hidden needs at least one layer for the GMVAE".into());
         }
-        let decoder = self.decoder_widths();
-        for (name, widths) in [("hidden", &self.hidden), ("decoder_hidden", &decoder)] {
-            if let Some(i) = widths.iter().position(|&w| w == 0) {
-                return bad(format!(
-                    "model.{name}[{i}] is 0: every width must be at least 1"
-                ));
-            }
-        }
-        if !(0.0..1.0).contains(&self.dropout) {
-            return bad(format!(
-                "model.dropout must be in [0, 1), got {}",
-                self.dropout
-            ));
-        }
-        if self.mc_samples == 0 {
-            return bad("model.mc_samples must be at least 1".into());
-        }
-        let [lo, hi] = self.log_var_range;
-        if !(lo.is_finite() && hi.is_finite() && lo < hi) {
-            return bad(format!(
-                "model.log_var_range must be two finite numbers, low < high, got [{lo}, {hi}]"
-            ));
-        }
-        Ok(())
+        validate_shape(
+            self.latent,
+            &self.hidden,
+            &self.decoder_widths(),
+            self.dropout,
+            self.mc_samples,
+            self.log_var_range,
+        )
     }
 
     /// The decoder's hidden widths, latent side first.
@@ -444,12 +412,7 @@ impl Model for Gmvae {
     }
 
     fn begin_epoch(&mut self, epoch: usize) {
-        let warmup = self.cfg.kl_warmup_epochs;
-        self.beta = if warmup == 0 {
-            1.0
-        } else {
-            ((epoch.saturating_sub(1)) as f64 / warmup as f64).min(1.0)
-        };
+        self.beta = kl_weight_at(epoch, self.cfg.kl_warmup_epochs);
     }
 }
 

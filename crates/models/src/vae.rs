@@ -83,19 +83,19 @@ pub struct VaeConfig {
     pub log_var_range: [f64; 2],
 }
 
-fn default_hidden() -> Vec<usize> {
+pub(crate) fn default_hidden() -> Vec<usize> {
     vec![128]
 }
 
-fn default_likelihood() -> Likelihood {
+pub(crate) fn default_likelihood() -> Likelihood {
     Likelihood::Nb
 }
 
-fn one() -> usize {
+pub(crate) fn one() -> usize {
     1
 }
 
-fn default_log_var_range() -> [f64; 2] {
+pub(crate) fn default_log_var_range() -> [f64; 2] {
     [-12.0, 8.0]
 }
 
@@ -119,34 +119,14 @@ impl VaeConfig {
 
     /// Checks every setting is in range.
     pub fn validate(&self) -> Result<()> {
-        let bad = |msg: String| Err(Error::Config(msg));
-        if self.latent == 0 {
-            return bad("model.latent must be at least 1".into());
-        }
-        let decoder = self.decoder_widths();
-        for (name, widths) in [("hidden", &self.hidden), ("decoder_hidden", &decoder)] {
-            if let Some(i) = widths.iter().position(|&w| w == 0) {
-                return bad(format!(
-                    "model.{name}[{i}] is 0: every width must be at least 1"
-                ));
-            }
-        }
-        if !(0.0..1.0).contains(&self.dropout) {
-            return bad(format!(
-                "model.dropout must be in [0, 1), got {}",
-                self.dropout
-            ));
-        }
-        if self.mc_samples == 0 {
-            return bad("model.mc_samples must be at least 1".into());
-        }
-        let [lo, hi] = self.log_var_range;
-        if !(lo.is_finite() && hi.is_finite() && lo < hi) {
-            return bad(format!(
-                "model.log_var_range must be two finite numbers, low < high, got [{lo}, {hi}]"
-            ));
-        }
-        Ok(())
+        validate_shape(
+            self.latent,
+            &self.hidden,
+            &self.decoder_widths(),
+            self.dropout,
+            self.mc_samples,
+            self.log_var_range,
+        )
     }
 
     /// The decoder's hidden widths, latent side first.
@@ -156,6 +136,52 @@ impl VaeConfig {
             .unwrap_or_else(|| self.hidden.iter().rev().copied().collect())
     }
 }
+/// The checks the VAE and the GMVAE share: latent size, hidden widths, dropout, Monte Carlo
+/// samples and the log-variance clamp.
+pub(crate) fn validate_shape(
+    latent: usize,
+    hidden: &[usize],
+    decoder: &[usize],
+    dropout: f64,
+    mc_samples: usize,
+    log_var_range: [f64; 2],
+) -> Result<()> {
+    let bad = |msg: String| Err(Error::Config(msg));
+    if latent == 0 {
+        return bad("model.latent must be at least 1".into());
+    }
+    for (name, widths) in [("hidden", hidden), ("decoder_hidden", decoder)] {
+        if let Some(i) = widths.iter().position(|&w| w == 0) {
+            return bad(format!(
+                "model.{name}[{i}] is 0: every width must be at least 1"
+            ));
+        }
+    }
+    if !(0.0..1.0).contains(&dropout) {
+        return bad(format!("model.dropout must be in [0, 1), got {dropout}"));
+    }
+    if mc_samples == 0 {
+        return bad("model.mc_samples must be at least 1".into());
+    }
+    let [lo, hi] = log_var_range;
+    if !(lo.is_finite() && hi.is_finite() && lo < hi) {
+        return bad(format!(
+            "model.log_var_range must be two finite numbers, low < high, got [{lo}, {hi}]"
+        ));
+    }
+    Ok(())
+}
+
+/// The KL weight of epoch `epoch` (1-based) under a linear warm-up over `warmup` epochs
+/// (scVI's schedule: `(epoch - 1) / warmup`, capped at 1; 1 without a warm-up).
+pub(crate) fn kl_weight_at(epoch: usize, warmup: usize) -> f64 {
+    if warmup == 0 {
+        1.0
+    } else {
+        ((epoch.saturating_sub(1)) as f64 / warmup as f64).min(1.0)
+    }
+}
+
 /// The posterior `q(z | x)` of a batch of cells: mean and log-variance, `[cells, latent]`.
 #[derive(Debug)]
 pub struct Posterior {
@@ -354,12 +380,7 @@ impl Model for Vae {
     }
 
     fn begin_epoch(&mut self, epoch: usize) {
-        let warmup = self.cfg.kl_warmup_epochs;
-        self.beta = if warmup == 0 {
-            1.0
-        } else {
-            ((epoch.saturating_sub(1)) as f64 / warmup as f64).min(1.0)
-        };
+        self.beta = kl_weight_at(epoch, self.cfg.kl_warmup_epochs);
     }
 }
 
