@@ -79,6 +79,13 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// The GMVAE on labelled raw counts: its clusters against k-means on the GMVAE latent, on an
+    /// NB VAE's latent and on PCA, over 3 seeds (results/gmvae-real/); on data/counts_raw.npy
+    /// unless --data names labelled raw counts (.npy or a 10x folder).
+    GmvaeReal {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// The scVAE study's likelihood comparison: Poisson, NB, ZIP, ZINB (results/vae-likelihoods/);
     /// on data/counts_raw.npy unless --data names raw counts (.npy or a 10x folder).
     VaeLikelihoods {
@@ -120,6 +127,7 @@ fn main() -> ExitCode {
         Task::VaeSynth { args } => study::run_synthetic("vae-synth", &args),
         Task::VaeLikelihoods { args } => study::run("vae-likelihoods", &args),
         Task::GmvaeSynth { args } => study::run_synthetic("gmvae-synth", &args),
+        Task::GmvaeReal { args } => study::run("gmvae-real", &args),
         Task::Test { args } => test::run(&args),
         Task::Bench { which } => bench::run(which),
     };

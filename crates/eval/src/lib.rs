@@ -38,8 +38,8 @@ pub use convergence::{Convergence, convergence, first_epoch_within};
 pub use error::{Error, ParamError, Result};
 pub use kmeans::{KMeans, KMeansParams};
 pub use metrics::{
-    SILHOUETTE_MAX_CELLS, adjusted_rand_index, hungarian_accuracy, normalized_mutual_info,
-    silhouette_samples, silhouette_score,
+    SILHOUETTE_MAX_CELLS, adjusted_rand_index, hungarian_accuracy, hungarian_matching,
+    normalized_mutual_info, silhouette_samples, silhouette_score,
 };
 pub use pca::{Pca, pca};
 pub use reconstruction::{ReconstructionError, mse, reconstruction_error};

@@ -184,6 +184,42 @@ pub fn normalized_mutual_info(truth: &[usize], pred: &[usize]) -> Result<f64> {
 /// [`Error::LabelLengthMismatch`] if the lengths differ, [`Error::NoSamples`]
 /// if they are empty.
 pub fn hungarian_accuracy(truth: &[usize], pred: &[usize]) -> Result<f64> {
+    let m = hungarian(truth, pred)?;
+    Ok(m.matched as f64 / m.n as f64)
+}
+
+/// The one-to-one matching of true classes to predicted clusters that [`hungarian_accuracy`]
+/// scores: `(class, cluster)` pairs of label values, sorted by class. With more clusters than
+/// classes the surplus clusters appear in no pair, with fewer the surplus classes.
+///
+/// # Errors
+/// As [`hungarian_accuracy`].
+pub fn hungarian_matching(truth: &[usize], pred: &[usize]) -> Result<Vec<(usize, usize)>> {
+    let pairs = hungarian(truth, pred)?.pairs;
+    let values = |labels: &[usize]| {
+        let mut v = labels.to_vec();
+        v.sort_unstable();
+        v.dedup();
+        v
+    };
+    let (classes, clusters) = (values(truth), values(pred));
+    Ok(pairs
+        .into_iter()
+        .map(|(i, j)| (classes[i], clusters[j]))
+        .collect())
+}
+
+/// The best one-to-one matching of a contingency table.
+struct Matching {
+    /// Cells on the matched diagonal.
+    matched: i64,
+    /// Cells in all.
+    n: u64,
+    /// Matched `(class, cluster)` codes, sorted by class.
+    pairs: Vec<(usize, usize)>,
+}
+
+fn hungarian(truth: &[usize], pred: &[usize]) -> Result<Matching> {
     let c = Contingency::new(truth, pred)?;
     let (nt, np) = (c.classes.len(), c.clusters.len());
     // kuhn_munkres needs rows <= columns: put the shorter side on the rows.
@@ -193,8 +229,18 @@ pub fn hungarian_accuracy(truth: &[usize], pred: &[usize]) -> Result<f64> {
         let (r, k) = if nt <= np { (i, j) } else { (j, i) };
         w[(r, k)] = x as i64;
     }
-    let (matched, _) = kuhn_munkres(&w);
-    Ok(matched as f64 / c.n as f64)
+    let (matched, assignment) = kuhn_munkres(&w);
+    let mut pairs: Vec<(usize, usize)> = assignment
+        .into_iter()
+        .enumerate()
+        .map(|(r, k)| if nt <= np { (r, k) } else { (k, r) })
+        .collect();
+    pairs.sort_unstable();
+    Ok(Matching {
+        matched,
+        n: c.n,
+        pairs,
+    })
 }
 
 /// Silhouette of every cell (Rousseeuw 1987), Euclidean distances, exact:
@@ -315,6 +361,23 @@ mod tests {
         ] {
             assert_abs_diff_eq!(score(&t, &p).expect("same length"), 1.0, epsilon = 1e-12);
         }
+    }
+
+    #[test]
+    fn hungarian_matching_pairs_label_values() {
+        // Classes 10, 20, 30; clusters 5 (mostly 20), 9 (mostly 10), 1 (mostly 30), 7 (one cell).
+        let t = [10, 10, 10, 20, 20, 30, 30, 30, 30];
+        let p = [9, 9, 5, 5, 5, 1, 1, 1, 7];
+        let pairs = hungarian_matching(&t, &p).expect("same length");
+        assert_eq!(pairs, vec![(10, 9), (20, 5), (30, 1)]);
+        // More classes than clusters: the surplus class is left out.
+        let pairs = hungarian_matching(&p, &t).expect("same length");
+        assert_eq!(pairs, vec![(1, 30), (5, 20), (9, 10)]);
+        assert_abs_diff_eq!(
+            hungarian_accuracy(&t, &p).expect("ok"),
+            7.0 / 9.0,
+            epsilon = 1e-12
+        );
     }
 
     #[test]

@@ -54,7 +54,9 @@ pub enum YRegulariser {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GmvaeConfig {
-    /// Mixture components `K`.
+    /// Mixture components `K` (at least 2). Left out of a study config whose `K` comes from
+    /// the data (e.g. the number of labels), it reads as 0 until the study sets it.
+    #[serde(default)]
     pub components: usize,
     /// Widths of the encoders' hidden layers (both `q(y | x)` and `q(z | x, y)`), input side
     /// first; at least one.
@@ -92,6 +94,12 @@ pub struct GmvaeConfig {
     /// The encoder's log-variance is clamped to this range.
     #[serde(default = "default_log_var_range")]
     pub log_var_range: [f64; 2],
+    /// Weight of an extra training term, `y_balance · KL(q̄(y) ‖ p(y))`, with `q̄(y)` the mean of
+    /// `q(y | x)` over the minibatch: it penalises leaving components empty without pushing each
+    /// cell's `q(y | x)` towards `p(y)` as the ELBO's per-cell term does. 0 (the default) trains
+    /// on the ELBO alone; the reported ELBO never includes it.
+    #[serde(default)]
+    pub y_balance: f64,
 }
 
 impl GmvaeConfig {
@@ -113,6 +121,7 @@ impl GmvaeConfig {
             learn_prior_variance: false,
             y_regulariser: YRegulariser::Kl,
             log_var_range: default_log_var_range(),
+            y_balance: 0.0,
         }
     }
 
@@ -127,6 +136,12 @@ impl GmvaeConfig {
         }
         if self.hidden.is_empty() {
             return bad("model.hidden needs at least one layer for the GMVAE".into());
+        }
+        if !(self.y_balance.is_finite() && self.y_balance >= 0.0) {
+            return bad(format!(
+                "model.y_balance must be finite and at least 0, got {}",
+                self.y_balance
+            ));
         }
         validate_shape(
             self.latent,
@@ -167,6 +182,8 @@ pub struct Gmvae {
     beta: f64,
     /// Training cells assigned (argmax of `q(y | x)`) to each component so far this epoch.
     assigned: std::cell::RefCell<Vec<i64>>,
+    /// Epochs trained by earlier calls of `fit` (training in phases), so the warm-up goes on.
+    epochs_before: usize,
 }
 
 /// Per cell (`[cells]` each): the ELBO and its terms, every one a mean over `q(y | x)`.
@@ -254,6 +271,7 @@ impl Gmvae {
             decoder,
             genes: genes as i64,
             beta: if cfg.kl_warmup_epochs == 0 { 1.0 } else { 0.0 },
+            epochs_before: 0,
             assigned: std::cell::RefCell::new(vec![0; cfg.components]),
             cfg: cfg.clone(),
         })
@@ -261,6 +279,38 @@ impl Gmvae {
 
     pub fn config(&self) -> &GmvaeConfig {
         &self.cfg
+    }
+
+    /// Changes what regularises `q(y | x)` from the next training step on (e.g. a supervised
+    /// phase on pseudo-labels before the ELBO's own term).
+    pub fn set_y_regulariser(&mut self, y_regulariser: YRegulariser) {
+        self.cfg.y_regulariser = y_regulariser;
+    }
+
+    /// Moves the means of `p(z | y)` to `means` (`[K, latent]`), e.g. to cluster centres found
+    /// in the latent space.
+    pub fn set_prior_means(&mut self, means: &Tensor) -> Result<()> {
+        let want = [self.cfg.components as i64, self.cfg.latent as i64];
+        if means.size() != want {
+            return Err(Error::Config(format!(
+                "prior means of shape {:?}, expected {want:?}",
+                means.size()
+            )));
+        }
+        tch::no_grad(|| {
+            self.prior_mean.copy_(
+                &means
+                    .to_kind(Kind::Float)
+                    .to_device(self.prior_mean.device()),
+            );
+        });
+        Ok(())
+    }
+
+    /// Tells the model it has trained `epochs` epochs in earlier calls of `fit`, so that the KL
+    /// warm-up of the next call goes on from there instead of starting again.
+    pub fn set_epochs_before(&mut self, epochs: usize) {
+        self.epochs_before = epochs;
     }
 
     /// The current KL weight of the training objective.
@@ -293,15 +343,7 @@ impl Gmvae {
         let cells = x.size()[0];
         let log_q_y = self.log_q_y(x, train);
         let q_y = log_q_y.exp();
-        // q(z | x, k) for every k: [K, cells, latent].
-        let h = Hidden::forward_offset(&self.z_encoder, x, &self.y_embedding.unsqueeze(1), train);
-        let [lo, hi] = self.cfg.log_var_range;
-        let mean = self.z_mean.forward(&h).view([k, cells, latent]);
-        let log_var = self
-            .z_log_var
-            .forward(&h)
-            .clamp(lo, hi)
-            .view([k, cells, latent]);
+        let (mean, log_var) = self.z_posterior(x, train);
         let eps = Tensor::randn(
             [samples as i64, k, cells, latent],
             (mean.kind(), mean.device()),
@@ -338,6 +380,32 @@ impl Gmvae {
         }
     }
 
+    /// The mean and log-variance of `q(z | x, k)` for every component `k`, `[K, cells, latent]`
+    /// each.
+    fn z_posterior(&self, x: &Tensor, train: bool) -> (Tensor, Tensor) {
+        let (k, latent) = (self.cfg.components as i64, self.cfg.latent as i64);
+        let cells = x.size()[0];
+        let h = Hidden::forward_offset(&self.z_encoder, x, &self.y_embedding.unsqueeze(1), train);
+        let [lo, hi] = self.cfg.log_var_range;
+        let mean = self.z_mean.forward(&h).view([k, cells, latent]);
+        let log_var = self
+            .z_log_var
+            .forward(&h)
+            .clamp(lo, hi)
+            .view([k, cells, latent]);
+        (mean, log_var)
+    }
+
+    /// The posterior mean of `z`, `E_q(y|x) E_q(z|x,y) z = Σ_k q(k | x) mean_k(x)`, of the rows
+    /// of `x` (`[cells, latent]`), in evaluation mode, `chunk` rows at a time.
+    pub fn latent_means(&self, x: &Tensor, chunk: usize) -> Tensor {
+        crate::map_rows(x, chunk, |rows| {
+            let q_y = self.log_q_y(rows, false).exp();
+            let (mean, _) = self.z_posterior(rows, false);
+            (mean * q_y.transpose(0, 1).unsqueeze(-1)).sum_dim_intlist(0, false, Kind::Float)
+        })
+    }
+
     /// `q(y | x)` of the rows of `x` (`[cells, K]`), in evaluation mode, `chunk` rows at a time.
     pub fn cluster_probabilities(&self, x: &Tensor, chunk: usize) -> Tensor {
         crate::map_rows(x, chunk, |rows| self.log_q_y(rows, false).exp())
@@ -371,7 +439,12 @@ impl Model for Gmvae {
             // Without labels (as on test rows), the ELBO's own term.
             (YRegulariser::Supervised, None) => &t.kl_y * beta,
         };
-        let total = (-&t.log_likelihood + &t.kl_z * beta + y_term).mean(Kind::Float);
+        let mut total = (-&t.log_likelihood + &t.kl_z * beta + y_term).mean(Kind::Float);
+        if train && self.cfg.y_balance > 0.0 {
+            let log_mean_q = t.log_q_y.logsumexp([0], false) - (t.log_q_y.size()[0] as f64).ln();
+            let balance = (log_mean_q.exp() * (&log_mean_q - self.log_p_y())).sum(Kind::Float);
+            total += balance * self.cfg.y_balance;
+        }
         if train {
             let k = self.cfg.components as i64;
             let counts = t
@@ -412,7 +485,7 @@ impl Model for Gmvae {
     }
 
     fn begin_epoch(&mut self, epoch: usize) {
-        self.beta = kl_weight_at(epoch, self.cfg.kl_warmup_epochs);
+        self.beta = kl_weight_at(self.epochs_before + epoch, self.cfg.kl_warmup_epochs);
     }
 }
 
@@ -555,6 +628,55 @@ mod tests {
     }
 
     #[test]
+    fn the_balance_term_is_the_kl_of_the_batch_mean_of_q_y() {
+        let _rng = crate::torch_rng_lock();
+        let (x, _) = mixture(16, 9, 3, 5);
+        let vs = VarStore::new(Device::Cpu);
+        let mut cfg = GmvaeConfig::new(3, 2, Likelihood::Poisson);
+        cfg.hidden = vec![8];
+        cfg.library = Library::None;
+        let mut model = Gmvae::new(&vs.root(), 9, &cfg).expect("valid");
+        model.begin_epoch(0);
+        tch::manual_seed(7);
+        let plain = f64::try_from(model.losses(&x, true).total).expect("scalar");
+        model.cfg.y_balance = 2.5;
+        tch::manual_seed(7);
+        let balanced = f64::try_from(model.losses(&x, true).total).expect("scalar");
+        // KL(q̄ || uniform) = Σ q̄ ln q̄ + ln K, with q̄ the mean of q(y | x) over the batch.
+        let q_mean = model
+            .log_q_y(&x, true)
+            .exp()
+            .mean_dim(0, false, Kind::Double);
+        let kl =
+            f64::try_from((&q_mean * q_mean.log()).sum(Kind::Double)).expect("scalar") + 3f64.ln();
+        assert!(kl > 0.0);
+        approx::assert_relative_eq!(balanced - plain, 2.5 * kl, max_relative = 1e-3);
+        // Evaluation never includes it.
+        tch::manual_seed(7);
+        let eval = f64::try_from(model.losses(&x, false).total).expect("scalar");
+        model.cfg.y_balance = 0.0;
+        tch::manual_seed(7);
+        let eval_plain = f64::try_from(model.losses(&x, false).total).expect("scalar");
+        assert_eq!(eval, eval_plain);
+    }
+
+    #[test]
+    fn prior_means_can_be_set_and_the_regulariser_changed() {
+        let vs = VarStore::new(Device::Cpu);
+        let cfg = GmvaeConfig::new(3, 2, Likelihood::Nb);
+        let mut model = Gmvae::new(&vs.root(), 5, &cfg).expect("valid");
+        let means = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0]).view([3, 2]);
+        model.set_prior_means(&means).expect("right shape");
+        assert!(model.prior_mean.allclose(&means, 0.0, 0.0, false));
+        assert!(matches!(
+            model.set_prior_means(&means.view([2, 3])),
+            Err(Error::Config(_))
+        ));
+        model.set_y_regulariser(YRegulariser::Supervised);
+        assert_eq!(model.config().y_regulariser, YRegulariser::Supervised);
+    }
+
+    #[test]
     fn bad_configs_are_rejected() {
         let mut cfg = GmvaeConfig::new(1, 2, Likelihood::Nb);
         assert!(matches!(cfg.validate(), Err(Error::Config(_))));
@@ -563,5 +685,7 @@ mod tests {
         assert!(matches!(cfg.validate(), Err(Error::Config(_))));
         cfg.hidden = vec![8];
         assert!(cfg.validate().is_ok());
+        cfg.y_balance = -1.0;
+        assert!(matches!(cfg.validate(), Err(Error::Config(_))));
     }
 }

@@ -39,6 +39,8 @@ pub enum Command {
     VaeLikelihoods(RunArgs),
     /// The GMVAE's synthetic check: a known Poisson mixture and the q(y | x) regulariser ablation.
     GmvaeSynth(RunArgs),
+    /// The GMVAE on labelled raw counts: its clusters against k-means baselines, over seeds.
+    GmvaeReal(RunArgs),
     /// Assemble results/REPORT.md from the questions' results.
     Report(study::report::ReportArgs),
     /// Train one autoencoder on your own data and save it as a model folder.
@@ -47,6 +49,8 @@ pub enum Command {
     Embed(commands::EmbedArgs),
     /// Reconstruction error of a trained model on a data set.
     Evaluate(commands::EvaluateArgs),
+    /// Assign cells to the components of a trained GMVAE (q(y | x) and its argmax).
+    Cluster(commands::ClusterArgs),
     /// Principal-component scores of a .npy matrix.
     Pca(crate::embed_tools::PcaArgs),
     /// 2-D t-SNE embedding of a .npy matrix.
@@ -66,10 +70,12 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::VaeSynth(args) => study::vae_synth::run(&args),
         Command::VaeLikelihoods(args) => study::vae_likelihoods::run(&args),
         Command::GmvaeSynth(args) => study::gmvae_synth::run(&args),
+        Command::GmvaeReal(args) => study::gmvae_real::run(&args),
         Command::Report(args) => study::report::run(&args),
         Command::Train(args) => commands::train(&args),
         Command::Embed(args) => commands::embed(&args),
         Command::Evaluate(args) => commands::evaluate(&args),
+        Command::Cluster(args) => commands::cluster(&args),
         Command::Pca(args) => crate::embed_tools::pca(&args),
         Command::Tsne(args) => crate::embed_tools::tsne(&args),
     }

@@ -188,3 +188,88 @@ fn load_model_and_data(
     let x = Dataset::tensor(&data.x, device)?;
     Ok((model, data, x))
 }
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClusterArgs {
+    /// A GMVAE model folder written by `gmvae-real` (e.g. results/gmvae-real/seed_0/gmvae).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Raw counts with the genes of the model's training data: a .npy file, a folder holding
+    /// counts_raw.npy, or a 10x Genomics matrix folder.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Output folder: q_y.npy (cells x K, each cell's q(y | x)) and clusters.csv (its argmax).
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceChoice,
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+/// `scae cluster`: assigns cells to a trained GMVAE's components.
+pub fn cluster(args: &ClusterArgs) -> Result<()> {
+    use crate::study::gmvae_real::{SavedGmvae, write_clusters};
+
+    let spec = args.model.join("model.json");
+    let text = std::fs::read_to_string(&spec)
+        .with_context(|| format!("{}: cannot read the model description", spec.display()))?;
+    let saved: SavedGmvae = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a GMVAE model description", spec.display()))?;
+    if saved.kind != "gmvae" {
+        anyhow::bail!("{}: a {} model, not a GMVAE", spec.display(), saved.kind);
+    }
+    saved
+        .model
+        .validate()
+        .with_context(|| format!("{}: invalid model", spec.display()))?;
+    if let Some(&g) = saved.genes.iter().find(|&&g| g >= saved.input_genes) {
+        anyhow::bail!(
+            "{}: gene {g} is out of range for {} input genes",
+            spec.display(),
+            saved.input_genes
+        );
+    }
+    let data = Dataset::load_counts(&args.data, None)?;
+    if data.x.ncols() != saved.input_genes {
+        anyhow::bail!(
+            "{}: {} genes, but the model was trained on data with {}",
+            data.source.data.display(),
+            data.x.ncols(),
+            saved.input_genes
+        );
+    }
+    tch::set_num_threads(resolve_threads(args.threads) as i32);
+    let device = scae_models::select_device(args.device)?;
+    let mut vs = tch::nn::VarStore::new(device);
+    let model = scae_models::Gmvae::new(&vs.root(), saved.genes.len(), &saved.model)?;
+    let weights = args.model.join("weights.safetensors");
+    vs.load(&weights)
+        .with_context(|| format!("{}: cannot load the weights", weights.display()))?;
+    let counts = data
+        .x
+        .select(ndarray::Axis(1), &saved.genes)
+        .as_standard_layout()
+        .into_owned();
+    let x = Dataset::tensor(&counts, device)?;
+    let q_y = model.cluster_probabilities(&x, 4096);
+    let assigned: Vec<usize> =
+        Vec::<i64>::try_from(q_y.argmax(-1, false).to_kind(tch::Kind::Int64))?
+            .into_iter()
+            .map(|c| c as usize)
+            .collect();
+    let out = Staging::new(&args.out)?;
+    write_clusters(out.path(), &q_y, &assigned)?;
+    let dest = out.commit()?;
+    let mut sizes = vec![0usize; saved.model.components];
+    for &c in &assigned {
+        sizes[c] += 1;
+    }
+    eprintln!(
+        "assigned {} cells to {} components (cells per component: {sizes:?}); written to {}",
+        assigned.len(),
+        saved.model.components,
+        dest.display()
+    );
+    Ok(())
+}

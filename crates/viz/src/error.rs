@@ -168,6 +168,59 @@ pub enum Error {
         /// The offending value.
         value: f64,
     },
+    /// A heatmap has no cells: no rows, or no values in any row.
+    #[error("heatmap {figure:?} has no cells")]
+    EmptyHeatmap {
+        /// Title of the figure.
+        figure: String,
+    },
+    /// A heatmap does not have one row of values per row name.
+    #[error("heatmap {figure:?} has {n_rows} rows of values but {n_row_names} row names")]
+    HeatmapRowCountMismatch {
+        /// Title of the figure.
+        figure: String,
+        /// Number of rows of values.
+        n_rows: usize,
+        /// Number of row names.
+        n_row_names: usize,
+    },
+    /// A heatmap row does not have one value per column name (ragged rows
+    /// included).
+    #[error(
+        "row {row:?} (index {row_index}) of heatmap {figure:?} has {n_values} values \
+         but there are {n_col_names} column names"
+    )]
+    HeatmapRowLengthMismatch {
+        /// Title of the figure.
+        figure: String,
+        /// Name of the row.
+        row: String,
+        /// Index of the row.
+        row_index: usize,
+        /// Number of values in the row.
+        n_values: usize,
+        /// Number of column names.
+        n_col_names: usize,
+    },
+    /// A heatmap value is NaN, infinite or negative.
+    #[error(
+        "heatmap {figure:?} has value {value} in row {row:?}, column {column:?} \
+         (indices {row_index}, {column_index}); values must be finite and non-negative"
+    )]
+    InvalidHeatmapValue {
+        /// Title of the figure.
+        figure: String,
+        /// Name of the row.
+        row: String,
+        /// Name of the column.
+        column: String,
+        /// Index of the row.
+        row_index: usize,
+        /// Index of the column.
+        column_index: usize,
+        /// The offending value.
+        value: f64,
+    },
     /// The embedded font could not be registered with plotters.
     #[error("the embedded DejaVu Sans font could not be loaded")]
     Font,

@@ -12,6 +12,9 @@
 //! - [`bar_figure`]: grouped bars, one group per category and one bar per
 //!   series (a decoded rate beside the true one, a metric per likelihood),
 //!   with a legend column right of the plot.
+//! - [`heatmap_figure`]: one matrix of counts (a confusion matrix), each cell
+//!   coloured on a sequential scale and labelled with its value, with a
+//!   colour bar right of the plot.
 //!
 //! Everything that is common to all figures lives in the private `figure`
 //! module (embedded font, sizes, title band, the chart with its axes and
@@ -29,12 +32,14 @@ mod axis;
 pub mod bar;
 pub mod error;
 mod figure;
+pub mod heatmap;
 pub mod line;
 pub mod palette;
 pub mod scatter;
 
 pub use bar::{BarSeries, bar_figure};
 pub use error::{Error, Result};
+pub use heatmap::{Heatmap, heatmap_figure};
 pub use line::{LinePanel, Series, line_figure};
 pub use palette::{PALETTE, palette_color};
 pub use scatter::{ScatterPanel, scatter_figure};

@@ -8,6 +8,7 @@
 
 pub mod ae;
 pub mod embed;
+pub mod gmvae_real;
 pub mod gmvae_synth;
 pub mod q1;
 pub mod q2;

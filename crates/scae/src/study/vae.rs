@@ -151,6 +151,50 @@ pub fn load_counts(args: &RunArgs, simulate: Option<&Simulate>, seed: u64) -> Re
     Dataset::load_counts(&data, args.labels.as_deref())
 }
 
+/// The raw counts of the most variable genes, with those genes' log-normalised values.
+#[derive(Debug)]
+pub struct VariableGenes {
+    /// Raw counts of the kept genes (cells x kept genes), with the input's labels.
+    pub counts: Dataset,
+    /// Column indices of the kept genes in the input, ascending.
+    pub genes: Vec<usize>,
+    /// Their values scaled to 10,000 per cell and `log1p`-transformed
+    /// ([`scae_io::preprocess::preprocess`]).
+    pub lognorm: Array2<f32>,
+}
+
+/// Keeps the `n` genes whose log-normalised values vary most across cells (every gene when `n`
+/// is 0 or at least the number of genes), as the autoencoder questions do for a 10x folder.
+pub fn variable_genes(data: &Dataset, n: usize) -> VariableGenes {
+    let input = data.x.ncols();
+    let n = if n == 0 { input } else { n.min(input) };
+    let sparse = sprs::CsMat::csr_from_dense(data.x.view(), 0.0);
+    let pre = scae_io::preprocess::preprocess(&sparse, n);
+    // `select` along columns gives a column-major array; tensors need rows contiguous.
+    let x = data
+        .x
+        .select(ndarray::Axis(1), &pre.genes)
+        .as_standard_layout()
+        .into_owned();
+    tracing::info!(
+        genes = pre.genes.len(),
+        of = input,
+        "kept the most variable genes"
+    );
+    let mut source = data.source.clone();
+    source.genes = x.ncols();
+    source.top_genes = Some(pre.genes.len());
+    VariableGenes {
+        counts: Dataset {
+            x,
+            labels: data.labels.clone(),
+            source,
+        },
+        genes: pre.genes,
+        lognorm: pre.x,
+    }
+}
+
 /// The train and test counts on the device.
 #[derive(Debug)]
 pub struct CountSplit {
@@ -333,9 +377,10 @@ impl TrainedVae {
 }
 
 /// ELBO, log-likelihood and KL per epoch (train solid, test dashed), one panel each; one colour
-/// per named history.
+/// per named history. A GMVAE's history (terms `elbo, log_likelihood, kl_z, kl_y`) gets a panel
+/// for each of its two KL terms.
 pub fn history_panels(runs: &[(String, &History)]) -> Vec<LinePanel> {
-    let names = [
+    let mut names = vec![
         ("ELBO per cell", "ELBO (nats)"),
         (
             "reconstruction log-likelihood per cell",
@@ -343,6 +388,17 @@ pub fn history_panels(runs: &[(String, &History)]) -> Vec<LinePanel> {
         ),
         ("KL divergence per cell", "KL (nats)"),
     ];
+    // The GMVAE's terms: the KL of z given the component, then the KL of the component.
+    if runs
+        .iter()
+        .any(|(_, h)| h.term_names.get(3) == Some(&"kl_y"))
+    {
+        names[2] = (
+            "KL(q(z | x, y) || p(z | y)) per cell, mean over q(y | x)",
+            "KL (nats)",
+        );
+        names.push(("KL(q(y | x) || p(y)) per cell", "KL (nats)"));
+    }
     names
         .iter()
         .enumerate()

@@ -1,6 +1,7 @@
 //! The scVAE study's likelihood comparison: the same VAE on the same raw counts with Poisson,
 //! negative binomial, zero-inflated Poisson and zero-inflated NB likelihoods, on one 81 % / 19 %
-//! train/test split.
+//! train/test split. With `top_genes`, every model sees only the raw counts of that many most
+//! variable genes ([`super::vae::variable_genes`]).
 //!
 //! With a `[grid]` table, each likelihood first chooses its hidden widths and latent size, as the
 //! study did, by the ELBO on a validation set carved out of the training cells (the test cells
@@ -39,6 +40,10 @@ pub struct LikelihoodStudy {
     pub test_fraction: f64,
     #[serde(default = "default_importance_samples")]
     pub importance_samples: usize,
+    /// Train on the raw counts of this many most variable genes ([`super::vae::variable_genes`]);
+    /// 0 (the default) = every gene.
+    #[serde(default)]
+    pub top_genes: usize,
     /// The likelihoods compared, in this order.
     pub likelihoods: Vec<Likelihood>,
     /// The model; its `likelihood` is replaced by each of `likelihoods` in turn, and its
@@ -155,6 +160,11 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let clock = RunClock::start();
     let cfg = LikelihoodStudy::load(&args.config_path("vae-likelihoods"))?;
     let data = load_counts(args, None, cfg.seed)?;
+    let data = if cfg.top_genes > 0 {
+        super::vae::variable_genes(&data, cfg.top_genes).counts
+    } else {
+        data
+    };
     cfg.tsne
         .check_cells(data.x.nrows())
         .with_context(|| format!("t-SNE of {} cells", data.x.nrows()))?;
@@ -337,7 +347,7 @@ fn report(
     let _ = writeln!(md, "# Which count likelihood fits?\n");
     let _ = writeln!(
         md,
-        "Data: `{}` ({} cells x {} genes of raw counts), {} training and {} test cells \
+        "Data: `{}` ({} cells x {} genes of raw counts{}), {} training and {} test cells \
          (test fraction {}, seed {}). Every model: {} epochs of batch {}, Adam with learning rate \
          {}{}; KL warm-up over {} epochs; library size {}; {} latent sample(s) per cell; \
          importance-weighted log p(x) with {} samples per test cell. All figures are per cell \
@@ -345,6 +355,11 @@ fn report(
         source.data.display(),
         source.cells,
         source.genes,
+        if cfg.top_genes > 0 {
+            ": the most variable genes of the input, by the variance of their log-normalised values"
+        } else {
+            ""
+        },
         first.train_cells,
         first.test_cells,
         cfg.test_fraction,
@@ -497,6 +512,7 @@ mod tests {
             "the study's 81 / 19 split"
         );
         assert!(cfg.grid.is_none(), "the grid is off by default");
+        assert_eq!(cfg.top_genes, 2000, "the 2000 most variable genes");
         // The commented-out [grid] of the shipped config parses and validates too.
         let with_grid = include_str!("../../../../configs/vae-likelihoods.toml")
             .replace("# [grid]", "[grid]")
