@@ -313,6 +313,27 @@ impl Gmvae {
         self.epochs_before = epochs;
     }
 
+    /// Sets a learned `p(y)` to `weights` (`[K]`, positive; normalised here), e.g. to the sizes of
+    /// clusters found in the latent space. A uniform `p(y)` (`learn_prior = false`) stays uniform.
+    pub fn set_prior_weights(&mut self, weights: &[f64]) -> Result<()> {
+        if weights.len() != self.cfg.components
+            || weights.iter().any(|w| !w.is_finite() || *w <= 0.0)
+        {
+            return Err(Error::Config(format!(
+                "prior weights must be {} positive numbers, got {weights:?}",
+                self.cfg.components
+            )));
+        }
+        if let Some(logits) = &mut self.prior_y {
+            let log_w: Vec<f32> = weights.iter().map(|w| w.ln() as f32).collect();
+            let t = Tensor::from_slice(&log_w).to_device(logits.device());
+            tch::no_grad(|| {
+                logits.copy_(&t);
+            });
+        }
+        Ok(())
+    }
+
     /// The current KL weight of the training objective.
     pub fn kl_weight(&self) -> f64 {
         self.beta
@@ -674,6 +695,21 @@ mod tests {
         ));
         model.set_y_regulariser(YRegulariser::Supervised);
         assert_eq!(model.config().y_regulariser, YRegulariser::Supervised);
+        // A uniform p(y) stays uniform; a learned one takes the weights, normalised.
+        model.set_prior_weights(&[1.0, 2.0, 1.0]).expect("valid");
+        let uniform = Vec::<f32>::try_from(model.log_p_y().exp()).expect("p(y)");
+        assert!(uniform.iter().all(|p| (p - 1.0 / 3.0).abs() < 1e-6));
+        let mut learned_cfg = cfg.clone();
+        learned_cfg.learn_prior = true;
+        let vs = VarStore::new(Device::Cpu);
+        let mut learned = Gmvae::new(&vs.root(), 5, &learned_cfg).expect("valid");
+        learned.set_prior_weights(&[1.0, 2.0, 1.0]).expect("valid");
+        let p = Vec::<f32>::try_from(learned.log_p_y().exp()).expect("p(y)");
+        for (got, want) in p.iter().zip([0.25f32, 0.5, 0.25]) {
+            assert!((got - want).abs() < 1e-6, "{p:?}");
+        }
+        assert!(learned.set_prior_weights(&[1.0, 0.0, 1.0]).is_err());
+        assert!(learned.set_prior_weights(&[1.0, 1.0]).is_err());
     }
 
     #[test]

@@ -63,8 +63,9 @@ pub struct ComponentInit {
     /// First, this many epochs on the ELBO.
     pub pretrain_epochs: usize,
     /// Then k-means (k = K) on the training cells' latent means: the centres become the means of
-    /// `p(z | y)`, and `q(y | x)` learns the k-means clusters (cross-entropy in place of its KL
-    /// term) for this many epochs, before `train.epochs` epochs on the ELBO again.
+    /// `p(z | y)` (and the cluster sizes a learned `p(y)`), and `q(y | x)` learns the k-means
+    /// clusters (cross-entropy in place of its KL term) for this many epochs, before
+    /// `train.epochs` epochs on the ELBO again.
     pub pseudo_label_epochs: usize,
 }
 
@@ -537,6 +538,14 @@ fn train_gmvae(
         model.set_prior_means(
             &Tensor::from_slice(&centres).view([cfg.components as i64, cfg.latent as i64]),
         )?;
+        // A learned p(y) starts at the clusters' sizes, as VaDE starts its mixture weights: the
+        // pretraining may have left it on a few components.
+        let mut sizes = vec![0.0; cfg.components];
+        for &c in &km.labels {
+            sizes[c] += 1.0;
+        }
+        sizes.iter_mut().for_each(|s| *s = f64::max(*s, 1.0));
+        model.set_prior_weights(&sizes)?;
         let pseudo: Vec<f32> = km.labels.iter().map(|&c| c as f32).collect();
         let labelled = Tensor::cat(
             &[
