@@ -209,7 +209,7 @@ pub struct ClusterArgs {
 
 /// `scae cluster`: assigns cells to a trained GMVAE's components.
 pub fn cluster(args: &ClusterArgs) -> Result<()> {
-    use crate::study::gmvae_real::{SavedGmvae, write_clusters};
+    use crate::study::gmvae_real::{SavedGmvae, assignments, write_clusters};
 
     let spec = args.model.join("model.json");
     let text = std::fs::read_to_string(&spec)
@@ -253,11 +253,7 @@ pub fn cluster(args: &ClusterArgs) -> Result<()> {
         .into_owned();
     let x = Dataset::tensor(&counts, device)?;
     let q_y = model.cluster_probabilities(&x, 4096);
-    let assigned: Vec<usize> =
-        Vec::<i64>::try_from(q_y.argmax(-1, false).to_kind(tch::Kind::Int64))?
-            .into_iter()
-            .map(|c| c as usize)
-            .collect();
+    let assigned = assignments(&q_y)?;
     let out = Staging::new(&args.out)?;
     write_clusters(out.path(), &q_y, &assigned)?;
     let dest = out.commit()?;

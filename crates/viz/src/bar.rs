@@ -320,6 +320,7 @@ impl<'a> Legend<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::{listing, png_size};
     use approx::assert_abs_diff_eq;
     use std::fs;
 
@@ -348,25 +349,6 @@ mod tests {
             },
         ];
         (features(10), series)
-    }
-
-    /// Names of all entries in `dir`, sorted.
-    fn listing(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(dir)
-            .expect("tempdir is readable")
-            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
-            .collect();
-        names.sort();
-        names
-    }
-
-    /// Width and height from a PNG's IHDR chunk.
-    fn png_size(bytes: &[u8]) -> (u32, u32) {
-        let be = |at: usize| {
-            u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
-        };
-        assert_eq!(&bytes[12..16], b"IHDR");
-        (be(16), be(20))
     }
 
     #[test]

@@ -422,6 +422,7 @@ impl ColourBar {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::{listing, png_size};
     use std::fs;
 
     /// True labels against assigned clusters: 3 labels, 4 clusters.
@@ -444,25 +445,6 @@ mod tests {
             ],
             value_label: "cells".into(),
         }
-    }
-
-    /// Names of all entries in `dir`, sorted.
-    fn listing(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(dir)
-            .expect("tempdir is readable")
-            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
-            .collect();
-        names.sort();
-        names
-    }
-
-    /// Width and height from a PNG's IHDR chunk.
-    fn png_size(bytes: &[u8]) -> (u32, u32) {
-        let be = |at: usize| {
-            u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
-        };
-        assert_eq!(&bytes[12..16], b"IHDR");
-        (be(16), be(20))
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub mod heatmap;
 pub mod line;
 pub mod palette;
 pub mod scatter;
+#[cfg(test)]
+mod test_support;
 
 pub use bar::{BarSeries, bar_figure};
 pub use error::{Error, Result};

@@ -353,6 +353,7 @@ fn legend_position<DB: DrawingBackend, CT: plotters::coord::CoordTranslate>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::listing;
     use std::fs;
 
     fn losses(n: usize, start: f64, floor: f64) -> Vec<f64> {
@@ -374,16 +375,6 @@ mod tests {
                 Series::per_epoch("latent 50 test", &losses(30, 1.0, 0.33), 1, true),
             ],
         }
-    }
-
-    /// Names of all entries in `dir`, sorted.
-    fn listing(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(dir)
-            .expect("tempdir is readable")
-            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
-            .collect();
-        names.sort();
-        names
     }
 
     #[test]

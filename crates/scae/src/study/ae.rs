@@ -75,13 +75,7 @@ impl TrainedAe {
     pub fn save(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         crate::provenance::write_json(&dir.join("model.json"), &self.meta)?;
-        let weights = dir.join("weights.safetensors");
-        let tmp = dir.join(format!(".weights.tmp-{}.safetensors", std::process::id()));
-        self.vs
-            .save(&tmp)
-            .with_context(|| format!("{}: cannot write the weights", weights.display()))?;
-        std::fs::rename(&tmp, &weights)
-            .with_context(|| format!("{}: cannot write the weights", weights.display()))?;
+        save_weights(&self.vs, dir)?;
         write_history(&dir.join("history.csv"), &self.history)
     }
 
@@ -131,6 +125,18 @@ impl TrainedAe {
 pub fn to_array(t: &Tensor) -> Result<Array2<f32>> {
     let (values, rows, cols) = scae_models::tensor_to_rows(t)?;
     Ok(Array2::from_shape_vec((rows, cols), values)?)
+}
+
+/// Writes the weights of `vs` as `dir/weights.safetensors`, through a temporary file renamed
+/// into place.
+pub fn save_weights(vs: &tch::nn::VarStore, dir: &Path) -> Result<()> {
+    let weights = dir.join("weights.safetensors");
+    let tmp = dir.join(format!(".weights.tmp-{}.safetensors", std::process::id()));
+    vs.save(&tmp)
+        .with_context(|| format!("{}: cannot write the weights", weights.display()))?;
+    std::fs::rename(&tmp, &weights)
+        .with_context(|| format!("{}: cannot write the weights", weights.display()))?;
+    Ok(())
 }
 
 /// `epoch,train_loss,test_loss,seconds[,train_<term>,test_<term>..]`, full precision.

@@ -304,11 +304,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         let gmvae_seconds = started.elapsed().as_secs_f64();
         let chunk = cfg.gmvae.train.eval_batch_size;
         let q_y = model.cluster_probabilities(&all, chunk);
-        let assigned: Vec<usize> =
-            Vec::<i64>::try_from(q_y.argmax(-1, false).to_kind(Kind::Int64))?
-                .into_iter()
-                .map(|c| c as usize)
-                .collect();
+        let assigned = assignments(&q_y)?;
         let latent = to_array(&model.latent_means(&all, chunk))?;
         let dir = out.path().join(format!("seed_{seed}")).join("gmvae");
         save_gmvae(&dir, &vs, &gmvae_cfg, &prepared, &history, &q_y, &assigned)?;
@@ -624,14 +620,18 @@ fn save_gmvae(
             model: cfg.clone(),
         },
     )?;
-    let weights = dir.join("weights.safetensors");
-    let tmp = dir.join(format!(".weights.tmp-{}.safetensors", std::process::id()));
-    vs.save(&tmp)
-        .with_context(|| format!("{}: cannot write the weights", weights.display()))?;
-    std::fs::rename(&tmp, &weights)
-        .with_context(|| format!("{}: cannot write the weights", weights.display()))?;
+    super::ae::save_weights(vs, dir)?;
     super::ae::write_history(&dir.join("history.csv"), history)?;
     write_clusters(dir, q_y, assigned)
+}
+
+/// Each cell's cluster: the argmax of its row of `q(y | x)` (`[cells, K]`).
+pub fn assignments(q_y: &Tensor) -> Result<Vec<usize>> {
+    let argmax = q_y.argmax(-1, false).to_kind(Kind::Int64);
+    Ok(Vec::<i64>::try_from(argmax.to_device(tch::Device::Cpu))?
+        .into_iter()
+        .map(|c| c as usize)
+        .collect())
 }
 
 /// `q_y.npy` (cells x K) and `clusters.csv` (cell, cluster, its probability).

@@ -14,7 +14,7 @@ use std::fmt::Write as _;
 use anyhow::{Context, Result, bail};
 use scae_models::{DeviceChoice, Gmvae, GmvaeConfig, History, TrainConfig, YRegulariser};
 use serde::{Deserialize, Serialize};
-use tch::{Kind, Tensor, nn::VarStore};
+use tch::{Tensor, nn::VarStore};
 
 use super::vae::{CountSplit, save_history_figure};
 use super::{RunArgs, Staging};
@@ -167,11 +167,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         .with_context(|| format!("training the GMVAE with the {name} regulariser"))?;
         progress.finish();
         let probs = model.cluster_probabilities(&all, cfg.train.eval_batch_size);
-        let assigned: Vec<usize> =
-            Vec::<i64>::try_from(probs.argmax(-1, false).to_kind(Kind::Int64))?
-                .into_iter()
-                .map(|c| c as usize)
-                .collect();
+        let assigned = super::gmvae_real::assignments(&probs)?;
         let mut used = assigned.clone();
         used.sort_unstable();
         used.dedup();

@@ -365,13 +365,7 @@ impl TrainedVae {
             &dir.join("model.json"),
             &serde_json::json!({"genes": self.genes, "model": self.config}),
         )?;
-        let weights = dir.join("weights.safetensors");
-        let tmp = dir.join(format!(".weights.tmp-{}.safetensors", std::process::id()));
-        self.vs
-            .save(&tmp)
-            .with_context(|| format!("{}: cannot write the weights", weights.display()))?;
-        std::fs::rename(&tmp, &weights)
-            .with_context(|| format!("{}: cannot write the weights", weights.display()))?;
+        super::ae::save_weights(&self.vs, dir)?;
         write_history(&dir.join("history.csv"), &self.history)
     }
 }
