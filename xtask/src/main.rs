@@ -6,6 +6,7 @@
 //! `run(..) -> anyhow::Result<()>`, dispatched by the one `match` below.
 
 mod bench;
+mod gpu_check;
 mod project;
 mod study;
 mod test;
@@ -109,6 +110,13 @@ enum Task {
         #[command(subcommand)]
         which: bench::Which,
     },
+    /// Assemble gpu-check/: the release binary, configs, the PyTorch peer and run.sh, which
+    /// trains the AE, VAE and GMVAE on the CPU and on CUDA on a machine with PyTorch but no Rust.
+    GpuCheck {
+        /// Then run it here, on the CPU only (GPU_CHECK_DEVICES=cpu).
+        #[arg(long)]
+        cpu_run: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -130,6 +138,7 @@ fn main() -> ExitCode {
         Task::GmvaeReal { args } => study::run("gmvae-real", &args),
         Task::Test { args } => test::run(&args),
         Task::Bench { which } => bench::run(which),
+        Task::GpuCheck { cpu_run } => gpu_check::run(cpu_run),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,15 +1,34 @@
-//! `cargo xtask test`: set-up, the release build, then `cargo test --workspace --release`.
+//! `cargo xtask test`: formatting and lints, set-up, the release build, then
+//! `cargo test --workspace --release`.
 //!
-//! Tests run in the release profile so the dependency graph (libtorch's
-//! wrappers included) is compiled once and shared with the binaries the smoke
-//! tests run; a debug build would double the build time on a 2-core machine.
+//! What CI runs (`.ci/run`), so a fault of any kind fails it: `cargo fmt --check`, then
+//! `cargo clippy --workspace --all-targets -- -D warnings`, then the tests. Tests run in the
+//! release profile so the dependency graph (libtorch's wrappers included) is compiled once and
+//! shared with the binaries the smoke tests run; a debug build would double the build time on a
+//! 2-core machine. Clippy runs in the same profile and with the same flags for the same reason.
 
 use anyhow::{Context, Result};
 
 use crate::project;
 
 pub fn run(args: &[String]) -> Result<()> {
+    let mut fmt = project::cargo();
+    fmt.args(["fmt", "--all", "--check"]);
+    project::run_status(&mut fmt)
+        .context("cargo fmt --check: the code above is not formatted (run `cargo fmt --all`)")?;
     let torch = project::build_release()?;
+    let mut clippy = project::cargo();
+    clippy.args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--release",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    torch.apply(&mut clippy);
+    project::run_status(&mut clippy).context("cargo clippy: fix the warnings above")?;
     let mut cmd = project::cargo();
     cmd.args(["test", "--workspace", "--release"]).args(args);
     torch.apply(&mut cmd);

@@ -234,7 +234,10 @@ fn host(t: &Tensor) -> &[f32] {
     if n == 0 {
         return &[];
     }
-    debug_assert!(t.is_contiguous() && t.kind() == Kind::Float && t.device() == Device::Cpu);
+    assert!(
+        t.is_contiguous() && t.kind() == Kind::Float && t.device() == Device::Cpu,
+        "the fused likelihood reads contiguous CPU f32 tensors"
+    );
     // SAFETY: the callers pass contiguous CPU f32 tensors, so `data_ptr` addresses `n` f32
     // values; the slice borrows `t`, which keeps the storage alive, and nothing writes to it
     // while the kernel runs.
@@ -248,7 +251,10 @@ fn host_mut(t: &mut Tensor) -> &mut [f32] {
     if n == 0 {
         return &mut [];
     }
-    debug_assert!(t.is_contiguous() && t.kind() == Kind::Float && t.device() == Device::Cpu);
+    assert!(
+        t.is_contiguous() && t.kind() == Kind::Float && t.device() == Device::Cpu,
+        "the fused likelihood reads contiguous CPU f32 tensors"
+    );
     // SAFETY: `t` comes from `Tensor::empty` in this module (contiguous CPU f32, `n` values)
     // and has no other handle, so the exclusive borrow of `t` is exclusive access to its memory.
     unsafe { std::slice::from_raw_parts_mut(t.data_ptr().cast::<f32>(), n) }

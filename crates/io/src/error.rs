@@ -257,6 +257,24 @@ pub enum Error {
         /// The matrix folders found.
         found: Vec<PathBuf>,
     },
+    /// Every cell of a count matrix is empty: there is nothing to train on.
+    #[error("{}: the matrix of {cells} cells x {genes} genes holds no counts at all", path.display())]
+    NoCounts {
+        /// Where the counts came from.
+        path: PathBuf,
+        /// Cells of the matrix.
+        cells: usize,
+        /// Genes of the matrix.
+        genes: usize,
+    },
+    /// Parts of a matrix (or a request for part of one) that do not fit together.
+    #[error("{}: {reason}", path.display())]
+    Inconsistent {
+        /// Where the data came from.
+        path: PathBuf,
+        /// What does not fit.
+        reason: String,
+    },
 }
 
 /// `a, b, c` for a list of paths.

@@ -54,6 +54,22 @@ impl Labels {
     pub fn is_empty(&self) -> bool {
         self.codes.is_empty()
     }
+
+    /// The labels of the cells at `cells` (e.g. those kept by a filter), encoded anew: a class
+    /// no kept cell has is gone.
+    ///
+    /// # Panics
+    /// If a cell index is out of range.
+    pub fn subset(&self, cells: &[usize]) -> Self {
+        if cells.len() == self.codes.len() && cells.iter().enumerate().all(|(i, &c)| i == c) {
+            return self.clone();
+        }
+        let names: Vec<&str> = cells
+            .iter()
+            .map(|&c| self.names[self.codes[c]].as_str())
+            .collect();
+        Self::encode(&names)
+    }
 }
 
 /// Reads one label per line (integers or strings) and, if `n_cells` is given, checks that there
@@ -130,6 +146,15 @@ fn parse_lines<'a>(path: &Path, text: &'a str) -> Result<Vec<&'a str>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_subset_is_encoded_anew() {
+        let all = Labels::encode(&["b", "a", "c", "a"]);
+        let some = all.subset(&[0, 3]);
+        assert_eq!(some.names, ["a", "b"]);
+        assert_eq!(some.codes, [1, 0]);
+        assert_eq!(all.subset(&[0, 1, 2, 3]), all);
+    }
     use std::path::PathBuf;
 
     fn fixture(dir: &tempfile::TempDir, text: &str) -> PathBuf {

@@ -2,9 +2,9 @@
 //! matrix folders, label files, atomic writes; and the preprocessing that turns counts into the
 //! autoencoder's input.
 //!
-//! This crate knows files, not tensors: everything comes in and goes out as `ndarray` arrays (or,
-//! for 10x counts, which are mostly zeros, a `sprs` CSR matrix that [`dense_rows`] densifies a
-//! minibatch at a time), so the models, metrics and plots can be tested without touching the disk
+//! This crate knows files, not tensors: everything comes in and goes out as `ndarray` arrays or,
+//! for raw counts, which are mostly zeros, a sparse [`CountMatrix`] that a [`BatchSource`] hands
+//! out a minibatch at a time, so the models, metrics and plots can be tested without touching the disk
 //! or libtorch. Readers validate what they return (a 2-D, non-empty, finite `f32` matrix in
 //! standard layout; counts that are non-negative integers; genes, barcodes and labels that match
 //! the cells), so callers can trust it. Writers are atomic: a crash mid-write never leaves a
@@ -23,6 +23,8 @@
 //! ```
 
 mod atomic;
+pub mod batch;
+mod counts;
 mod error;
 mod labels;
 mod mtx;
@@ -33,6 +35,8 @@ mod tenx;
 mod test_support;
 
 pub use atomic::write_atomic;
+pub use batch::{Batch, BatchSource, BatchValues, CountRows, DenseRows};
+pub use counts::{CountMatrix, MAX_COUNT, drop_empty_cells};
 pub use error::{Error, Result};
 pub use labels::{Labels, read_labels, write_labels};
 pub use npy::{read_counts, read_matrix, write_npy};

@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 use tch::{Tensor, nn, nn::Module};
 
-use crate::train::{Losses, Model};
+use crate::train::{Losses, Model, TensorBatch};
 use crate::{Error, ReconLoss, Result};
 
 /// Shape and loss of an autoencoder (the `[model]` table of a study config).
@@ -69,6 +69,7 @@ pub struct Autoencoder {
     encoder: Vec<nn::Linear>,
     decoder: Vec<nn::Linear>,
     loss: ReconLoss,
+    input_dim: usize,
 }
 
 impl Autoencoder {
@@ -84,6 +85,7 @@ impl Autoencoder {
             encoder: layers(&(p / "encoder"), &widths),
             decoder: layers(&(p / "decoder"), &mirrored),
             loss: cfg.loss,
+            input_dim,
         })
     }
 
@@ -104,8 +106,17 @@ impl Autoencoder {
 }
 
 impl Model for Autoencoder {
-    fn losses(&self, x: &Tensor, _train: bool) -> Losses {
-        Losses::total(self.loss.compute(&self.reconstruct(x), x))
+    fn name(&self) -> &'static str {
+        "autoencoder"
+    }
+
+    fn input_genes(&self) -> usize {
+        self.input_dim
+    }
+
+    fn losses(&self, batch: &TensorBatch, _train: bool) -> Result<Losses> {
+        let x = &batch.x;
+        Ok(Losses::total(self.loss.compute(&self.reconstruct(x), x)))
     }
 }
 

@@ -19,9 +19,10 @@
 //! suffices: no graph is kept across steps. Training minimises `−ELBO` with both KL terms
 //! weighted by the warm-up's `beta`; the `y` term can be dropped (`y_regulariser = "none"`) or
 //! replaced by the cross-entropy of `q(y | x)` against known labels (`"supervised"`, for the
-//! study's ablation: rows then carry their label as one extra, last column). Evaluation always
-//! reports the ELBO with the KL term and `beta = 1`. After each epoch the model reports how many
-//! components were the most probable for at least one training cell ([`Model::epoch_figures`]).
+//! study's ablation and the k-means start: the labels come with the batch,
+//! [`TensorBatch::labels`]). Evaluation always reports the ELBO with the KL term and `beta = 1`.
+//! After each epoch the model reports how many components were the most probable for at least
+//! one training cell ([`Model::epoch_figures`]); the count is kept on the device until then.
 
 use scae_dists::{Likelihood, Reduction};
 use serde::{Deserialize, Serialize};
@@ -30,11 +31,8 @@ use tch::{Kind, Tensor, nn, nn::Module};
 use crate::autoencoder::torch_linear_init;
 use crate::decoder::{CountDecoder, DecoderShape};
 use crate::layers::Hidden;
-use crate::train::{Losses, Model};
-use crate::vae::{
-    Dispersion, Library, Vae, default_hidden, default_likelihood, default_log_var_range,
-    kl_weight_at, one, validate_shape,
-};
+use crate::train::{Losses, Model, TensorBatch};
+use crate::vae::{VaeConfig, kl_weight_at};
 use crate::{Error, Result};
 
 /// What regularises `q(y | x)` in the training objective.
@@ -50,7 +48,9 @@ pub enum YRegulariser {
     Supervised,
 }
 
-/// Shape and likelihood of a GMVAE (the `[model]` table of a GMVAE study config).
+/// A GMVAE (the `[model]` table of a GMVAE study config): the mixture, and the VAE it extends
+/// (its `[model.vae]` table, every key of a VAE's `[model]`: encoder widths, used by both
+/// `q(y | x)` and `q(z | x, y)`, latent size, decoder, likelihood, warm-up, ...).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GmvaeConfig {
@@ -58,31 +58,6 @@ pub struct GmvaeConfig {
     /// the data (e.g. the number of labels), it reads as 0 until the study sets it.
     #[serde(default)]
     pub components: usize,
-    /// Widths of the encoders' hidden layers (both `q(y | x)` and `q(z | x, y)`), input side
-    /// first; at least one.
-    #[serde(default = "default_hidden")]
-    pub hidden: Vec<usize>,
-    /// Widths of the decoder's hidden layers, latent side first (default: `hidden` reversed).
-    #[serde(default)]
-    pub decoder_hidden: Option<Vec<usize>>,
-    pub latent: usize,
-    #[serde(default = "default_likelihood")]
-    pub likelihood: Likelihood,
-    #[serde(default)]
-    pub dispersion: Dispersion,
-    #[serde(default)]
-    pub library: Library,
-    #[serde(default)]
-    pub batch_norm: bool,
-    /// Dropout after every hidden layer of the encoders.
-    #[serde(default)]
-    pub dropout: f64,
-    /// Epochs over which the KL weight rises linearly from 0 to 1 (0: always 1).
-    #[serde(default)]
-    pub kl_warmup_epochs: usize,
-    /// Latent samples per cell and component in each evaluation of the ELBO.
-    #[serde(default = "one")]
-    pub mc_samples: usize,
     /// Learn `p(y)` (logits) instead of keeping it uniform.
     #[serde(default)]
     pub learn_prior: bool,
@@ -91,15 +66,14 @@ pub struct GmvaeConfig {
     pub learn_prior_variance: bool,
     #[serde(default)]
     pub y_regulariser: YRegulariser,
-    /// The encoder's log-variance is clamped to this range.
-    #[serde(default = "default_log_var_range")]
-    pub log_var_range: [f64; 2],
     /// Weight of an extra training term, `y_balance · KL(q̄(y) ‖ p(y))`, with `q̄(y)` the mean of
     /// `q(y | x)` over the minibatch: it penalises leaving components empty without pushing each
     /// cell's `q(y | x)` towards `p(y)` as the ELBO's per-cell term does. 0 (the default) trains
     /// on the ELBO alone; the reported ELBO never includes it.
     #[serde(default)]
     pub y_balance: f64,
+    /// The VAE the GMVAE extends; its encoder needs at least one hidden layer here.
+    pub vae: VaeConfig,
 }
 
 impl GmvaeConfig {
@@ -107,21 +81,11 @@ impl GmvaeConfig {
     pub fn new(components: usize, latent: usize, likelihood: Likelihood) -> Self {
         Self {
             components,
-            hidden: default_hidden(),
-            decoder_hidden: None,
-            latent,
-            likelihood,
-            dispersion: Dispersion::Gene,
-            library: Library::Observed,
-            batch_norm: false,
-            dropout: 0.0,
-            kl_warmup_epochs: 0,
-            mc_samples: 1,
             learn_prior: false,
             learn_prior_variance: false,
             y_regulariser: YRegulariser::Kl,
-            log_var_range: default_log_var_range(),
             y_balance: 0.0,
+            vae: VaeConfig::new(latent, likelihood),
         }
     }
 
@@ -134,8 +98,8 @@ impl GmvaeConfig {
                 self.components
             ));
         }
-        if self.hidden.is_empty() {
-            return bad("model.hidden needs at least one layer for the GMVAE".into());
+        if self.vae.hidden.is_empty() {
+            return bad("model.vae.hidden needs at least one layer for the GMVAE".into());
         }
         if !(self.y_balance.is_finite() && self.y_balance >= 0.0) {
             return bad(format!(
@@ -143,21 +107,7 @@ impl GmvaeConfig {
                 self.y_balance
             ));
         }
-        validate_shape(
-            self.latent,
-            &self.hidden,
-            &self.decoder_widths(),
-            self.dropout,
-            self.mc_samples,
-            self.log_var_range,
-        )
-    }
-
-    /// The decoder's hidden widths, latent side first.
-    pub fn decoder_widths(&self) -> Vec<usize> {
-        self.decoder_hidden
-            .clone()
-            .unwrap_or_else(|| self.hidden.iter().rev().copied().collect())
+        self.vae.validate()
     }
 }
 
@@ -180,10 +130,9 @@ pub struct Gmvae {
     prior_y: Option<Tensor>,
     decoder: CountDecoder,
     beta: f64,
-    /// Training cells assigned (argmax of `q(y | x)`) to each component so far this epoch.
-    assigned: std::cell::RefCell<Vec<i64>>,
-    /// Epochs trained by earlier calls of `fit` (training in phases), so the warm-up goes on.
-    epochs_before: usize,
+    /// Training cells assigned (argmax of `q(y | x)`) to each component so far this epoch, `[K]`
+    /// on the device.
+    assigned: std::cell::RefCell<Option<Tensor>>,
 }
 
 /// Per cell (`[cells]` each): the ELBO and its terms, every one a mean over `q(y | x)`.
@@ -209,27 +158,34 @@ impl Gmvae {
         }
         let k = cfg.components as i64;
         let widths: Vec<usize> = std::iter::once(genes)
-            .chain(cfg.hidden.iter().copied())
+            .chain(cfg.vae.hidden.iter().copied())
             .collect();
-        let out = *cfg.hidden.last().unwrap_or(&genes);
+        let out = *cfg.vae.hidden.last().unwrap_or(&genes);
         let head = |name: &str, to: usize| {
             nn::linear(p / name, out as i64, to as i64, torch_linear_init(out))
         };
-        let stack =
-            |name: &str| Hidden::stack(&(p / name), &widths, cfg.batch_norm, cfg.dropout, true);
+        let stack = |name: &str| {
+            Hidden::stack(
+                &(p / name),
+                &widths,
+                cfg.vae.batch_norm,
+                cfg.vae.dropout,
+                true,
+            )
+        };
         let y_encoder = stack("y_encoder");
         let y_head = head("y_head", cfg.components);
         let z_encoder = stack("z_encoder");
         // W_y of the first layer of q(z | x, y), initialised as that layer's other weights.
         let y_embedding = p.var(
             "y_embedding",
-            &[k, cfg.hidden[0] as i64],
+            &[k, cfg.vae.hidden[0] as i64],
             torch_linear_init(genes + cfg.components).ws_init,
         );
-        let z_mean = head("z_mean", cfg.latent);
-        let z_log_var = head("z_log_var", cfg.latent);
+        let z_mean = head("z_mean", cfg.vae.latent);
+        let z_log_var = head("z_log_var", cfg.vae.latent);
         // Component means start apart (unit normal draws), variances at 1.
-        let latent = cfg.latent as i64;
+        let latent = cfg.vae.latent as i64;
         let prior_mean = p.var(
             "prior_mean",
             &[k, latent],
@@ -250,12 +206,12 @@ impl Gmvae {
             p,
             DecoderShape {
                 genes,
-                latent: cfg.latent,
-                hidden: &cfg.decoder_widths(),
-                likelihood: cfg.likelihood,
-                dispersion: cfg.dispersion,
-                library: cfg.library,
-                batch_norm: cfg.batch_norm,
+                latent: cfg.vae.latent,
+                hidden: &cfg.vae.decoder_widths(),
+                likelihood: cfg.vae.likelihood,
+                dispersion: cfg.vae.dispersion,
+                library: cfg.vae.library,
+                batch_norm: cfg.vae.batch_norm,
             },
         );
         Ok(Self {
@@ -270,9 +226,12 @@ impl Gmvae {
             prior_y,
             decoder,
             genes: genes as i64,
-            beta: if cfg.kl_warmup_epochs == 0 { 1.0 } else { 0.0 },
-            epochs_before: 0,
-            assigned: std::cell::RefCell::new(vec![0; cfg.components]),
+            beta: if cfg.vae.kl_warmup_epochs == 0 {
+                1.0
+            } else {
+                0.0
+            },
+            assigned: std::cell::RefCell::new(None),
             cfg: cfg.clone(),
         })
     }
@@ -290,7 +249,7 @@ impl Gmvae {
     /// Moves the means of `p(z | y)` to `means` (`[K, latent]`), e.g. to cluster centres found
     /// in the latent space.
     pub fn set_prior_means(&mut self, means: &Tensor) -> Result<()> {
-        let want = [self.cfg.components as i64, self.cfg.latent as i64];
+        let want = [self.cfg.components as i64, self.cfg.vae.latent as i64];
         if means.size() != want {
             return Err(Error::Config(format!(
                 "prior means of shape {:?}, expected {want:?}",
@@ -305,12 +264,6 @@ impl Gmvae {
             );
         });
         Ok(())
-    }
-
-    /// Tells the model it has trained `epochs` epochs in earlier calls of `fit`, so that the KL
-    /// warm-up of the next call goes on from there instead of starting again.
-    pub fn set_epochs_before(&mut self, epochs: usize) {
-        self.epochs_before = epochs;
     }
 
     /// Sets a learned `p(y)` to `weights` (`[K]`, positive; normalised here), e.g. to the sizes of
@@ -359,8 +312,9 @@ impl Gmvae {
 
     /// The ELBO of each cell of counts `x` (`[cells, genes]`) and its terms, with `samples`
     /// latent draws per cell and component.
-    pub fn terms(&self, x: &Tensor, samples: usize, train: bool) -> GmvaeTerms {
-        let (k, latent) = (self.cfg.components as i64, self.cfg.latent as i64);
+    pub fn terms(&self, batch: &TensorBatch, samples: usize, train: bool) -> GmvaeTerms {
+        let x = &batch.x;
+        let (k, latent) = (self.cfg.components as i64, self.cfg.vae.latent as i64);
         let cells = x.size()[0];
         let log_q_y = self.log_q_y(x, train);
         let q_y = log_q_y.exp();
@@ -373,7 +327,7 @@ impl Gmvae {
         // E log p(x | z) per component and cell: [K, cells].
         let ll = self
             .decoder
-            .log_lik(&z, x, &Vae::log_library(x), train, Reduction::Rows)
+            .log_lik(&z, x, &batch.log_library(), train, Reduction::Rows)
             .mean_dim(0, false, Kind::Float);
         // KL(N(m, v) ‖ N(m_k, v_k)), summed over latent dimensions: [K, cells].
         let prior_mean = self.prior_mean.unsqueeze(1);
@@ -404,10 +358,10 @@ impl Gmvae {
     /// The mean and log-variance of `q(z | x, k)` for every component `k`, `[K, cells, latent]`
     /// each.
     fn z_posterior(&self, x: &Tensor, train: bool) -> (Tensor, Tensor) {
-        let (k, latent) = (self.cfg.components as i64, self.cfg.latent as i64);
+        let (k, latent) = (self.cfg.components as i64, self.cfg.vae.latent as i64);
         let cells = x.size()[0];
         let h = Hidden::forward_offset(&self.z_encoder, x, &self.y_embedding.unsqueeze(1), train);
-        let [lo, hi] = self.cfg.log_var_range;
+        let [lo, hi] = self.cfg.vae.log_var_range;
         let mean = self.z_mean.forward(&h).view([k, cells, latent]);
         let log_var = self
             .z_log_var
@@ -431,33 +385,33 @@ impl Gmvae {
     pub fn cluster_probabilities(&self, x: &Tensor, chunk: usize) -> Tensor {
         crate::map_rows(x, chunk, |rows| self.log_q_y(rows, false).exp())
     }
-
-    /// The counts columns of a batch, and with the supervised regulariser the labels of its
-    /// last column (see the module documentation).
-    fn split_labels(&self, x: &Tensor) -> (Tensor, Option<Tensor>) {
-        if self.cfg.y_regulariser == YRegulariser::Supervised && x.size()[1] == self.genes + 1 {
-            let counts = x.narrow(1, 0, self.genes).contiguous();
-            let labels = x.select(1, self.genes).to_kind(Kind::Int64);
-            (counts, Some(labels))
-        } else {
-            (x.shallow_clone(), None)
-        }
-    }
 }
 
 impl Model for Gmvae {
-    fn losses(&self, x: &Tensor, train: bool) -> Losses {
-        let (counts, labels) = self.split_labels(x);
-        let t = self.terms(&counts, self.cfg.mc_samples, train);
+    fn name(&self) -> &'static str {
+        "GMVAE"
+    }
+
+    fn input_genes(&self) -> usize {
+        self.genes as usize
+    }
+
+    fn losses(&self, batch: &TensorBatch, train: bool) -> Result<Losses> {
+        let t = self.terms(batch, self.cfg.vae.mc_samples, train);
         let beta = if train { self.beta } else { 1.0 };
-        let y_term = match (self.cfg.y_regulariser, &labels) {
+        let y_term = match (self.cfg.y_regulariser, &batch.labels) {
             (YRegulariser::Kl, _) => &t.kl_y * beta,
             (YRegulariser::None, _) => t.kl_y.zeros_like(),
             (YRegulariser::Supervised, Some(labels)) => -t
                 .log_q_y
                 .gather(1, &labels.unsqueeze(1), false)
                 .squeeze_dim(1),
-            // Without labels (as on test rows), the ELBO's own term.
+            (YRegulariser::Supervised, None) if train => {
+                return Err(Error::Config(
+                    "the supervised q(y | x) regulariser needs batches with labels".into(),
+                ));
+            }
+            // Evaluation without labels (test cells): the ELBO's own term.
             (YRegulariser::Supervised, None) => &t.kl_y * beta,
         };
         let mut total = (-&t.log_likelihood + &t.kl_z * beta + y_term).mean(Kind::Float);
@@ -467,55 +421,57 @@ impl Model for Gmvae {
             total += balance * self.cfg.y_balance;
         }
         if train {
+            // Counted on the device; read once, when the epoch ends.
             let k = self.cfg.components as i64;
             let counts = t
                 .log_q_y
                 .argmax(-1, false)
                 .detach()
                 .bincount::<Tensor>(None, k);
-            if let Ok(counts) = Vec::<i64>::try_from(counts.to_device(tch::Device::Cpu)) {
-                let mut assigned = self.assigned.borrow_mut();
-                for (a, c) in assigned.iter_mut().zip(counts) {
-                    *a += c;
-                }
-            }
+            let mut assigned = self.assigned.borrow_mut();
+            *assigned = Some(match assigned.take() {
+                Some(sum) => sum + counts,
+                None => counts,
+            });
         }
         let mean = |v: &Tensor| v.mean(Kind::Float);
-        Losses {
+        Ok(Losses {
             total,
             terms: vec![
-                mean(&t.elbo),
-                mean(&t.log_likelihood),
-                mean(&t.kl_z),
-                mean(&t.kl_y),
+                ("elbo", mean(&t.elbo)),
+                ("log_likelihood", mean(&t.log_likelihood)),
+                ("kl_z", mean(&t.kl_z)),
+                ("kl_y", mean(&t.kl_y)),
             ],
-        }
-    }
-
-    fn term_names(&self) -> Vec<&'static str> {
-        vec!["elbo", "log_likelihood", "kl_z", "kl_y"]
+        })
     }
 
     /// `components_used`: the components that were the most probable for at least one
     /// training cell during the epoch.
-    fn epoch_figures(&mut self) -> Vec<(&'static str, f64)> {
-        let mut assigned = self.assigned.borrow_mut();
-        let used = assigned.iter().filter(|&&c| c > 0).count();
-        assigned.iter_mut().for_each(|c| *c = 0);
-        vec![("components_used", used as f64)]
+    fn epoch_figures(&mut self) -> Result<Vec<(&'static str, f64)>> {
+        let used = match self.assigned.borrow_mut().take() {
+            Some(counts) => i64::try_from(counts.gt(0).sum(Kind::Int64))?,
+            None => 0,
+        };
+        Ok(vec![("components_used", used as f64)])
     }
 
     fn begin_epoch(&mut self, epoch: usize) {
-        self.beta = kl_weight_at(self.epochs_before + epoch, self.cfg.kl_warmup_epochs);
+        self.beta = kl_weight_at(epoch, self.cfg.vae.kl_warmup_epochs);
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use scae_io::DenseRows;
     use tch::{Device, nn::VarStore};
 
     use super::*;
-    use crate::{TrainConfig, fit};
+    use crate::{Library, TrainConfig, fit};
+
+    fn batch(x: &Tensor) -> TensorBatch {
+        TensorBatch::from_tensor(x.shallow_clone())
+    }
 
     /// Counts from a mixture of `k` Poisson components over `genes` genes: component `c` has rate
     /// 20 on its own block of genes and 1 elsewhere. Returns the counts and each cell's component.
@@ -552,11 +508,11 @@ mod tests {
         let (x, _) = mixture(12, 9, 3, 1);
         let vs = VarStore::new(Device::Cpu);
         let mut cfg = GmvaeConfig::new(3, 2, Likelihood::Poisson);
-        cfg.hidden = vec![8];
+        cfg.vae.hidden = vec![8];
         cfg.learn_prior = true;
         let model = Gmvae::new(&vs.root(), 9, &cfg).expect("valid");
         tch::manual_seed(4);
-        let t = model.terms(&x, 1, false);
+        let t = model.terms(&batch(&x), 1, false);
         let q_y = t.log_q_y.exp();
         // Probabilities over components sum to one, and every term is finite.
         let sums = q_y.sum_dim_intlist(-1, false, Kind::Float);
@@ -588,7 +544,7 @@ mod tests {
         let (x, _) = mixture(4, 6, 2, 2);
         let vs = VarStore::new(Device::Cpu);
         let mut cfg = GmvaeConfig::new(2, 1, Likelihood::Poisson);
-        cfg.hidden = vec![4];
+        cfg.vae.hidden = vec![4];
         let model = Gmvae::new(&vs.root(), 6, &cfg).expect("valid");
         let h =
             Hidden::forward_offset(&model.z_encoder, &x, &model.y_embedding.unsqueeze(1), false);
@@ -597,7 +553,7 @@ mod tests {
             Vec::<f32>::try_from(model.z_log_var.forward(&h).clamp(-12.0, 8.0).flatten(0, -1))
                 .expect("log var");
         let pm = Vec::<f32>::try_from(model.prior_mean.flatten(0, -1)).expect("prior mean");
-        let t = model.terms(&x, 1, false);
+        let t = model.terms(&batch(&x), 1, false);
         let q_y = Vec::<f32>::try_from(t.log_q_y.exp().flatten(0, -1)).expect("q");
         let kl_z = Vec::<f32>::try_from(&t.kl_z).expect("kl");
         for cell in 0..4 {
@@ -620,23 +576,18 @@ mod tests {
         tch::manual_seed(0);
         let vs = VarStore::new(Device::Cpu);
         let mut cfg = GmvaeConfig::new(3, 2, Likelihood::Poisson);
-        cfg.hidden = vec![32];
-        cfg.library = Library::None;
+        cfg.vae.hidden = vec![32];
+        cfg.vae.library = Library::None;
         let mut model = Gmvae::new(&vs.root(), 30, &cfg).expect("valid");
-        let history = fit(
-            &mut model,
-            &vs,
-            &x,
-            &x.narrow(0, 0, 0),
-            &train_cfg(80),
-            1,
-            |_| {},
-        )
-        .expect("training runs");
+        let (values, rows, cols) = crate::tensor_to_rows(&x).expect("2-D");
+        let host = ndarray::Array2::from_shape_vec((rows, cols), values).expect("shape");
+        let source = DenseRows::all(host.view());
+        let history =
+            fit(&mut model, &vs, &source, None, &train_cfg(80), 1, |_| {}).expect("training runs");
         let used = history.epochs.last().expect("epochs").figures.clone();
         assert_eq!(used, vec![("components_used", 3.0)]);
-        let first = history.epochs[0].train_terms[0];
-        let last = history.epochs.last().expect("epochs").train_terms[0];
+        let first = history.epochs[0].train_terms.get("elbo").expect("elbo");
+        let last = history.last_train_term("elbo").expect("elbo");
         assert!(last > first, "ELBO {first} -> {last}");
         let probs = model.cluster_probabilities(&x, 256);
         let assigned: Vec<usize> = Vec::<i64>::try_from(probs.argmax(-1, false))
@@ -654,15 +605,17 @@ mod tests {
         let (x, _) = mixture(16, 9, 3, 5);
         let vs = VarStore::new(Device::Cpu);
         let mut cfg = GmvaeConfig::new(3, 2, Likelihood::Poisson);
-        cfg.hidden = vec![8];
-        cfg.library = Library::None;
+        cfg.vae.hidden = vec![8];
+        cfg.vae.library = Library::None;
         let mut model = Gmvae::new(&vs.root(), 9, &cfg).expect("valid");
         model.begin_epoch(0);
         tch::manual_seed(7);
-        let plain = f64::try_from(model.losses(&x, true).total).expect("scalar");
+        let plain =
+            f64::try_from(model.losses(&batch(&x), true).expect("step").total).expect("scalar");
         model.cfg.y_balance = 2.5;
         tch::manual_seed(7);
-        let balanced = f64::try_from(model.losses(&x, true).total).expect("scalar");
+        let balanced =
+            f64::try_from(model.losses(&batch(&x), true).expect("step").total).expect("scalar");
         // KL(q̄ || uniform) = Σ q̄ ln q̄ + ln K, with q̄ the mean of q(y | x) over the batch.
         let q_mean = model
             .log_q_y(&x, true)
@@ -674,10 +627,12 @@ mod tests {
         approx::assert_relative_eq!(balanced - plain, 2.5 * kl, max_relative = 1e-3);
         // Evaluation never includes it.
         tch::manual_seed(7);
-        let eval = f64::try_from(model.losses(&x, false).total).expect("scalar");
+        let eval =
+            f64::try_from(model.losses(&batch(&x), false).expect("step").total).expect("scalar");
         model.cfg.y_balance = 0.0;
         tch::manual_seed(7);
-        let eval_plain = f64::try_from(model.losses(&x, false).total).expect("scalar");
+        let eval_plain =
+            f64::try_from(model.losses(&batch(&x), false).expect("step").total).expect("scalar");
         assert_eq!(eval, eval_plain);
     }
 
@@ -717,9 +672,9 @@ mod tests {
         let mut cfg = GmvaeConfig::new(1, 2, Likelihood::Nb);
         assert!(matches!(cfg.validate(), Err(Error::Config(_))));
         cfg.components = 3;
-        cfg.hidden.clear();
+        cfg.vae.hidden.clear();
         assert!(matches!(cfg.validate(), Err(Error::Config(_))));
-        cfg.hidden = vec![8];
+        cfg.vae.hidden = vec![8];
         assert!(cfg.validate().is_ok());
         cfg.y_balance = -1.0;
         assert!(matches!(cfg.validate(), Err(Error::Config(_))));

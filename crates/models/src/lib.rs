@@ -2,10 +2,13 @@
 //! loop every model shares.
 //!
 //! This crate and `scae-dists` are the only ones that touch tch. Every model
-//! implements [`Model`], which gives the losses of one minibatch; [`fit`]
-//! drives any model through the same loop (Adam, seeded shuffles, train and
-//! test loss per epoch, a stop on the first non-finite loss). Configurations
-//! are serde types validated before use.
+//! implements [`Model`], which gives the named losses of one minibatch; the
+//! [`Trainer`] drives any model through the same loop (Adam, minibatches pulled
+//! from a [`scae_io::BatchSource`] in a seeded order, train and test loss per
+//! epoch, phases that continue one run, a stop on the first non-finite loss or
+//! libtorch error). [`Net`] wraps a model with its variables and answers in host
+//! arrays, so callers need no tensors. Configurations are serde types validated
+//! before use.
 
 mod autoencoder;
 mod decoder;
@@ -14,6 +17,7 @@ mod error;
 mod gmvae;
 mod layers;
 mod loss;
+mod net;
 mod optim;
 mod split;
 mod train;
@@ -24,11 +28,30 @@ pub use device::{DeviceChoice, select_device};
 pub use error::{Error, Result};
 pub use gmvae::{Gmvae, GmvaeConfig, GmvaeTerms, YRegulariser};
 pub use loss::{ReconLoss, mse_loss, nonzero_mse_loss};
+pub use net::{Build, ComputeDevice, Net, row_argmax, seed_torch};
 pub use optim::Adam;
 pub use scae_dists::{CountLaw, Likelihood};
 pub use split::{Split, shuffled_indices};
-pub use train::{EpochStats, History, Losses, Model, TrainConfig, evaluate, fit, map_rows};
+pub use train::{
+    EVAL_VALUES, EpochStats, History, Losses, Model, TensorBatch, Terms, TrainConfig, Trainer,
+    eval_chunk, evaluate, fit, map_cells,
+};
 pub use vae::{Dispersion, Library, Posterior, Vae, VaeConfig};
+
+/// Applies `f` to the rows of `x` in chunks without gradients and concatenates the results.
+pub fn map_rows(
+    x: &tch::Tensor,
+    chunk: usize,
+    f: impl Fn(&tch::Tensor) -> tch::Tensor,
+) -> tch::Tensor {
+    let _guard = tch::no_grad_guard();
+    let n = x.size()[0];
+    let parts: Vec<tch::Tensor> = (0..n)
+        .step_by(chunk.max(1))
+        .map(|begin| f(&x.narrow(0, begin, (chunk as i64).min(n - begin))))
+        .collect();
+    tch::Tensor::cat(&parts, 0)
+}
 
 /// A tensor of one `f32` matrix, copied from row-major host memory.
 pub fn tensor_from_rows(data: &[f32], rows: usize, cols: usize) -> Result<tch::Tensor> {

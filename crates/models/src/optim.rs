@@ -160,8 +160,9 @@ impl FusedAdam {
             if !grad.defined() {
                 continue;
             }
-            debug_assert!(
-                grad.is_contiguous() && grad.kind() == Kind::Float && grad.numel() == m.len()
+            assert!(
+                grad.is_contiguous() && grad.kind() == Kind::Float && grad.numel() == m.len(),
+                "the fused Adam updates contiguous f32 gradients of its parameters' shape"
             );
             with_cpu_f32(p, &grad, |param, grad| coef.update(param, grad, m, v));
         }
@@ -215,6 +216,12 @@ impl Coefficients {
 fn with_cpu_f32(param: &Tensor, grad: &Tensor, f: impl FnOnce(&mut [f32], &mut [f32])) {
     let n = param.numel();
     assert_eq!(grad.numel(), n, "a gradient has its parameter's shape");
+    for t in [param, grad] {
+        assert!(
+            t.is_contiguous() && t.kind() == Kind::Float && t.device() == Device::Cpu,
+            "the fused Adam works on contiguous CPU f32 tensors"
+        );
+    }
     // SAFETY: see the function's documentation; both pointers address `n` f32
     // values, and the slices do not outlive this call.
     let (p, g) = unsafe {

@@ -1,26 +1,113 @@
-//! The one training loop every model shares.
+//! The one training loop every model shares, and the minibatches it feeds them.
 //!
-//! A model says what its losses on one minibatch are ([`Model::losses`]);
-//! [`fit`] owns everything else: Adam ([`crate::optim`]) with learning rate and weight decay,
-//! minibatches from a seeded shuffle (one `index_select` per minibatch), train and test loss per epoch, and a stop with [`Error::NonFiniteLoss`]
-//! naming the epoch and batch of the first loss that is not finite.
+//! A model says what its named losses on one minibatch are ([`Model::losses`], which may fail);
+//! the [`Trainer`] owns everything else: Adam ([`crate::optim`]) with learning rate and weight
+//! decay, minibatches pulled from a [`BatchSource`] in a seeded order, train and test loss per
+//! epoch, and a stop with [`Error::NonFiniteLoss`] naming the epoch and batch of the first loss
+//! that is not finite. Training in phases (the GMVAE's start) is one trainer run several times:
+//! the optimiser state, the epoch count (and so the KL warm-up and the shuffles) and the history
+//! go on from one phase to the next.
 //!
-//! Loss values stay on the device during an epoch and are read once at its
-//! end, so a GPU is not synchronised after every step.
+//! A batch reaches the model as a [`TensorBatch`], made dense on the model's device only then:
+//! the counts travel as their nonzeros. Loss values stay on the device during an epoch and are
+//! read once at its end, so a GPU is not synchronised after every step. A libtorch error inside a
+//! step (a shape that does not fit, memory running out on a GPU) ends training with
+//! [`Error::Step`], naming the model, the phase, the epoch and the batch, instead of a panic.
 
 use std::time::Instant;
 
+use ndarray::Array2;
+use scae_io::{Batch, BatchSource, BatchValues};
 use serde::{Deserialize, Serialize};
-use tch::{Kind, Tensor, nn};
+use tch::{Device, Kind, Tensor, nn};
 
+use crate::error::catch_torch;
 use crate::optim::Adam;
 use crate::{Error, Result, shuffled_indices};
 
-/// The losses of one minibatch: `total` is minimised; `terms` are reported beside it.
+/// A minibatch on the model's device.
+#[derive(Debug)]
+pub struct TensorBatch {
+    /// `[cells, genes]`, dense.
+    pub x: Tensor,
+    /// Each cell's total count, `[cells, 1]` (count sources).
+    pub library: Option<Tensor>,
+    /// Each cell's label, `[cells]` `int64` (sources with labels).
+    pub labels: Option<Tensor>,
+}
+
+impl TensorBatch {
+    /// A batch of dense rows alone (tests, tensors made in memory).
+    pub fn from_tensor(x: Tensor) -> Self {
+        Self {
+            x,
+            library: None,
+            labels: None,
+        }
+    }
+
+    /// `batch` on `device`: sparse values are sent as their nonzeros and scattered into a zero
+    /// matrix there.
+    pub fn from_host(batch: &Batch, device: Device) -> Result<Self> {
+        let (rows, genes) = (batch.rows as i64, batch.genes as i64);
+        let x = match &batch.values {
+            BatchValues::Dense(values) => {
+                crate::tensor_from_rows(values, batch.rows, batch.genes)?.to_device(device)
+            }
+            BatchValues::Sparse {
+                indptr,
+                indices,
+                values,
+            } => {
+                let mut flat = Vec::with_capacity(indices.len());
+                for r in 0..batch.rows {
+                    let (from, to) = (indptr[r] as usize, indptr[r + 1] as usize);
+                    flat.extend(indices[from..to].iter().map(|&j| r as i64 * genes + j));
+                }
+                let mut x = Tensor::f_zeros([rows * genes], (Kind::Float, device))?;
+                if !flat.is_empty() {
+                    let index = Tensor::from_slice(&flat).to_device(device);
+                    let values = Tensor::from_slice(values).to_device(device);
+                    let _ = x.f_index_copy_(0, &index, &values)?;
+                }
+                x.view([rows, genes])
+            }
+        };
+        let library = batch
+            .library
+            .as_ref()
+            .map(|l| Tensor::from_slice(l).view([rows, 1]).to_device(device));
+        let labels = batch
+            .labels
+            .as_ref()
+            .map(|l| Tensor::from_slice(l).to_device(device));
+        Ok(Self { x, library, labels })
+    }
+
+    /// Cells in the batch.
+    pub fn rows(&self) -> i64 {
+        self.x.size()[0]
+    }
+
+    /// Log of each cell's total count (`[cells, 1]`), at least `ln 1` so an empty cell stays
+    /// finite: from the library sizes the source gave, else summed from `x`.
+    pub fn log_library(&self) -> Tensor {
+        match &self.library {
+            Some(library) => library.clamp_min(1.0).log(),
+            None => self
+                .x
+                .sum_dim_intlist(-1, true, Kind::Float)
+                .clamp_min(1.0)
+                .log(),
+        }
+    }
+}
+
+/// The losses of one minibatch: `total` is minimised; the named `terms` are reported beside it.
 #[derive(Debug)]
 pub struct Losses {
     pub total: Tensor,
-    pub terms: Vec<Tensor>,
+    pub terms: Vec<(&'static str, Tensor)>,
 }
 
 impl Losses {
@@ -35,21 +122,27 @@ impl Losses {
 
 /// A model the training loop can drive.
 pub trait Model {
-    /// The losses on minibatch `x` (rows are cells); `train` selects training behaviour.
-    fn losses(&self, x: &Tensor, train: bool) -> Losses;
+    /// What the model is called in errors ("VAE", "GMVAE", "autoencoder").
+    fn name(&self) -> &'static str;
 
-    /// Names of the entries of [`Losses::terms`], in order.
-    fn term_names(&self) -> Vec<&'static str> {
-        Vec::new()
-    }
+    /// The columns every batch must have.
+    fn input_genes(&self) -> usize;
 
-    /// Called before every epoch (1-based), for schedules such as KL warm-up.
+    /// The losses on `batch`; `train` selects training behaviour.
+    ///
+    /// # Errors
+    /// When the batch does not suit the model (a missing label column, say); libtorch's own
+    /// errors inside a step are caught by the trainer.
+    fn losses(&self, batch: &TensorBatch, train: bool) -> Result<Losses>;
+
+    /// Called before every epoch (1-based, counted over every phase), for schedules such as KL
+    /// warm-up.
     fn begin_epoch(&mut self, _epoch: usize) {}
 
     /// Figures the model gathered over an epoch's training steps, read once they are done
     /// (name and value; the GMVAE counts the mixture components that hold a cell).
-    fn epoch_figures(&mut self) -> Vec<(&'static str, f64)> {
-        Vec::new()
+    fn epoch_figures(&mut self) -> Result<Vec<(&'static str, f64)>> {
+        Ok(Vec::new())
     }
 }
 
@@ -62,7 +155,8 @@ pub struct TrainConfig {
     pub learning_rate: f64,
     #[serde(default)]
     pub weight_decay: f64,
-    /// Rows per forward pass when evaluating (no gradient is kept).
+    /// Rows per forward pass when evaluating (no gradient is kept); fewer for wide inputs, so
+    /// that one dense chunk holds at most [`EVAL_VALUES`] values.
     #[serde(default = "default_eval_batch")]
     pub eval_batch_size: usize,
     /// Adam's `eps` (PyTorch's default 1e-8; scvi-tools trains with 0.01).
@@ -72,6 +166,10 @@ pub struct TrainConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clip_grad_norm: Option<f64>,
 }
+
+/// The most values (cells x genes) one evaluation chunk holds dense: 2^23, 32 MiB of `f32`, so
+/// evaluating 28,000 genes takes 299 cells at a time and the decoder's outputs stay small.
+pub const EVAL_VALUES: usize = 1 << 23;
 
 fn default_adam_eps() -> f64 {
     crate::optim::DEFAULT_EPS
@@ -116,18 +214,62 @@ impl TrainConfig {
         }
         Ok(())
     }
+
+    /// Rows per evaluation chunk for inputs of `genes` columns.
+    pub fn eval_chunk(&self, genes: usize) -> usize {
+        eval_chunk(self.eval_batch_size, genes)
+    }
+}
+
+/// At most `chunk` rows, and at most [`EVAL_VALUES`] values, per evaluation chunk.
+pub fn eval_chunk(chunk: usize, genes: usize) -> usize {
+    chunk.min(EVAL_VALUES / genes.max(1)).max(1)
+}
+
+/// Named loss terms, in the order the model gave them; serialised as a map.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Terms(pub Vec<(&'static str, f64)>);
+
+impl Terms {
+    /// The value of term `name`.
+    pub fn get(&self, name: &str) -> Option<f64> {
+        self.0.iter().find(|(n, _)| *n == name).map(|&(_, v)| v)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The names, in order.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.0.iter().map(|&(n, _)| n).collect()
+    }
+}
+
+impl Serialize for Terms {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (name, value) in &self.0 {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
+    }
 }
 
 /// What one epoch measured. Losses are means per minibatch weighted by its rows.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EpochStats {
-    /// 1-based.
+    /// 1-based, counted over every phase of the run.
     pub epoch: usize,
+    /// The phase the epoch belongs to (empty for a run of one phase).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub phase: String,
     pub train_loss: f64,
     /// `None` when there is no test set.
     pub test_loss: Option<f64>,
-    pub train_terms: Vec<f64>,
-    pub test_terms: Vec<f64>,
+    pub train_terms: Terms,
+    pub test_terms: Terms,
     /// Wall time of the epoch, training and test evaluation.
     pub seconds: f64,
     /// Wall time of the training steps alone (the minibatches, without the test evaluation).
@@ -154,57 +296,124 @@ impl History {
     pub fn test_losses(&self) -> Vec<f64> {
         self.epochs.iter().filter_map(|e| e.test_loss).collect()
     }
+
+    /// The last epoch's test value of term `name`.
+    pub fn last_test_term(&self, name: &str) -> Option<f64> {
+        self.epochs.last()?.test_terms.get(name)
+    }
+
+    /// The last epoch's training value of term `name`.
+    pub fn last_train_term(&self, name: &str) -> Option<f64> {
+        self.epochs.last()?.train_terms.get(name)
+    }
 }
 
-/// Trains `model`, whose variables live in `vs`, on the rows of `train`.
-///
-/// `shuffle_seed` seeds the minibatch order of every epoch; `on_epoch` sees each
-/// epoch's figures as soon as they are known (progress bars, logs).
-pub fn fit<M: Model>(
-    model: &mut M,
-    vs: &nn::VarStore,
-    train: &Tensor,
-    test: &Tensor,
-    cfg: &TrainConfig,
-    shuffle_seed: u64,
-    mut on_epoch: impl FnMut(&EpochStats),
-) -> Result<History> {
-    cfg.validate()?;
-    let n = usize::try_from(train.size()[0]).unwrap_or(0);
-    if n == 0 {
-        return Err(Error::Config("the training set is empty".into()));
+/// Trains one model: Adam over the variables of its `VarStore`, a seeded minibatch order, and
+/// one history over every phase (see the module documentation).
+#[derive(Debug)]
+pub struct Trainer {
+    opt: Adam,
+    cfg: TrainConfig,
+    seed: u64,
+    device: Device,
+    history: History,
+}
+
+impl Trainer {
+    /// A trainer of the variables of `vs`; `seed` seeds the minibatch order of every epoch.
+    pub fn new(vs: &nn::VarStore, cfg: &TrainConfig, seed: u64) -> Result<Self> {
+        cfg.validate()?;
+        Ok(Self {
+            opt: Adam::with_eps(vs, cfg.learning_rate, cfg.weight_decay, cfg.adam_eps)?,
+            cfg: cfg.clone(),
+            seed,
+            device: vs.device(),
+            history: History::default(),
+        })
     }
-    let mut opt = Adam::with_eps(vs, cfg.learning_rate, cfg.weight_decay, cfg.adam_eps)?;
-    let mut history = History {
-        term_names: model.term_names(),
-        epochs: Vec::with_capacity(cfg.epochs),
-    };
-    let device = train.device();
-    for epoch in 1..=cfg.epochs {
+
+    /// The epochs trained so far.
+    pub fn epochs_done(&self) -> usize {
+        self.history.epochs.len()
+    }
+
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
+    pub fn into_history(self) -> History {
+        self.history
+    }
+
+    /// Trains `epochs` more epochs of `model` on `train`, scoring `test` after each (when given);
+    /// `phase` names them in the history. `on_epoch` sees each epoch's figures as soon as they are
+    /// known (progress bars, logs).
+    pub fn run<M: Model>(
+        &mut self,
+        model: &mut M,
+        phase: &str,
+        train: &dyn BatchSource,
+        test: Option<&dyn BatchSource>,
+        epochs: usize,
+        mut on_epoch: impl FnMut(&EpochStats),
+    ) -> Result<()> {
+        let n = train.cells();
+        if n == 0 {
+            return Err(Error::Config("the training set is empty".into()));
+        }
+        for source in std::iter::once(train).chain(test) {
+            check_width(model, source)?;
+        }
+        for _ in 0..epochs {
+            let epoch = self.epochs_done() + 1;
+            let stats = self
+                .epoch(model, phase, train, test, epoch)
+                .map_err(|e| in_step(e, model.name(), phase, epoch))?;
+            on_epoch(&stats);
+            if self.history.term_names.is_empty() {
+                self.history.term_names = stats.train_terms.names();
+            }
+            self.history.epochs.push(stats);
+        }
+        Ok(())
+    }
+
+    fn epoch<M: Model>(
+        &mut self,
+        model: &mut M,
+        phase: &str,
+        train: &dyn BatchSource,
+        test: Option<&dyn BatchSource>,
+        epoch: usize,
+    ) -> Result<EpochStats> {
         model.begin_epoch(epoch);
         let start = Instant::now();
-        let order: Vec<i64> = shuffled_indices(n, epoch_seed(shuffle_seed, epoch))
-            .into_iter()
-            .map(|i| i as i64)
-            .collect();
-        let order = Tensor::from_slice(&order).to_device(device);
+        let n = train.cells();
+        let order = shuffled_indices(n, epoch_seed(self.seed, epoch));
         let mut batches = BatchLosses::default();
-        for begin in (0..n).step_by(cfg.batch_size) {
-            let rows = cfg.batch_size.min(n - begin);
-            // One batch's rows at a time: a shuffled copy of the whole matrix each epoch costs
-            // as much memory again and, for wide count matrices, fresh pages every epoch.
-            let batch = train.index_select(0, &order.narrow(0, begin as i64, rows as i64));
-            let losses = model.losses(&batch, true);
-            opt.backward_step(&losses.total, cfg.clip_grad_norm);
-            batches.push(&losses, rows);
+        for (b, positions) in order.chunks(self.cfg.batch_size).enumerate() {
+            let host = train.batch(positions)?;
+            let (opt, clip) = (&mut self.opt, self.cfg.clip_grad_norm);
+            catch_torch(|| {
+                let batch = TensorBatch::from_host(&host, self.device)?;
+                let losses = model.losses(&batch, true)?;
+                opt.backward_step(&losses.total, clip);
+                batches.push(&losses, positions.len());
+                Ok(())
+            })
+            .map_err(|e| at_batch(e, b + 1))?;
         }
         let (train_loss, train_terms) = batches.reduce(epoch, "train")?;
-        let figures = model.epoch_figures();
+        let figures = catch_torch(|| model.epoch_figures())?;
         let train_seconds = start.elapsed().as_secs_f64();
-        let test_eval =
-            evaluate(model, test, cfg.eval_batch_size).map_err(|e| with_epoch(e, epoch))?;
-        let stats = EpochStats {
+        let test_eval = match test {
+            Some(test) => evaluate(model, test, self.cfg.eval_chunk(test.genes()), self.device)
+                .map_err(|e| with_epoch(e, epoch))?,
+            None => None,
+        };
+        Ok(EpochStats {
             epoch,
+            phase: phase.to_string(),
             train_loss,
             test_loss: test_eval.as_ref().map(|(loss, _)| *loss),
             train_terms,
@@ -212,41 +421,90 @@ pub fn fit<M: Model>(
             seconds: start.elapsed().as_secs_f64(),
             train_seconds,
             figures,
-        };
-        on_epoch(&stats);
-        history.epochs.push(stats);
+        })
     }
-    Ok(history)
 }
 
-/// Mean loss (and terms) of `model` over the rows of `x`, in chunks, without gradients.
-/// `None` when `x` has no rows.
-pub fn evaluate<M: Model>(model: &M, x: &Tensor, chunk: usize) -> Result<Option<(f64, Vec<f64>)>> {
-    let n = usize::try_from(x.size()[0]).unwrap_or(0);
+/// Trains `model`, whose variables live in `vs`, for `cfg.epochs` epochs on `train` in one phase
+/// (see [`Trainer::run`]).
+pub fn fit<M: Model>(
+    model: &mut M,
+    vs: &nn::VarStore,
+    train: &dyn BatchSource,
+    test: Option<&dyn BatchSource>,
+    cfg: &TrainConfig,
+    shuffle_seed: u64,
+    on_epoch: impl FnMut(&EpochStats),
+) -> Result<History> {
+    let mut trainer = Trainer::new(vs, cfg, shuffle_seed)?;
+    trainer.run(model, "", train, test, cfg.epochs, on_epoch)?;
+    Ok(trainer.into_history())
+}
+
+/// Checks the source's columns are the model's input.
+pub(crate) fn check_width<M: Model>(model: &M, source: &dyn BatchSource) -> Result<()> {
+    if source.genes() != model.input_genes() {
+        return Err(Error::Config(format!(
+            "the {} reads {} genes, the data has {}",
+            model.name(),
+            model.input_genes(),
+            source.genes()
+        )));
+    }
+    Ok(())
+}
+
+/// Mean loss (and terms) of `model` over the cells of `source`, `chunk` cells at a time, without
+/// gradients. `None` when the source has no cells.
+pub fn evaluate<M: Model>(
+    model: &M,
+    source: &dyn BatchSource,
+    chunk: usize,
+    device: Device,
+) -> Result<Option<(f64, Terms)>> {
+    let n = source.cells();
     if n == 0 {
         return Ok(None);
     }
+    check_width(model, source)?;
     let _guard = tch::no_grad_guard();
     let mut batches = BatchLosses::default();
-    for begin in (0..n).step_by(chunk.max(1)) {
-        let rows = chunk.min(n - begin);
-        batches.push(
-            &model.losses(&x.narrow(0, begin as i64, rows as i64), false),
-            rows,
-        );
+    let positions: Vec<usize> = (0..n).collect();
+    for (b, part) in positions.chunks(chunk.max(1)).enumerate() {
+        let host = source.batch(part)?;
+        catch_torch(|| {
+            let batch = TensorBatch::from_host(&host, device)?;
+            batches.push(&model.losses(&batch, false)?, part.len());
+            Ok(())
+        })
+        .map_err(|e| at_batch(e, b + 1))?;
     }
     batches.reduce(0, "test").map(Some)
 }
 
-/// Applies `f` to the rows of `x` in chunks without gradients and concatenates the results.
-pub fn map_rows(x: &Tensor, chunk: usize, f: impl Fn(&Tensor) -> Tensor) -> Tensor {
+/// Applies `f` to the cells of `source`, `chunk` at a time, on `device` and without gradients,
+/// and gathers the `[cells, k]` results on the host, in the source's order.
+pub fn map_cells(
+    source: &dyn BatchSource,
+    chunk: usize,
+    device: Device,
+    f: impl Fn(&TensorBatch) -> Result<Tensor>,
+) -> Result<Array2<f32>> {
     let _guard = tch::no_grad_guard();
-    let n = x.size()[0];
-    let parts: Vec<Tensor> = (0..n)
-        .step_by(chunk.max(1))
-        .map(|begin| f(&x.narrow(0, begin, (chunk as i64).min(n - begin))))
-        .collect();
-    Tensor::cat(&parts, 0)
+    let positions: Vec<usize> = (0..source.cells()).collect();
+    let mut parts = Vec::new();
+    for part in positions.chunks(chunk.max(1)) {
+        let host = source.batch(part)?;
+        let out = catch_torch(|| f(&TensorBatch::from_host(&host, device)?))?;
+        parts.push(out.to_device(Device::Cpu));
+    }
+    if parts.is_empty() {
+        return Ok(Array2::zeros((0, 0)));
+    }
+    let all = Tensor::f_cat(&parts, 0)?;
+    let (values, rows, cols) = crate::tensor_to_rows(&all)?;
+    Array2::from_shape_vec((rows, cols), values)
+        .map_err(|e| Error::Config(format!("a {rows} x {cols} result: {e}")))
 }
 
 /// The losses of an epoch's minibatches, kept on the device until [`BatchLosses::reduce`].
@@ -254,44 +512,48 @@ pub fn map_rows(x: &Tensor, chunk: usize, f: impl Fn(&Tensor) -> Tensor) -> Tens
 struct BatchLosses {
     /// `[total, terms..]` of each batch, detached scalars, batch after batch.
     values: Vec<Tensor>,
+    names: Vec<&'static str>,
     rows: Vec<usize>,
-    width: usize,
 }
 
 impl BatchLosses {
     fn push(&mut self, losses: &Losses, rows: usize) {
-        self.width = 1 + losses.terms.len();
+        if self.names.is_empty() {
+            self.names = losses.terms.iter().map(|&(n, _)| n).collect();
+        }
         self.values.extend(
             std::iter::once(&losses.total)
-                .chain(&losses.terms)
+                .chain(losses.terms.iter().map(|(_, t)| t))
                 .map(|t| t.detach().reshape([1])),
         );
         self.rows.push(rows);
     }
 
     /// Row-weighted means of total and terms; fails on the first non-finite batch.
-    fn reduce(self, epoch: usize, split: &'static str) -> Result<(f64, Vec<f64>)> {
-        let all = Tensor::cat(&self.values, 0)
+    fn reduce(self, epoch: usize, split: &'static str) -> Result<(f64, Terms)> {
+        let width = 1 + self.names.len();
+        let all = Tensor::f_cat(&self.values, 0)?
             .to_kind(Kind::Double)
-            .to_device(tch::Device::Cpu);
+            .to_device(Device::Cpu);
         let values = Vec::<f64>::try_from(&all)?;
         if let Some(i) = values.iter().position(|v| !v.is_finite()) {
             return Err(Error::NonFiniteLoss {
                 epoch,
-                batch: i / self.width + 1,
+                batch: i / width + 1,
                 split,
                 value: values[i],
             });
         }
-        let mut sums = vec![0.0; self.width];
-        for (row, &rows) in values.chunks(self.width).zip(&self.rows) {
+        let mut sums = vec![0.0; width];
+        for (row, &rows) in values.chunks(width).zip(&self.rows) {
             for (s, v) in sums.iter_mut().zip(row) {
                 *s += v * rows as f64;
             }
         }
         let n: usize = self.rows.iter().sum();
         let means: Vec<f64> = sums.iter().map(|s| s / n as f64).collect();
-        Ok((means[0], means[1..].to_vec()))
+        let terms = self.names.iter().copied().zip(means[1..].iter().copied());
+        Ok((means[0], Terms(terms.collect())))
     }
 }
 
@@ -312,6 +574,41 @@ fn with_epoch(err: Error, epoch: usize) -> Error {
     }
 }
 
+/// A libtorch error of batch `batch` (1-based) of the step being run.
+fn at_batch(err: Error, batch: usize) -> Error {
+    match err {
+        Error::Torch(err) => Error::Step {
+            model: "",
+            phase: String::new(),
+            epoch: 0,
+            batch,
+            message: crate::error::first_line(&err.to_string()),
+        },
+        other => other,
+    }
+}
+
+/// Names the model, phase and epoch in a step's error.
+fn in_step(err: Error, name: &'static str, phase: &str, epoch: usize) -> Error {
+    match err {
+        Error::Step { batch, message, .. } => Error::Step {
+            model: name,
+            phase: phase.to_string(),
+            epoch,
+            batch,
+            message,
+        },
+        Error::Torch(err) => Error::Step {
+            model: name,
+            phase: phase.to_string(),
+            epoch,
+            batch: 0,
+            message: crate::error::first_line(&err.to_string()),
+        },
+        other => other,
+    }
+}
+
 /// A distinct, reproducible seed per epoch (SplitMix64 of seed and epoch).
 fn epoch_seed(seed: u64, epoch: usize) -> u64 {
     let mut z = seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
@@ -321,13 +618,14 @@ fn epoch_seed(seed: u64, epoch: usize) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use tch::{Device, nn::VarStore};
+pub(crate) mod tests {
+    use scae_io::DenseRows;
+    use tch::nn::VarStore;
 
     use super::*;
     use crate::{AeConfig, Autoencoder};
 
-    fn cfg(epochs: usize) -> TrainConfig {
+    pub(crate) fn cfg(epochs: usize) -> TrainConfig {
         TrainConfig {
             epochs,
             batch_size: 16,
@@ -339,21 +637,26 @@ mod tests {
         }
     }
 
-    fn data(rows: i64, seed: i64) -> Tensor {
+    /// Rank-2 structure plus noise: an autoencoder with latent 2 can learn it.
+    fn data(rows: i64, seed: i64) -> Array2<f32> {
         tch::manual_seed(seed);
-        // Rank-2 structure plus noise: an autoencoder with latent 2 can learn it.
         let z = Tensor::randn([rows, 2], (Kind::Float, Device::Cpu));
         let w = Tensor::randn([2, 12], (Kind::Float, Device::Cpu));
-        z.matmul(&w) + 0.05 * Tensor::randn([rows, 12], (Kind::Float, Device::Cpu))
+        let x = z.matmul(&w) + 0.05 * Tensor::randn([rows, 12], (Kind::Float, Device::Cpu));
+        let (v, r, c) = crate::tensor_to_rows(&x).expect("2-D");
+        Array2::from_shape_vec((r, c), v).expect("shape")
     }
 
     fn train_once(seed: i64) -> History {
         let x = data(200, 1);
+        let (train_rows, test_rows): (Vec<usize>, Vec<usize>) =
+            ((0..160).collect(), (160..200).collect());
+        let train = DenseRows::subset(x.view(), &train_rows).expect("rows");
+        let test = DenseRows::subset(x.view(), &test_rows).expect("rows");
         tch::manual_seed(seed);
         let vs = VarStore::new(Device::Cpu);
         let mut ae = Autoencoder::new(&vs.root(), 12, &AeConfig::with_latent(2)).expect("valid");
-        let (train, test) = (x.narrow(0, 0, 160), x.narrow(0, 160, 40));
-        fit(&mut ae, &vs, &train, &test, &cfg(30), 3, |_| {}).expect("training runs")
+        fit(&mut ae, &vs, &train, Some(&test), &cfg(30), 3, |_| {}).expect("training runs")
     }
 
     #[test]
@@ -371,14 +674,55 @@ mod tests {
     }
 
     #[test]
+    fn phases_continue_one_run() {
+        let _rng = crate::torch_rng_lock();
+        tch::set_num_threads(1);
+        let x = data(64, 4);
+        let source = DenseRows::all(x.view());
+        let run = |phases: &[usize]| {
+            tch::manual_seed(1);
+            let vs = VarStore::new(Device::Cpu);
+            let mut ae =
+                Autoencoder::new(&vs.root(), 12, &AeConfig::with_latent(2)).expect("valid");
+            let mut trainer = Trainer::new(&vs, &cfg(1), 9).expect("valid");
+            for (i, &epochs) in phases.iter().enumerate() {
+                let name = format!("phase {i}");
+                trainer
+                    .run(&mut ae, &name, &source, None, epochs, |_| {})
+                    .expect("trains");
+            }
+            trainer.into_history()
+        };
+        let split = run(&[2, 3]);
+        let whole = run(&[5]);
+        // The same optimiser, epoch count and shuffles: two phases are one run of five epochs.
+        assert_eq!(split.train_losses(), whole.train_losses());
+        let epochs: Vec<(usize, &str)> = split
+            .epochs
+            .iter()
+            .map(|e| (e.epoch, e.phase.as_str()))
+            .collect();
+        assert_eq!(
+            epochs,
+            [
+                (1, "phase 0"),
+                (2, "phase 0"),
+                (3, "phase 1"),
+                (4, "phase 1"),
+                (5, "phase 1")
+            ]
+        );
+    }
+
+    #[test]
     fn a_non_finite_loss_stops_training_with_epoch_and_batch() {
         let _rng = crate::torch_rng_lock();
-        let x = data(64, 2);
-        let _ = x.get(40).get(3).fill_(f64::NAN);
+        let mut x = data(64, 2);
+        x[[40, 3]] = f32::NAN;
+        let source = DenseRows::all(x.view());
         let vs = VarStore::new(Device::Cpu);
         let mut ae = Autoencoder::new(&vs.root(), 12, &AeConfig::with_latent(2)).expect("valid");
-        let empty = x.narrow(0, 0, 0);
-        let err = fit(&mut ae, &vs, &x, &empty, &cfg(3), 0, |_| {}).expect_err("NaN input");
+        let err = fit(&mut ae, &vs, &source, None, &cfg(3), 0, |_| {}).expect_err("NaN input");
         match err {
             Error::NonFiniteLoss {
                 epoch,
@@ -393,15 +737,95 @@ mod tests {
         }
     }
 
+    /// A model whose step fails inside libtorch: its weight does not fit the batch.
+    struct Misfit {
+        w: Tensor,
+    }
+
+    impl Model for Misfit {
+        fn name(&self) -> &'static str {
+            "misfit"
+        }
+        fn input_genes(&self) -> usize {
+            12
+        }
+        fn losses(&self, batch: &TensorBatch, _train: bool) -> Result<Losses> {
+            // [cells, 12] x [5, 1]: libtorch refuses the shapes (a panic in tch's plain ops).
+            Ok(Losses::total(batch.x.matmul(&self.w).sum(Kind::Float)))
+        }
+    }
+
+    #[test]
+    fn a_libtorch_error_in_a_step_is_an_error_naming_model_epoch_and_batch() {
+        let x = data(32, 3);
+        let source = DenseRows::all(x.view());
+        let vs = VarStore::new(Device::Cpu);
+        let w = vs.root().randn("w", &[5, 1], 0.0, 1.0);
+        let mut model = Misfit { w };
+        let err = fit(&mut model, &vs, &source, None, &cfg(2), 0, |_| {})
+            .expect_err("the shapes do not fit");
+        let text = err.to_string();
+        assert!(
+            matches!(
+                err,
+                Error::Step {
+                    model: "misfit",
+                    epoch: 1,
+                    batch: 1,
+                    ..
+                }
+            ),
+            "{text}"
+        );
+        assert!(!text.contains('\n'), "one line: {text}");
+        assert!(
+            text.contains("misfit") && text.contains("epoch 1"),
+            "{text}"
+        );
+        assert!(text.contains("shapes cannot be multiplied"), "{text}");
+    }
+
+    #[test]
+    fn a_source_of_the_wrong_width_is_refused_before_training() {
+        let x = data(16, 3);
+        let narrow = x.slice(ndarray::s![.., ..5]).to_owned();
+        let source = DenseRows::all(narrow.view());
+        let vs = VarStore::new(Device::Cpu);
+        let mut ae = Autoencoder::new(&vs.root(), 12, &AeConfig::with_latent(2)).expect("valid");
+        let err = fit(&mut ae, &vs, &source, None, &cfg(1), 0, |_| {}).expect_err("5 genes");
+        assert!(matches!(err, Error::Config(_)), "{err}");
+    }
+
     #[test]
     fn evaluate_weights_chunks_by_rows() {
         let _rng = crate::torch_rng_lock();
         // One model, two chunkings: the row-weighted mean of MSE does not depend on the chunk.
         let x = data(50, 3);
+        let source = DenseRows::all(x.view());
         let vs = VarStore::new(Device::Cpu);
         let ae = Autoencoder::new(&vs.root(), 12, &AeConfig::with_latent(2)).expect("valid");
-        let (a, _) = evaluate(&ae, &x, 7).expect("finite").expect("rows");
-        let (b, _) = evaluate(&ae, &x, 50).expect("finite").expect("rows");
+        let (a, _) = evaluate(&ae, &source, 7, Device::Cpu)
+            .expect("finite")
+            .expect("rows");
+        let (b, _) = evaluate(&ae, &source, 50, Device::Cpu)
+            .expect("finite")
+            .expect("rows");
         approx::assert_relative_eq!(a, b, max_relative = 1e-5);
+    }
+
+    #[test]
+    fn sparse_batches_arrive_dense_with_their_library() {
+        let x = ndarray::array![[0.0f32, 3.0, 0.0], [1.0, 0.0, 2.0]];
+        let counts =
+            scae_io::CountMatrix::from_dense(x.view(), std::path::Path::new("x")).expect("counts");
+        let source = scae_io::CountRows::all(&counts);
+        let host = source.batch(&[1, 0]).expect("rows");
+        let batch = TensorBatch::from_host(&host, Device::Cpu).expect("tensor");
+        let (values, _, _) = crate::tensor_to_rows(&batch.x).expect("2-D");
+        assert_eq!(values, [1.0, 0.0, 2.0, 0.0, 3.0, 0.0]);
+        let log_lib = Vec::<f32>::try_from(batch.log_library().view([-1])).expect("values");
+        assert_eq!(log_lib, [3f32.ln(), 3f32.ln()]);
+        assert_eq!(eval_chunk(8192, 1000), 8192);
+        assert_eq!(eval_chunk(8192, 28_000), EVAL_VALUES / 28_000);
     }
 }

@@ -22,7 +22,7 @@ use tch::{Kind, Tensor, nn, nn::Module};
 use crate::autoencoder::torch_linear_init;
 use crate::decoder::{CountDecoder, DecoderShape};
 use crate::layers::Hidden;
-use crate::train::{Losses, Model};
+use crate::train::{Losses, Model, TensorBatch};
 use crate::{Error, Result};
 
 /// How the NB laws' inverse dispersion `theta` is parameterised.
@@ -286,7 +286,8 @@ impl Vae {
 
     /// The log-likelihood averaged over `samples` latent draws and over cells (a scalar), and
     /// the KL of each cell (`[cells]`).
-    fn terms(&self, x: &Tensor, samples: usize, train: bool) -> (Tensor, Tensor) {
+    fn terms(&self, batch: &TensorBatch, samples: usize, train: bool) -> (Tensor, Tensor) {
+        let x = &batch.x;
         let q = self.encode(x, train);
         let std = (&q.log_var * 0.5).exp();
         let (cells, latent) = (x.size()[0], self.cfg.latent as i64);
@@ -297,7 +298,7 @@ impl Vae {
         let z = &q.mean + eps * &std;
         let ll = self
             .decoder
-            .log_lik(&z, x, &Self::log_library(x), train, Reduction::Mean);
+            .log_lik(&z, x, &batch.log_library(), train, Reduction::Mean);
         let kl = (q.mean.square() + q.log_var.exp() - &q.log_var - 1.0).sum_dim_intlist(
             -1,
             false,
@@ -363,20 +364,24 @@ impl Vae {
 }
 
 impl Model for Vae {
-    fn losses(&self, x: &Tensor, train: bool) -> Losses {
-        let (ll, kl) = self.terms(x, self.cfg.mc_samples, train);
+    fn name(&self) -> &'static str {
+        "VAE"
+    }
+
+    fn input_genes(&self) -> usize {
+        self.genes as usize
+    }
+
+    fn losses(&self, batch: &TensorBatch, train: bool) -> Result<Losses> {
+        let (ll, kl) = self.terms(batch, self.cfg.mc_samples, train);
         let kl = kl.mean(Kind::Float);
         let beta = if train { self.beta } else { 1.0 };
         let total = -&ll + &kl * beta;
         let elbo = &ll - &kl;
-        Losses {
+        Ok(Losses {
             total,
-            terms: vec![elbo, ll, kl],
-        }
-    }
-
-    fn term_names(&self) -> Vec<&'static str> {
-        vec!["elbo", "log_likelihood", "kl"]
+            terms: vec![("elbo", elbo), ("log_likelihood", ll), ("kl", kl)],
+        })
     }
 
     fn begin_epoch(&mut self, epoch: usize) {
@@ -386,10 +391,16 @@ impl Model for Vae {
 
 #[cfg(test)]
 mod tests {
+    use scae_io::DenseRows;
     use tch::{Device, nn::VarStore};
 
     use super::*;
     use crate::{TrainConfig, fit};
+
+    fn host(x: &Tensor) -> ndarray::Array2<f32> {
+        let (v, r, c) = crate::tensor_to_rows(x).expect("2-D");
+        ndarray::Array2::from_shape_vec((r, c), v).expect("shape")
+    }
 
     /// Counts of two cell groups that differ in which half of the genes they express.
     fn counts(cells: i64, genes: i64, seed: i64) -> Tensor {
@@ -438,7 +449,9 @@ mod tests {
                 let law = vae.decode(&z, &Vae::log_library(&x), false);
                 assert_eq!(law.kind(), likelihood);
                 assert_eq!(law.log_prob(&x).size(), [2, 6, 20]);
-                let losses = vae.losses(&x, true);
+                let losses = vae
+                    .losses(&TensorBatch::from_tensor(x.shallow_clone()), true)
+                    .expect("a step");
                 assert_eq!(losses.terms.len(), 3);
                 assert!(losses.total.double_value(&[]).is_finite());
             }
@@ -484,7 +497,7 @@ mod tests {
         let x = counts(4, 10, 2);
         let vs = VarStore::new(Device::Cpu);
         let vae = Vae::new(&vs.root(), 10, &VaeConfig::new(3, Likelihood::Poisson)).expect("ok");
-        let (_, kl) = vae.terms(&x, 1, false);
+        let (_, kl) = vae.terms(&TensorBatch::from_tensor(x.shallow_clone()), 1, false);
         let q = vae.encode(&x, false);
         let std = (&q.log_var * 0.5).exp();
         let eps = Tensor::randn([200_000, 4, 3], (Kind::Double, Device::Cpu));
@@ -505,33 +518,54 @@ mod tests {
     fn training_raises_the_elbo_and_the_importance_bound_lies_above_it() {
         let _rng = crate::torch_rng_lock();
         tch::set_num_threads(1);
-        let x = counts(256, 30, 3);
-        let (train, test) = (x.narrow(0, 0, 200), x.narrow(0, 200, 56));
+        let x = host(&counts(256, 30, 3));
+        let (train_rows, test_rows): (Vec<usize>, Vec<usize>) =
+            ((0..200).collect(), (200..256).collect());
+        let train = DenseRows::subset(x.view(), &train_rows).expect("rows");
+        let test_source = DenseRows::subset(x.view(), &test_rows).expect("rows");
+        let test = crate::tensor_from_rows(
+            x.slice(ndarray::s![200.., ..])
+                .to_owned()
+                .as_slice()
+                .expect("standard"),
+            56,
+            30,
+        )
+        .expect("test tensor");
         for likelihood in Likelihood::ALL {
             tch::manual_seed(7);
             let vs = VarStore::new(Device::Cpu);
             let mut vae = Vae::new(&vs.root(), 30, &VaeConfig::new(2, likelihood)).expect("ok");
-            let (_, untrained) = crate::evaluate(&vae, &test, 64)
+            let (_, untrained) = crate::evaluate(&vae, &test_source, 64, Device::Cpu)
                 .expect("finite")
                 .expect("rows");
-            let history = fit(&mut vae, &vs, &train, &test, &train_cfg(40), 1, |_| {})
-                .expect("finite losses");
-            let first = untrained[0];
-            let last = history.epochs[39].test_terms[0];
+            let history = fit(
+                &mut vae,
+                &vs,
+                &train,
+                Some(&test_source),
+                &train_cfg(40),
+                1,
+                |_| {},
+            )
+            .expect("finite losses");
+            let first = untrained.get("elbo").expect("elbo");
+            let last = history.epochs[39].test_terms.get("elbo").expect("elbo");
             assert!(
                 last > first + 10.0,
                 "{likelihood}: test ELBO {first} -> {last}"
             );
             // loss = -ELBO on the test set (KL weight 1 when evaluating)
             let e = &history.epochs[39];
+            let term = |name: &str| e.test_terms.get(name).expect("term");
             approx::assert_relative_eq!(
                 e.test_loss.expect("test"),
-                -e.test_terms[0],
+                -term("elbo"),
                 max_relative = 1e-5
             );
             approx::assert_relative_eq!(
-                e.test_terms[0],
-                e.test_terms[1] - e.test_terms[2],
+                term("elbo"),
+                term("log_likelihood") - term("kl"),
                 max_relative = 1e-5
             );
             let log_px = vae

@@ -6,7 +6,8 @@
 //! every epoch must be finite, while the probability-space likelihood of the same decoded rates
 //! is shown to be -inf.
 
-use scae_models::{Likelihood, Model, TrainConfig, Vae, VaeConfig, fit};
+use scae_io::{CountMatrix, CountRows};
+use scae_models::{Likelihood, Model, TensorBatch, TrainConfig, Vae, VaeConfig, fit};
 use tch::{Device, Kind, Tensor, nn::VarStore};
 
 #[test]
@@ -22,9 +23,13 @@ fn poisson_vae_stays_finite_at_the_study_sparsity_and_scale() {
     .expect("valid simulation");
     assert!(sim.zero_fraction >= 0.92 - 0.005, "{}", sim.zero_fraction);
     assert!(sim.max_rate > 400.0);
-    let slice = sim.counts.as_slice().expect("standard layout");
-    let x = Tensor::from_slice(slice).view([320, 20_000]);
-    let (train, test) = (x.narrow(0, 0, 256), x.narrow(0, 256, 64));
+    let counts = CountMatrix::new(sim.counts, std::path::Path::new("simulated")).expect("counts");
+    let (train_rows, test_rows): (Vec<usize>, Vec<usize>) =
+        ((0..256).collect(), (256..320).collect());
+    let train = CountRows::subset(&counts, &train_rows).expect("rows");
+    let test_source = CountRows::subset(&counts, &test_rows).expect("rows");
+    let dense = counts.dense_rows(&test_rows);
+    let test = Tensor::from_slice(dense.as_slice().expect("standard layout")).view([64, 20_000]);
 
     tch::manual_seed(0);
     let vs = VarStore::new(Device::Cpu);
@@ -43,14 +48,22 @@ fn poisson_vae_stays_finite_at_the_study_sparsity_and_scale() {
         adam_eps: 1e-8,
     };
     // `fit` stops with an error at the first non-finite loss, train or test.
-    let history = fit(&mut vae, &vs, &train, &test, &train_cfg, 0, |_| {})
-        .expect("every loss of every epoch is finite");
+    let history = fit(
+        &mut vae,
+        &vs,
+        &train,
+        Some(&test_source),
+        &train_cfg,
+        0,
+        |_| {},
+    )
+    .expect("every loss of every epoch is finite");
     for e in &history.epochs {
         assert!(e.train_loss.is_finite() && e.test_loss.is_some_and(f64::is_finite));
-        assert!(e.test_terms.iter().all(|t| t.is_finite()));
+        assert!(e.test_terms.0.iter().all(|(_, t)| t.is_finite()));
     }
-    let first = history.epochs[0].test_terms[0];
-    let last = history.epochs[19].test_terms[0];
+    let first = history.epochs[0].test_terms.get("elbo").expect("elbo");
+    let last = history.epochs[19].test_terms.get("elbo").expect("elbo");
     assert!(last > first, "the test ELBO improves: {first} -> {last}");
 
     // The probability-space likelihood of the trained model's rates is -inf for every cell,
@@ -68,6 +81,8 @@ fn poisson_vae_stays_finite_at_the_study_sparsity_and_scale() {
             "{kind:?}: probability space gives -inf or NaN for every cell"
         );
     }
-    let ours = vae.losses(&test, false);
+    let ours = vae
+        .losses(&TensorBatch::from_tensor(test.shallow_clone()), false)
+        .expect("a step");
     assert!(ours.total.double_value(&[]).is_finite());
 }

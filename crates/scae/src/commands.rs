@@ -4,11 +4,12 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use ndarray::Array2;
-use scae_models::{DeviceChoice, ReconLoss};
+use scae_io::{CountRows, DenseRows};
+use scae_models::{DeviceChoice, Gmvae, Net, ReconLoss};
 use serde::Serialize;
 
-use crate::config::{AeStudy, resolve_threads};
-use crate::data::Dataset;
+use crate::config::{AeStudy, StudyConfig};
+use crate::data::{CountData, Dataset};
 use crate::provenance::{RunClock, write_json};
 use crate::study::ae::TrainedAe;
 use crate::study::{Prepared, RunArgs, Staging};
@@ -90,11 +91,11 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     let data = run.load_data()?;
     let (device, threads) = run.setup_torch(cfg.device, cfg.threads)?;
     let out = Staging::new(&run.out_dir("model"))?;
-    let prepared = Prepared::new(&cfg, &data, device)?;
-    let model = crate::study::q1::train_models(&cfg, &prepared, data.x.ncols())?
+    let prepared = Prepared::new(&cfg, &data)?;
+    let model = crate::study::q1::train_models(&cfg, &prepared, data.x.ncols(), device)?
         .pop()
         .context("no model was trained")?;
-    model.save_with_latent(out.path(), &prepared.all)?;
+    model.save_with_latent(out.path(), &prepared.all())?;
     crate::study::write_test_indices(out.path(), &prepared.split)?;
     #[derive(Serialize)]
     struct Metrics<'a> {
@@ -132,9 +133,8 @@ pub struct EmbedArgs {
 
 /// `scae embed`: the latent code of every cell.
 pub fn embed(args: &EmbedArgs) -> Result<()> {
-    let (model, _data, x) =
-        load_model_and_data(&args.model, &args.data, args.device, args.threads)?;
-    let latent = model.encode(&x)?;
+    let (model, data) = load_model_and_data(&args.model, &args.data, args.device, args.threads)?;
+    let latent = model.encode(&DenseRows::all(data.x.view()))?;
     scae_io::write_npy(&args.out, &latent.view())?;
     eprintln!(
         "wrote {} x {} latent codes to {}",
@@ -164,8 +164,9 @@ pub struct EvaluateArgs {
 
 /// `scae evaluate`: MSE over all, nonzero and zero entries, printed as JSON.
 pub fn evaluate(args: &EvaluateArgs) -> Result<()> {
-    let (model, data, x) = load_model_and_data(&args.model, &args.data, args.device, args.threads)?;
-    let error = scae_eval::reconstruction_error(data.x.view(), model.reconstruct(&x)?.view())?;
+    let (model, data) = load_model_and_data(&args.model, &args.data, args.device, args.threads)?;
+    let recon = model.reconstruct(&DenseRows::all(data.x.view()))?;
+    let error = scae_eval::reconstruction_error(data.x.view(), recon.view())?;
     let json = serde_json::to_string_pretty(&error)?;
     println!("{json}");
     if let Some(out) = &args.out {
@@ -179,14 +180,12 @@ fn load_model_and_data(
     data: &std::path::Path,
     device: DeviceChoice,
     threads: usize,
-) -> Result<(TrainedAe, Dataset, tch::Tensor)> {
+) -> Result<(TrainedAe, Dataset)> {
     let data = Dataset::load(data, None)?;
-    tch::set_num_threads(resolve_threads(threads) as i32);
-    let device = scae_models::select_device(device)?;
+    let (device, _) = crate::study::setup_compute(device, threads)?;
     let model = TrainedAe::load(model_dir, device)?;
     model.check_input(data.x.ncols(), &data.source.data)?;
-    let x = Dataset::tensor(&data.x, device)?;
-    Ok((model, data, x))
+    Ok((model, data))
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -209,53 +208,30 @@ pub struct ClusterArgs {
 
 /// `scae cluster`: assigns cells to a trained GMVAE's components.
 pub fn cluster(args: &ClusterArgs) -> Result<()> {
-    use crate::study::gmvae_real::{SavedGmvae, assignments, write_clusters};
+    use crate::study::gmvae_real::{SavedGmvae, write_clusters};
 
-    let spec = args.model.join("model.json");
-    let text = std::fs::read_to_string(&spec)
-        .with_context(|| format!("{}: cannot read the model description", spec.display()))?;
-    let saved: SavedGmvae = serde_json::from_str(&text)
-        .with_context(|| format!("{}: not a GMVAE model description", spec.display()))?;
-    if saved.kind != "gmvae" {
-        anyhow::bail!("{}: a {} model, not a GMVAE", spec.display(), saved.kind);
-    }
-    saved
-        .model
-        .validate()
-        .with_context(|| format!("{}: invalid model", spec.display()))?;
-    if let Some(&g) = saved.genes.iter().find(|&&g| g >= saved.input_genes) {
-        anyhow::bail!(
-            "{}: gene {g} is out of range for {} input genes",
-            spec.display(),
-            saved.input_genes
-        );
-    }
-    let data = Dataset::load_counts(&args.data, None)?;
-    if data.x.ncols() != saved.input_genes {
+    let saved = SavedGmvae::read(&args.model)?;
+    let data = CountData::load(&args.data, None)?;
+    if data.counts.genes() != saved.input_genes {
         anyhow::bail!(
             "{}: {} genes, but the model was trained on data with {}",
             data.source.data.display(),
-            data.x.ncols(),
+            data.counts.genes(),
             saved.input_genes
         );
     }
-    tch::set_num_threads(resolve_threads(args.threads) as i32);
-    let device = scae_models::select_device(args.device)?;
-    let mut vs = tch::nn::VarStore::new(device);
-    let model = scae_models::Gmvae::new(&vs.root(), saved.genes.len(), &saved.model)?;
-    let weights = args.model.join("weights.safetensors");
-    vs.load(&weights)
-        .with_context(|| format!("{}: cannot load the weights", weights.display()))?;
-    let counts = data
-        .x
-        .select(ndarray::Axis(1), &saved.genes)
-        .as_standard_layout()
-        .into_owned();
-    let x = Dataset::tensor(&counts, device)?;
-    let q_y = model.cluster_probabilities(&x, 4096);
-    let assigned = assignments(&q_y)?;
+    let (device, _) = crate::study::setup_compute(args.device, args.threads)?;
+    let net = Net::<Gmvae>::load(
+        &args.model.join("weights.safetensors"),
+        saved.genes.len(),
+        &saved.model,
+        device,
+    )?;
+    let counts = data.counts.select_genes(&saved.genes);
+    let q_y = net.cluster_probabilities(&CountRows::all(&counts), 4096)?;
+    let assigned = scae_models::row_argmax(q_y.view()).to_vec();
     let out = Staging::new(&args.out)?;
-    write_clusters(out.path(), &q_y, &assigned)?;
+    write_clusters(out.path(), &data.cells, &q_y, &assigned)?;
     let dest = out.commit()?;
     let mut sizes = vec![0usize; saved.model.components];
     for &c in &assigned {

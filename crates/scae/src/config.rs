@@ -32,33 +32,47 @@ pub struct AeStudy {
     pub train: TrainConfig,
 }
 
-impl AeStudy {
+/// A study's config: read strictly from TOML, then checked for what serde cannot check.
+pub trait StudyConfig: serde::de::DeserializeOwned {
+    /// Checks the ranges serde cannot.
+    fn validate(&self) -> Result<()>;
+
     /// Reads and validates a config file.
-    pub fn load(path: &Path) -> Result<Self> {
+    fn load(path: &Path) -> Result<Self> {
         let cfg: Self = read_toml(path)?;
         cfg.validate()
             .with_context(|| format!("{}: invalid config", path.display()))?;
         Ok(cfg)
     }
+}
 
-    /// Checks the ranges serde cannot.
-    pub fn validate(&self) -> Result<()> {
+/// The checks of the run settings every study shares: at least one seed, and a test fraction
+/// that leaves cells on both sides.
+pub fn check_run(seeds: &[u64], test_fraction: f64) -> Result<()> {
+    if seeds.is_empty() {
+        bail!("seeds must name at least one seed");
+    }
+    if !(test_fraction > 0.0 && test_fraction < 1.0) {
+        bail!("test_fraction must be in (0, 1), got {test_fraction}");
+    }
+    Ok(())
+}
+
+impl StudyConfig for AeStudy {
+    fn validate(&self) -> Result<()> {
         if self.latents.is_empty() {
             bail!("latents is empty: name at least one latent size");
         }
-        if !(self.test_fraction > 0.0 && self.test_fraction < 1.0) {
-            bail!(
-                "test_fraction must be in (0, 1), got {}",
-                self.test_fraction
-            );
-        }
+        check_run(&[self.seed], self.test_fraction)?;
         for &latent in &self.latents {
             self.model(latent).validate()?;
         }
         self.train.validate()?;
         Ok(())
     }
+}
 
+impl AeStudy {
     /// The model config for one latent size.
     pub fn model(&self, latent: usize) -> scae_models::AeConfig {
         scae_models::AeConfig {

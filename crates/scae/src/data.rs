@@ -1,4 +1,5 @@
-//! The user's data: a cells x genes matrix and, optionally, one label per cell.
+//! The user's data: a cells x genes matrix and, optionally, one label per cell; raw counts stay
+//! sparse ([`CountData`]).
 //!
 //! `--data` names a `.npy` file, a folder holding `counts.npy`, or a 10x
 //! Genomics (Cell Ranger) matrix folder. A 10x folder holds raw counts: they
@@ -12,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use ndarray::Array2;
-use scae_io::Labels;
+use scae_io::{CountMatrix, Labels};
 use serde::Serialize;
 
 /// A validated expression matrix with its labels.
@@ -59,51 +60,6 @@ impl Dataset {
         let x = scae_io::read_matrix(&data)?;
         let labels_path = labels_beside_file(labels, &data);
         Self::finish(x, &data, labels_path, "npy", None)
-    }
-
-    /// Raw counts for the count models: a `.npy` file, a folder holding `counts_raw.npy`, or a
-    /// 10x folder (every gene, unnormalised). Every value must be a non-negative integer.
-    pub fn load_counts(data: &Path, labels: Option<&Path>) -> Result<Self> {
-        if data.is_dir() && !data.join("counts_raw.npy").exists() {
-            let files = scae_io::find_10x(data).with_context(|| {
-                format!(
-                    "{}: neither counts_raw.npy nor a 10x Genomics matrix folder",
-                    data.display()
-                )
-            })?;
-            let matrix = scae_io::read_10x(&files.dir)?;
-            let x = scae_io::preprocess::raw_counts(&matrix.counts, None, &files.matrix)?;
-            tracing::info!(
-                cells = x.nrows(),
-                genes = x.ncols(),
-                "read raw 10x counts from {}",
-                files.dir.display()
-            );
-            let labels_path = labels_for_10x(labels, &files, data);
-            return Self::finish(x, &files.matrix, labels_path, "10x-counts", None);
-        }
-        let data = if data.is_dir() {
-            data.join("counts_raw.npy")
-        } else {
-            data.to_path_buf()
-        };
-        let x = scae_io::read_counts(&data)?;
-        let labels_path = labels_beside_file(labels, &data);
-        Self::finish(x, &data, labels_path, "npy-counts", None)
-    }
-
-    /// Counts made in memory (a simulation), described by `name` in the provenance.
-    pub fn from_counts(x: Array2<f32>, name: &str, labels: Option<Labels>) -> Self {
-        let source = DataSource {
-            data: PathBuf::from(name),
-            labels: None,
-            cells: x.nrows(),
-            genes: x.ncols(),
-            format: "simulated-counts".into(),
-            top_genes: None,
-            fingerprint: fingerprint(&x, labels.as_ref()),
-        };
-        Self { x, labels, source }
     }
 
     /// A 10x matrix folder (at `dir` or up to two levels below), preprocessed; labels from
@@ -159,12 +115,6 @@ impl Dataset {
     pub fn rows(&self, rows: &[usize]) -> Array2<f32> {
         self.x.select(ndarray::Axis(0), rows)
     }
-
-    /// The matrix as a tensor on `device`.
-    pub fn tensor(x: &Array2<f32>, device: tch::Device) -> Result<tch::Tensor> {
-        let slice = x.as_slice().context("matrix is not in standard layout")?;
-        Ok(scae_models::tensor_from_rows(slice, x.nrows(), x.ncols())?.to_device(device))
-    }
 }
 
 /// `labels` when given, else `labels.txt` beside `data` when it exists.
@@ -218,6 +168,105 @@ fn fingerprint(x: &Array2<f32>, labels: Option<&Labels>) -> String {
         eat(&(*code as u64).to_le_bytes());
     }
     format!("{hash:016x}")
+}
+
+/// Raw counts with their labels: what the count models train on, kept sparse
+/// ([`CountMatrix`]) from the file to the minibatch.
+#[derive(Debug)]
+pub struct CountData {
+    pub counts: CountMatrix,
+    pub labels: Option<Labels>,
+    pub source: DataSource,
+    /// The input row of each kept cell (cells without any count are dropped), ascending.
+    pub cells: Vec<usize>,
+}
+
+impl CountData {
+    /// Raw counts: a `.npy` file, a folder holding `counts_raw.npy`, or a 10x folder (every gene,
+    /// unnormalised). Every value must be a non-negative integer. Cells without any count are
+    /// dropped with a warning (their labels too); a matrix without any count is an error.
+    pub fn load(data: &Path, labels: Option<&Path>) -> Result<Self> {
+        if data.is_dir() && !data.join("counts_raw.npy").exists() {
+            let files = scae_io::find_10x(data).with_context(|| {
+                format!(
+                    "{}: neither counts_raw.npy nor a 10x Genomics matrix folder",
+                    data.display()
+                )
+            })?;
+            let matrix = scae_io::read_10x(&files.dir)?;
+            let counts = CountMatrix::new(matrix.counts, &files.matrix)?;
+            tracing::info!(
+                cells = counts.cells(),
+                genes = counts.genes(),
+                zeros = format!("{:.1} %", 100.0 * counts.zero_fraction()),
+                "read raw 10x counts from {}",
+                files.dir.display()
+            );
+            let labels_path = labels_for_10x(labels, &files, data);
+            return Self::finish(counts, &files.matrix, labels_path, "10x-counts");
+        }
+        let data = if data.is_dir() {
+            data.join("counts_raw.npy")
+        } else {
+            data.to_path_buf()
+        };
+        let counts = CountMatrix::from_dense(scae_io::read_counts(&data)?.view(), &data)?;
+        let labels_path = labels_beside_file(labels, &data);
+        Self::finish(counts, &data, labels_path, "npy-counts")
+    }
+
+    /// Counts made in memory (a simulation), described by `name` in the provenance.
+    pub fn from_counts(counts: CountMatrix, name: &str, labels: Option<Labels>) -> Result<Self> {
+        Self::with_source(counts, Path::new(name), None, labels, "simulated-counts")
+    }
+
+    fn finish(
+        counts: CountMatrix,
+        data: &Path,
+        labels_path: Option<PathBuf>,
+        format: &str,
+    ) -> Result<Self> {
+        let labels = labels_path
+            .as_deref()
+            .map(|path| scae_io::read_labels(path, Some(counts.cells())))
+            .transpose()?;
+        Self::with_source(
+            counts,
+            &absolute(data),
+            labels_path.as_deref(),
+            labels,
+            format,
+        )
+    }
+
+    fn with_source(
+        counts: CountMatrix,
+        data: &Path,
+        labels_path: Option<&Path>,
+        labels: Option<Labels>,
+        format: &str,
+    ) -> Result<Self> {
+        let (counts, cells) = scae_io::drop_empty_cells(counts, data)?;
+        let labels = labels.map(|l| l.subset(&cells));
+        let codes = labels
+            .iter()
+            .flat_map(|l| l.codes.iter().map(|&c| c as u64));
+        let source = DataSource {
+            data: data.to_path_buf(),
+            labels: labels_path.map(absolute),
+            cells: counts.cells(),
+            genes: counts.genes(),
+            format: format.into(),
+            top_genes: None,
+            fingerprint: counts.fingerprint(codes),
+        };
+        Ok(Self {
+            counts,
+            labels,
+            source,
+            cells,
+        })
+    }
 }
 
 /// The default raw counts of a project root.

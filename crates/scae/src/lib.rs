@@ -15,13 +15,15 @@ pub mod progress;
 pub mod provenance;
 pub mod study;
 
-/// Installs the log subscriber (binaries only): `RUST_LOG` filters, `info` by default.
+/// Installs the log subscriber (binaries only): `RUST_LOG` filters, `info` by default. Colours
+/// only on a terminal: logs redirected to a file or a pipe carry no escape sequences.
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .compact()
         .init();

@@ -47,7 +47,7 @@ impl RunClock {
         &self,
         question: &str,
         root: &Path,
-        device: tch::Device,
+        device: scae_models::ComputeDevice,
         threads: usize,
         seed: u64,
         data: &DataSource,
@@ -58,22 +58,13 @@ impl RunClock {
             git_revision: git_revision(root),
             started_utc: humantime::format_rfc3339_seconds(self.started).to_string(),
             wall_seconds: self.instant.elapsed().as_secs_f64(),
-            device: device_name(device),
+            device: device.to_string(),
             threads,
             seed,
             libtorch: "2.11.0",
             command_line: std::env::args().collect(),
             data: data.clone(),
         }
-    }
-}
-
-/// `cpu` or `cuda:N`.
-pub fn device_name(device: tch::Device) -> String {
-    match device {
-        tch::Device::Cuda(i) => format!("cuda:{i}"),
-        tch::Device::Cpu => "cpu".into(),
-        other => format!("{other:?}").to_lowercase(),
     }
 }
 

@@ -8,6 +8,8 @@ use std::process::{Command, Output};
 
 use ndarray::Array2;
 
+mod common;
+
 const TINY: &str = r#"
 seeds = [4, 5]
 threads = 1
@@ -18,11 +20,13 @@ top_genes = 24
 pca_components = 5
 
 [gmvae.model]
+y_balance = 1.0
+
+[gmvae.model.vae]
 hidden = [16]
 latent = 2
 likelihood = "nb"
 batch_norm = true
-y_balance = 1.0
 
 [gmvae.train]
 epochs = 10
@@ -211,11 +215,9 @@ fn unlabelled_counts_are_refused_before_anything_is_written() {
 /// message when ../shared/data is absent.
 #[test]
 fn worm_neuron_runs_every_method() {
-    let worm = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/worm_neuron");
-    if !worm.is_dir() {
-        eprintln!("SKIPPED: {} not found", worm.display());
+    let Some(worm) = common::shared_data("worm_neuron") else {
         return;
-    }
+    };
     let root = project();
     let text = TINY
         .replace("seeds = [4, 5]", "seeds = [0]")

@@ -22,6 +22,8 @@ rates = [
 
 [model]
 components = 3
+
+[model.vae]
 hidden = [16]
 latent = 2
 likelihood = "poisson"

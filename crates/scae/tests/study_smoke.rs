@@ -7,6 +7,8 @@ use std::process::{Command, Output};
 
 use ndarray::{Array1, Array2};
 
+mod common;
+
 const TINY_Q1: &str = r#"
 seed = 7
 threads = 1
@@ -583,11 +585,9 @@ fn questions_read_a_10x_folder() {
 /// tiny config; skipped with a message when ../shared/data is absent.
 #[test]
 fn worm_neuron_runs_through_q1_and_q4() {
-    let worm = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/worm_neuron");
-    if !worm.is_dir() {
-        eprintln!("SKIPPED: {} not found", worm.display());
+    let Some(worm) = common::shared_data("worm_neuron") else {
         return;
-    }
+    };
     let root = project();
     let r = root_arg(root.path());
     let d = worm.display().to_string();

@@ -7,6 +7,8 @@ use std::process::{Command, Output};
 
 use ndarray::Array2;
 
+mod common;
+
 const TINY_VAE: &str = r#"
 seed = 3
 threads = 1
@@ -258,11 +260,9 @@ fn bad_counts_are_refused_before_anything_is_written() {
 /// the tiny config; skipped with a message when ../shared/data is absent.
 #[test]
 fn worm_neuron_raw_counts_train_every_likelihood() {
-    let worm = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/worm_neuron");
-    if !worm.is_dir() {
-        eprintln!("SKIPPED: {} not found", worm.display());
+    let Some(worm) = common::shared_data("worm_neuron") else {
         return;
-    }
+    };
     let root = project();
     let r = root.path().display().to_string();
     let d = worm.display().to_string();

@@ -11,6 +11,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal, Poisson};
 use rayon::prelude::*;
+use sprs::CsMat;
 
 use crate::error::{Result, SimError};
 
@@ -140,8 +141,8 @@ impl SparseParams {
 /// What [`sparse_counts`] drew.
 #[derive(Debug, Clone)]
 pub struct SparseCounts {
-    /// Cells x genes, integer values stored as `f32`.
-    pub counts: Array2<f32>,
+    /// Cells x genes, CSR, integer values stored as `f32` (zeros not stored).
+    pub counts: CsMat<f32>,
     /// The largest Poisson rate of any entry.
     pub max_rate: f64,
     /// The fraction of entries that are zero.
@@ -216,20 +217,44 @@ pub fn sparse_counts(p: &SparseParams) -> Result<SparseCounts> {
     let max_factor = cell_factor.iter().copied().fold(0.0, f64::max);
     let max_rate = gene_rate.iter().copied().fold(0.0, f64::max) * max_factor;
 
-    let mut counts = vec![0.0f32; p.cells * p.genes];
-    counts
-        .par_chunks_mut(p.genes)
-        .enumerate()
-        .for_each(|(cell, row)| {
-            let mut rng = cell_rng(p.seed, cell);
-            for (v, &rate) in row.iter_mut().zip(&gene_rate) {
-                *v = poisson(&mut rng, rate * cell_factor[cell]) as f32;
+    // Row by row, keeping the nonzeros only: the same draws as a dense matrix, in a fraction of
+    // its memory. Cells are drawn in parallel a block at a time and appended in order, so only
+    // one block is held twice.
+    let draw_row = |cell: usize| {
+        let mut rng = cell_rng(p.seed, cell);
+        let mut genes = Vec::new();
+        let mut values = Vec::new();
+        for (gene, &rate) in gene_rate.iter().enumerate() {
+            let v = poisson(&mut rng, rate * cell_factor[cell]);
+            if v > 0 {
+                genes.push(gene);
+                values.push(v as f32);
             }
-        });
-    let counts = Array2::from_shape_vec((p.cells, p.genes), counts).expect("cells x genes values");
-    let zeros = counts.iter().filter(|&&v| v == 0.0).count();
+        }
+        (genes, values)
+    };
+    let mut indptr = Vec::with_capacity(p.cells + 1);
+    // The expected number of nonzeros, with room to spare, so the buffers rarely grow (a grown
+    // buffer is briefly held twice).
+    let expected = (1.05 * (1.0 - p.zero_fraction) * (p.cells * p.genes) as f64) as usize;
+    let mut indices = Vec::with_capacity(expected);
+    let mut data = Vec::with_capacity(expected);
+    indptr.push(0);
+    for start in (0..p.cells).step_by(1024) {
+        let block: Vec<(Vec<usize>, Vec<f32>)> = (start..p.cells.min(start + 1024))
+            .into_par_iter()
+            .map(draw_row)
+            .collect();
+        for (genes, values) in block {
+            indices.extend(genes);
+            data.extend(values);
+            indptr.push(indices.len());
+        }
+    }
+    let nnz = indices.len();
+    let counts = CsMat::new((p.cells, p.genes), indptr, indices, data);
     Ok(SparseCounts {
-        zero_fraction: zeros as f64 / counts.len() as f64,
+        zero_fraction: 1.0 - nnz as f64 / (p.cells * p.genes) as f64,
         counts,
         max_rate,
     })
@@ -320,7 +345,8 @@ mod tests {
         let s = sparse_counts(&p).expect("valid");
         assert!((s.zero_fraction - 0.92).abs() < 0.01, "{}", s.zero_fraction);
         assert!(s.max_rate > 400.0);
-        assert!(s.counts.iter().any(|&v| v > 300.0));
+        assert!(s.counts.data().iter().any(|&v| v > 300.0));
+        assert!(s.counts.is_csr() && s.counts.data().iter().all(|&v| v >= 1.0));
         assert_eq!(s.counts, sparse_counts(&p).expect("valid").counts);
     }
 }

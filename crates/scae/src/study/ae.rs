@@ -9,9 +9,9 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use ndarray::Array2;
-use scae_models::{AeConfig, Autoencoder, History, TrainConfig};
+use scae_io::BatchSource;
+use scae_models::{AeConfig, Autoencoder, ComputeDevice, History, Net, TrainConfig};
 use serde::{Deserialize, Serialize};
-use tch::{Device, Tensor, nn::VarStore};
 
 use crate::progress::EpochProgress;
 
@@ -27,10 +27,12 @@ pub struct ModelMeta {
 #[derive(Debug)]
 pub struct TrainedAe {
     pub meta: ModelMeta,
-    pub model: Autoencoder,
-    pub vs: VarStore,
+    pub net: Net<Autoencoder>,
     pub history: History,
 }
+
+/// Cells per forward pass when encoding or reconstructing.
+const CHUNK: usize = 8192;
 
 /// Trains one autoencoder; `seed` seeds the weights and the minibatch order.
 pub fn train(
@@ -38,74 +40,61 @@ pub fn train(
     meta: ModelMeta,
     train_cfg: &TrainConfig,
     seed: u64,
-    train_x: &Tensor,
-    test_x: &Tensor,
+    train: &dyn BatchSource,
+    test: &dyn BatchSource,
+    device: ComputeDevice,
 ) -> Result<TrainedAe> {
-    tch::manual_seed(seed as i64);
-    let vs = VarStore::new(train_x.device());
-    let mut model = Autoencoder::new(&vs.root(), meta.input_dim, &meta.model)?;
+    let mut net = Net::<Autoencoder>::new(meta.input_dim, &meta.model, device, seed)?;
     let progress = EpochProgress::new(name, train_cfg.epochs);
-    let history = scae_models::fit(&mut model, &vs, train_x, test_x, train_cfg, seed, |e| {
-        progress.epoch(e)
-    })
-    .with_context(|| format!("training {name}"))?;
+    let history = net
+        .fit(train_cfg, seed, train, Some(test), |e| progress.epoch(e))
+        .with_context(|| format!("training {name}"))?;
     progress.finish();
-    Ok(TrainedAe {
-        meta,
-        model,
-        vs,
-        history,
-    })
+    Ok(TrainedAe { meta, net, history })
 }
 
 impl TrainedAe {
-    /// Latent codes of every row of `x`.
-    pub fn encode(&self, x: &Tensor) -> Result<Array2<f32>> {
-        to_array(&scae_models::map_rows(x, 8192, |b| self.model.encode(b)))
+    /// Latent codes of every cell of `source`.
+    pub fn encode(&self, source: &dyn BatchSource) -> Result<Array2<f32>> {
+        Ok(self.net.encode(source, CHUNK)?)
     }
 
-    /// Reconstructions of every row of `x`.
-    pub fn reconstruct(&self, x: &Tensor) -> Result<Array2<f32>> {
-        to_array(&scae_models::map_rows(x, 8192, |b| {
-            self.model.reconstruct(b)
-        }))
+    /// Reconstructions of every cell of `source`.
+    pub fn reconstruct(&self, source: &dyn BatchSource) -> Result<Array2<f32>> {
+        Ok(self.net.reconstruct(source, CHUNK)?)
     }
 
     /// Writes `model.json`, `weights.safetensors` and `history.csv` into `dir`.
     pub fn save(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         crate::provenance::write_json(&dir.join("model.json"), &self.meta)?;
-        save_weights(&self.vs, dir)?;
+        self.net.save_weights(&dir.join("weights.safetensors"))?;
         write_history(&dir.join("history.csv"), &self.history)
     }
 
-    /// [`TrainedAe::save`], plus `latent.npy`: the latent code of every row of `all`.
-    pub fn save_with_latent(&self, dir: &Path, all: &Tensor) -> Result<()> {
+    /// [`TrainedAe::save`], plus `latent.npy`: the latent code of every cell of `all`.
+    pub fn save_with_latent(&self, dir: &Path, all: &dyn BatchSource) -> Result<()> {
         self.save(dir)?;
         scae_io::write_npy(&dir.join("latent.npy"), &self.encode(all)?.view())?;
         Ok(())
     }
 
     /// Reads a model folder written by [`TrainedAe::save`] onto `device`.
-    pub fn load(dir: &Path, device: Device) -> Result<Self> {
+    pub fn load(dir: &Path, device: ComputeDevice) -> Result<Self> {
         let meta_path = dir.join("model.json");
         let text = std::fs::read_to_string(&meta_path).with_context(|| {
             format!("{}: cannot read the model description", meta_path.display())
         })?;
         let meta: ModelMeta = serde_json::from_str(&text)
             .with_context(|| format!("{}: not a model description", meta_path.display()))?;
-        let mut vs = VarStore::new(device);
-        let model = Autoencoder::new(&vs.root(), meta.input_dim, &meta.model)?;
-        let weights = dir.join("weights.safetensors");
-        vs.load(&weights)
-            .with_context(|| format!("{}: cannot load the weights", weights.display()))?;
+        let net = Net::<Autoencoder>::load(
+            &dir.join("weights.safetensors"),
+            meta.input_dim,
+            &meta.model,
+            device,
+        )?;
         let history = read_history(&dir.join("history.csv")).unwrap_or_default();
-        Ok(Self {
-            meta,
-            model,
-            vs,
-            history,
-        })
+        Ok(Self { meta, net, history })
     }
 
     /// Checks `x` has the width the model was trained on.
@@ -121,24 +110,6 @@ impl TrainedAe {
     }
 }
 
-/// A 2-D tensor as an ndarray matrix.
-pub fn to_array(t: &Tensor) -> Result<Array2<f32>> {
-    let (values, rows, cols) = scae_models::tensor_to_rows(t)?;
-    Ok(Array2::from_shape_vec((rows, cols), values)?)
-}
-
-/// Writes the weights of `vs` as `dir/weights.safetensors`, through a temporary file renamed
-/// into place.
-pub fn save_weights(vs: &tch::nn::VarStore, dir: &Path) -> Result<()> {
-    let weights = dir.join("weights.safetensors");
-    let tmp = dir.join(format!(".weights.tmp-{}.safetensors", std::process::id()));
-    vs.save(&tmp)
-        .with_context(|| format!("{}: cannot write the weights", weights.display()))?;
-    std::fs::rename(&tmp, &weights)
-        .with_context(|| format!("{}: cannot write the weights", weights.display()))?;
-    Ok(())
-}
-
 /// `epoch,train_loss,test_loss,seconds[,train_<term>,test_<term>..]`, full precision.
 pub fn write_history(path: &Path, history: &History) -> Result<()> {
     let mut text = String::from("epoch,train_loss,test_loss,seconds");
@@ -152,13 +123,13 @@ pub fn write_history(path: &Path, history: &History) -> Result<()> {
             "{},{},{},{:.6}",
             e.epoch, e.train_loss, test, e.seconds
         ));
-        for (i, _) in history.term_names.iter().enumerate() {
-            let test_term = e
-                .test_terms
-                .get(i)
-                .map(|t| t.to_string())
-                .unwrap_or_default();
-            text.push_str(&format!(",{},{}", e.train_terms[i], test_term));
+        for name in &history.term_names {
+            let value = |v: Option<f64>| v.map(|t| t.to_string()).unwrap_or_default();
+            text.push_str(&format!(
+                ",{},{}",
+                value(e.train_terms.get(name)),
+                value(e.test_terms.get(name))
+            ));
         }
         text.push('\n');
     }
@@ -185,8 +156,9 @@ pub fn read_history(path: &Path) -> Result<History> {
             } else {
                 Some(f[2].parse().map_err(|_| bad())?)
             },
-            train_terms: Vec::new(),
-            test_terms: Vec::new(),
+            phase: String::new(),
+            train_terms: Default::default(),
+            test_terms: Default::default(),
             seconds: f[3].parse().map_err(|_| bad())?,
             // The history file keeps whole-epoch times only.
             train_seconds: f64::NAN,

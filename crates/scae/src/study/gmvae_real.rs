@@ -29,18 +29,18 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use ndarray::{Array2, ArrayView2};
 use scae_eval::TsneParams;
+use scae_io::BatchSource;
 use scae_models::{
-    DeviceChoice, Gmvae, GmvaeConfig, History, TrainConfig, VaeConfig, YRegulariser,
+    ComputeDevice, DeviceChoice, Gmvae, GmvaeConfig, History, Net, TrainConfig, Trainer, VaeConfig,
+    YRegulariser,
 };
 use serde::{Deserialize, Serialize};
-use tch::{Kind, Tensor, nn::VarStore};
 
-use super::ae::to_array;
 use super::embed::{Colouring, ScoreConfig, Scores};
 use super::vae::{CountSplit, load_counts, save_history_figure};
-use super::{RunArgs, Staging};
-use crate::config::read_toml;
-use crate::data::Dataset;
+use super::{Run, RunArgs};
+use crate::config::{StudyConfig, check_run};
+use crate::data::CountData;
 use crate::progress::EpochProgress;
 use crate::provenance::{Provenance, RunClock, write_json};
 
@@ -103,24 +103,9 @@ pub struct GmvaeRealStudy {
     pub scores: ScoreConfig,
 }
 
-impl GmvaeRealStudy {
-    fn load(path: &Path) -> Result<Self> {
-        let cfg: Self = read_toml(path)?;
-        cfg.validate()
-            .with_context(|| format!("{}: invalid config", path.display()))?;
-        Ok(cfg)
-    }
-
+impl StudyConfig for GmvaeRealStudy {
     fn validate(&self) -> Result<()> {
-        if self.seeds.is_empty() {
-            bail!("seeds must name at least one seed");
-        }
-        if !(self.test_fraction > 0.0 && self.test_fraction < 1.0) {
-            bail!(
-                "test_fraction must be in (0, 1), got {}",
-                self.test_fraction
-            );
-        }
+        check_run(&self.seeds, self.test_fraction)?;
         if self.components == 1 {
             bail!("components must be 0 (the number of labels) or at least 2");
         }
@@ -239,7 +224,7 @@ struct Metrics<'a> {
 
 /// The counts the models see and the baseline's principal components.
 struct Prepared {
-    counts: Dataset,
+    counts: CountData,
     /// Column indices of the kept genes in the input.
     genes: Vec<usize>,
     pcs: Array2<f32>,
@@ -268,14 +253,14 @@ pub fn run(args: &RunArgs) -> Result<()> {
     } else {
         cfg.components
     };
+    let cells = data.counts.cells();
     cfg.tsne
-        .check_cells(data.x.nrows())
-        .with_context(|| format!("t-SNE of {} cells", data.x.nrows()))?;
-    let (device, threads) = args.setup_torch(cfg.device, cfg.threads)?;
-    let out = Staging::new(&args.out_dir("gmvae-real"))?;
+        .check_cells(cells)
+        .with_context(|| format!("t-SNE of {cells} cells"))?;
+    let run = Run::start(args, clock, "gmvae-real", cfg.device, cfg.threads)?;
+    let device = run.device;
     let prepared = prepare(&data, &cfg)?;
-    let colouring = Colouring::new(Some(&labels), data.x.nrows());
-    let all = Dataset::tensor(&prepared.counts.x, device)?;
+    let colouring = Colouring::new(Some(&labels), cells);
     let gmvae_cfg = GmvaeConfig {
         components: k,
         ..cfg.gmvae.model.clone()
@@ -290,24 +275,28 @@ pub fn run(args: &RunArgs) -> Result<()> {
             seed,
             ..cfg.scores.clone()
         };
-        let split = CountSplit::new(&prepared.counts, cfg.test_fraction, seed, device)?;
+        let split = CountSplit::new(&prepared.counts.counts, cfg.test_fraction, seed)?;
         let started = std::time::Instant::now();
         let mut init_ari = None;
-        let (model, vs, history) = train_gmvae(
+        let (model, history) = train_gmvae(
             &cfg,
             &gmvae_cfg,
             seed,
             &split,
             Some(&colouring.codes),
             &mut init_ari,
+            device,
         )?;
         let gmvae_seconds = started.elapsed().as_secs_f64();
-        let chunk = cfg.gmvae.train.eval_batch_size;
-        let q_y = model.cluster_probabilities(&all, chunk);
-        let assigned = assignments(&q_y)?;
-        let latent = to_array(&model.latent_means(&all, chunk))?;
-        let dir = out.path().join(format!("seed_{seed}")).join("gmvae");
-        save_gmvae(&dir, &vs, &gmvae_cfg, &prepared, &history, &q_y, &assigned)?;
+        let chunk = cfg.gmvae.train.eval_chunk(split.counts.genes());
+        let all = split.all();
+        let q_y = model.cluster_probabilities(&all, chunk)?;
+        let assigned = scae_models::row_argmax(q_y.view()).to_vec();
+        let latent = model.latent_means(&all, chunk)?;
+        let dir = run.path().join(format!("seed_{seed}")).join("gmvae");
+        save_gmvae(
+            &dir, &model, &gmvae_cfg, &prepared, &history, &q_y, &assigned,
+        )?;
 
         let silhouette = scae_eval::silhouette_score(latent.view(), &colouring.codes, seed)?;
         rows.push(Row {
@@ -336,6 +325,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
             &cfg.vae.train,
             seed,
             &split,
+            device,
         )?;
         let vae_seconds = started.elapsed().as_secs_f64();
         let vae_latent = vae.latent_means(&split)?;
@@ -359,12 +349,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         let mut used = assigned.clone();
         used.sort_unstable();
         used.dedup();
-        let test_elbo = |h: &History| {
-            h.epochs
-                .last()
-                .and_then(|e| e.test_terms.first().copied())
-                .unwrap_or(f64::NAN)
-        };
+        let test_elbo = |h: &History| h.last_test_term("elbo").unwrap_or(f64::NAN);
         let run = SeedRun {
             seed,
             gmvae_test_elbo: test_elbo(&history),
@@ -391,35 +376,26 @@ pub fn run(args: &RunArgs) -> Result<()> {
     }
     let summary = summarise(&rows);
 
-    write_scores_csv(out.path(), &rows)?;
+    write_scores_csv(run.path(), &rows)?;
     let history_runs: Vec<(String, &History)> =
         histories.iter().map(|(n, h)| (n.clone(), h)).collect();
     save_history_figure(
-        out.path(),
+        run.path(),
         "history",
         &format!(
             "GMVAE (K = {k}) on {} cells x {} genes: training history",
-            data.x.nrows(),
+            data.counts.cells(),
             prepared.genes.len()
         ),
         &history_runs,
     )?;
     if let Some((latent, assigned)) = &first {
-        figures(out.path(), &cfg, &colouring, latent.view(), assigned, k)?;
+        figures(run.path(), &cfg, &colouring, latent.view(), assigned, k)?;
     }
     let report = report(&cfg, &data, &prepared, k, &runs, &rows, &summary);
-    scae_io::write_atomic(&out.path().join("report.md"), |w| {
-        std::io::Write::write_all(w, report.as_bytes())
-    })?;
+    run.write_report(&report)?;
     let metrics = Metrics {
-        provenance: clock.finish(
-            "gmvae-real",
-            &args.root,
-            device,
-            threads,
-            cfg.seeds[0],
-            &data.source,
-        ),
+        provenance: run.provenance(cfg.seeds[0], &data.source),
         config: &cfg,
         components: k,
         genes: prepared.genes.len(),
@@ -428,8 +404,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         summary: &summary,
         ari_target: ARI_TARGET,
     };
-    write_json(&out.path().join("metrics.json"), &metrics)?;
-    let dest = out.commit()?;
+    let dest = run.finish(&metrics)?;
     for s in &summary {
         eprintln!(
             "{:<46} ARI {:.3} ± {:.3}, NMI {:.3} ± {:.3}, accuracy {:.3}, silhouette {:.3}",
@@ -448,72 +423,91 @@ pub fn run(args: &RunArgs) -> Result<()> {
 
 /// Keeps the most variable genes: their raw counts for the models, their log-normalised values'
 /// principal components for baseline (d).
-fn prepare(data: &Dataset, cfg: &GmvaeRealStudy) -> Result<Prepared> {
-    let kept = super::vae::variable_genes(data, cfg.top_genes);
-    if cfg.pca_components > kept.lognorm.ncols().min(kept.lognorm.nrows()) {
+fn prepare(data: &CountData, cfg: &GmvaeRealStudy) -> Result<Prepared> {
+    let input = data.counts.genes();
+    let n = if cfg.top_genes == 0 {
+        input
+    } else {
+        cfg.top_genes.min(input)
+    };
+    // The lognormalised values of the kept genes (dense, cells x at most `top_genes`) and which
+    // genes they are; the counts of those genes stay sparse.
+    let pre = scae_io::preprocess(data.counts.csr(), n);
+    let lognorm = pre.x;
+    if cfg.pca_components > lognorm.ncols().min(lognorm.nrows()) {
         bail!(
             "pca_components is {} but the data have only {} cells x {} genes",
             cfg.pca_components,
-            kept.lognorm.nrows(),
-            kept.lognorm.ncols()
+            lognorm.nrows(),
+            lognorm.ncols()
         );
     }
-    let pca = super::embed::fit_pca(kept.lognorm.view(), cfg.pca_components)?;
+    let pca = super::embed::fit_pca(lognorm.view(), cfg.pca_components)?;
+    let counts = data.counts.select_genes(&pre.genes);
+    tracing::info!(
+        genes = pre.genes.len(),
+        of = input,
+        "kept the most variable genes"
+    );
+    let mut source = data.source.clone();
+    source.genes = counts.genes();
+    source.top_genes = Some(pre.genes.len());
     Ok(Prepared {
-        counts: kept.counts,
-        genes: kept.genes,
+        counts: CountData {
+            counts,
+            labels: data.labels.clone(),
+            source,
+            cells: data.cells.clone(),
+        },
+        genes: pre.genes,
         pcs: super::embed::scores_f32(&pca),
-        input_genes: data.x.ncols(),
+        input_genes: input,
     })
 }
 
 /// Trains one GMVAE: on the ELBO, or with `gmvae_init` in three phases (ELBO, k-means
-/// pseudo-labels with the prior means at their centres, ELBO); the history runs through all.
+/// pseudo-labels with the prior means at their centres, ELBO) of one run, whose optimiser, epoch
+/// count and history go on from phase to phase.
 fn train_gmvae(
     study: &GmvaeRealStudy,
     cfg: &GmvaeConfig,
     seed: u64,
-    split: &CountSplit,
+    split: &CountSplit<'_>,
     study_labels: Option<&[usize]>,
     init_ari: &mut Option<f64>,
-) -> Result<(Gmvae, VarStore, History)> {
-    tch::manual_seed(seed as i64);
-    let vs = VarStore::new(split.train.device());
-    let genes = split.train.size()[1] as usize;
-    let mut model = Gmvae::new(&vs.root(), genes, cfg)?;
-    let train = &study.gmvae.train;
-    let mut history = History::default();
-    let mut phase = |model: &mut Gmvae, name: &str, x: &Tensor, epochs: usize| -> Result<()> {
+    device: ComputeDevice,
+) -> Result<(Net<Gmvae>, History)> {
+    let genes = split.counts.genes();
+    let mut net = Net::<Gmvae>::new(genes, cfg, device, seed)?;
+    let train_cfg = &study.gmvae.train;
+    let mut trainer = net.trainer(train_cfg, seed)?;
+    let (train, test) = (split.train()?, split.test()?);
+    let phase = |net: &mut Net<Gmvae>,
+                 trainer: &mut Trainer,
+                 name: &str,
+                 source: &dyn BatchSource,
+                 epochs: usize|
+     -> Result<()> {
         if epochs == 0 {
             return Ok(());
         }
-        let progress = EpochProgress::new(name, epochs);
-        let phase_cfg = TrainConfig {
-            epochs,
-            ..train.clone()
-        };
-        let done = history.epochs.len();
-        model.set_epochs_before(done);
-        let h = scae_models::fit(model, &vs, x, &split.test, &phase_cfg, seed, |e| {
+        let progress = EpochProgress::new(&format!("gmvae {seed} {name}"), epochs);
+        net.train(trainer, name, source, Some(&test), epochs, |e| {
             progress.epoch(e);
         })
         .with_context(|| format!("training the GMVAE (seed {seed}, {name})"))?;
         progress.finish();
-        history.term_names = h.term_names;
-        history.epochs.extend(h.epochs.into_iter().map(|mut e| {
-            e.epoch += done;
-            e
-        }));
         Ok(())
     };
     if let Some(init) = &study.gmvae_init {
         phase(
-            &mut model,
-            &format!("gmvae {seed} pretrain"),
-            &split.train,
+            &mut net,
+            &mut trainer,
+            "pretrain",
+            &train,
             init.pretrain_epochs,
         )?;
-        let latent = to_array(&model.latent_means(&split.train, train.eval_batch_size))?;
+        let latent = net.latent_means(&train, train_cfg.eval_chunk(genes))?;
         let km = scae_eval::KMeansParams {
             n_init: study.scores.kmeans_restarts,
             seed,
@@ -530,10 +524,6 @@ fn train_gmvae(
             );
             *init_ari = Some(ari);
         }
-        let centres: Vec<f32> = km.centroids.iter().map(|&v| v as f32).collect();
-        model.set_prior_means(
-            &Tensor::from_slice(&centres).view([cfg.components as i64, cfg.latent as i64]),
-        )?;
         // A learned p(y) starts at the clusters' sizes, as VaDE starts its mixture weights: the
         // pretraining may have left it on a few components.
         let mut sizes = vec![0.0; cfg.components];
@@ -541,33 +531,20 @@ fn train_gmvae(
             sizes[c] += 1.0;
         }
         sizes.iter_mut().for_each(|s| *s = f64::max(*s, 1.0));
-        model.set_prior_weights(&sizes)?;
-        let pseudo: Vec<f32> = km.labels.iter().map(|&c| c as f32).collect();
-        let labelled = Tensor::cat(
-            &[
-                &split.train,
-                &Tensor::from_slice(&pseudo)
-                    .view([-1, 1])
-                    .to_device(split.train.device()),
-            ],
-            1,
-        );
-        model.set_y_regulariser(YRegulariser::Supervised);
+        net.start_components(km.centroids.mapv(|v| v as f32).view(), &sizes)?;
+        let labelled = split.train()?.with_labels(&km.labels)?;
+        net.set_y_regulariser(YRegulariser::Supervised);
         phase(
-            &mut model,
-            &format!("gmvae {seed} k-means"),
+            &mut net,
+            &mut trainer,
+            "k-means",
             &labelled,
             init.pseudo_label_epochs,
         )?;
-        model.set_y_regulariser(cfg.y_regulariser);
+        net.set_y_regulariser(cfg.y_regulariser);
     }
-    phase(
-        &mut model,
-        &format!("gmvae {seed}"),
-        &split.train,
-        train.epochs,
-    )?;
-    Ok((model, vs, history))
+    phase(&mut net, &mut trainer, "elbo", &train, train_cfg.epochs)?;
+    Ok((net, trainer.into_history()))
 }
 
 fn push_kmeans(
@@ -601,13 +578,39 @@ pub struct SavedGmvae {
     pub model: GmvaeConfig,
 }
 
+impl SavedGmvae {
+    /// Reads and checks `model.json` of a GMVAE model folder.
+    pub fn read(dir: &Path) -> Result<Self> {
+        let spec = dir.join("model.json");
+        let text = std::fs::read_to_string(&spec)
+            .with_context(|| format!("{}: cannot read the model description", spec.display()))?;
+        let saved: Self = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a GMVAE model description", spec.display()))?;
+        if saved.kind != "gmvae" {
+            bail!("{}: a {} model, not a GMVAE", spec.display(), saved.kind);
+        }
+        saved
+            .model
+            .validate()
+            .with_context(|| format!("{}: invalid model", spec.display()))?;
+        if let Some(&g) = saved.genes.iter().find(|&&g| g >= saved.input_genes) {
+            bail!(
+                "{}: gene {g} is out of range for {} input genes",
+                spec.display(),
+                saved.input_genes
+            );
+        }
+        Ok(saved)
+    }
+}
+
 fn save_gmvae(
     dir: &Path,
-    vs: &VarStore,
+    net: &Net<Gmvae>,
     cfg: &GmvaeConfig,
     prepared: &Prepared,
     history: &History,
-    q_y: &Tensor,
+    q_y: &Array2<f32>,
     assigned: &[usize],
 ) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -620,26 +623,22 @@ fn save_gmvae(
             model: cfg.clone(),
         },
     )?;
-    super::ae::save_weights(vs, dir)?;
+    net.save_weights(&dir.join("weights.safetensors"))?;
     super::ae::write_history(&dir.join("history.csv"), history)?;
-    write_clusters(dir, q_y, assigned)
+    write_clusters(dir, &prepared.counts.cells, q_y, assigned)
 }
 
-/// Each cell's cluster: the argmax of its row of `q(y | x)` (`[cells, K]`).
-pub fn assignments(q_y: &Tensor) -> Result<Vec<usize>> {
-    let argmax = q_y.argmax(-1, false).to_kind(Kind::Int64);
-    Ok(Vec::<i64>::try_from(argmax.to_device(tch::Device::Cpu))?
-        .into_iter()
-        .map(|c| c as usize)
-        .collect())
-}
-
-/// `q_y.npy` (cells x K) and `clusters.csv` (cell, cluster, its probability).
-pub fn write_clusters(dir: &Path, q_y: &Tensor, assigned: &[usize]) -> Result<()> {
-    let q = to_array(q_y)?;
-    scae_io::write_npy(&dir.join("q_y.npy"), &q.view())?;
+/// `q_y.npy` (cells x K) and `clusters.csv` (the cell's row in the input, its cluster, and the
+/// cluster's probability); `cells` holds the input row of each clustered cell.
+pub fn write_clusters(
+    dir: &Path,
+    cells: &[usize],
+    q_y: &Array2<f32>,
+    assigned: &[usize],
+) -> Result<()> {
+    scae_io::write_npy(&dir.join("q_y.npy"), &q_y.view())?;
     let mut csv = String::from("cell,cluster,probability\n");
-    for (cell, (&c, row)) in assigned.iter().zip(q.rows()).enumerate() {
+    for ((&cell, &c), row) in cells.iter().zip(assigned).zip(q_y.rows()) {
         let _ = writeln!(csv, "{cell},{c},{}", row[c]);
     }
     scae_io::write_atomic(&dir.join("clusters.csv"), |w| {
@@ -787,7 +786,7 @@ fn figures(
 
 fn report(
     cfg: &GmvaeRealStudy,
-    data: &Dataset,
+    data: &CountData,
     prepared: &Prepared,
     k: usize,
     runs: &[SeedRun],
@@ -804,7 +803,7 @@ fn report(
          counts of the {} genes whose log-normalised values vary most; {} % of the cells are held \
          out of training; every cell is clustered. Seeds: {:?}.\n",
         data.source.data.display(),
-        data.x.nrows(),
+        data.counts.cells(),
         prepared.input_genes,
         data.labels.as_ref().map_or(0, |l| l.names.len()),
         prepared.genes.len(),
@@ -817,10 +816,10 @@ fn report(
          epochs of batch {}, Adam (learning rate {}, eps {}), KL warm-up over {} epochs. NB VAE \
          baseline: encoder {:?}, latent {}, {} epochs. PCA baseline: {} components. k-means: \
          k = {}, {} seeded restarts, lowest inertia kept.\n",
-        m.hidden,
-        m.latent,
-        m.decoder_widths(),
-        m.likelihood.label(),
+        m.vae.hidden,
+        m.vae.latent,
+        m.vae.decoder_widths(),
+        m.vae.likelihood.label(),
         if m.learn_prior { "learned" } else { "uniform" },
         match &cfg.gmvae_init {
             Some(init) => format!(
@@ -834,7 +833,7 @@ fn report(
         t.batch_size,
         t.learning_rate,
         t.adam_eps,
-        m.kl_warmup_epochs,
+        m.vae.kl_warmup_epochs,
         cfg.vae.model.hidden,
         cfg.vae.model.latent,
         cfg.vae.train.epochs,

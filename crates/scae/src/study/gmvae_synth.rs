@@ -12,16 +12,16 @@
 use std::fmt::Write as _;
 
 use anyhow::{Context, Result, bail};
-use scae_models::{DeviceChoice, Gmvae, GmvaeConfig, History, TrainConfig, YRegulariser};
+use scae_io::{BatchSource, CountMatrix};
+use scae_models::{DeviceChoice, Gmvae, GmvaeConfig, History, Net, TrainConfig, YRegulariser};
 use serde::{Deserialize, Serialize};
-use tch::{Tensor, nn::VarStore};
 
 use super::vae::{CountSplit, save_history_figure};
-use super::{RunArgs, Staging};
-use crate::config::read_toml;
-use crate::data::Dataset;
+use super::{Run, RunArgs};
+use crate::config::{StudyConfig, check_run};
+use crate::data::CountData;
 use crate::progress::EpochProgress;
-use crate::provenance::{Provenance, RunClock, write_json};
+use crate::provenance::{Provenance, RunClock};
 
 /// The acceptance bound of the KL variant's ARI.
 pub const ARI_TARGET: f64 = 0.9;
@@ -56,21 +56,9 @@ pub struct GmvaeSynthStudy {
     pub train: TrainConfig,
 }
 
-impl GmvaeSynthStudy {
-    fn load(path: &std::path::Path) -> Result<Self> {
-        let cfg: Self = read_toml(path)?;
-        cfg.validate()
-            .with_context(|| format!("{}: invalid config", path.display()))?;
-        Ok(cfg)
-    }
-
+impl StudyConfig for GmvaeSynthStudy {
     fn validate(&self) -> Result<()> {
-        if !(self.test_fraction > 0.0 && self.test_fraction < 1.0) {
-            bail!(
-                "test_fraction must be in (0, 1), got {}",
-                self.test_fraction
-            );
-        }
+        check_run(&[self.seed], self.test_fraction)?;
         if self.regularisers.is_empty() {
             bail!("regularisers must name at least one of \"kl\", \"none\", \"supervised\"");
         }
@@ -124,15 +112,22 @@ pub fn run(args: &RunArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| vec![1.0; sim.rates.len()]);
     let (x, truth) = scae_sim::poisson_mixture(sim.cells, &sim.rates, &weights, cfg.seed)?;
-    let data = Dataset::from_counts(x, "simulated Poisson mixture", None);
-    let (device, threads) = args.setup_torch(cfg.device, cfg.threads)?;
-    let out = Staging::new(&args.out_dir("gmvae-synth"))?;
-    let split = CountSplit::new(&data, cfg.test_fraction, cfg.seed, device)?;
-    let all = Dataset::tensor(&data.x, device)?;
-    let label_column = |rows: &[usize]| {
-        let labels: Vec<f32> = rows.iter().map(|&i| truth[i] as f32).collect();
-        Tensor::from_slice(&labels).view([-1, 1]).to_device(device)
-    };
+    let name = "simulated Poisson mixture";
+    let counts = CountMatrix::from_dense(x.view(), std::path::Path::new(name))?;
+    drop(x);
+    let data = CountData::from_counts(counts, name, None)?;
+    if data.cells.len() != truth.len() {
+        bail!(
+            "the simulated mixture drew {} cells without any count; raise its rates",
+            truth.len() - data.cells.len()
+        );
+    }
+    let run = Run::start(args, clock, "gmvae-synth", cfg.device, cfg.threads)?;
+    let device = run.device;
+    let split = CountSplit::new(&data.counts, cfg.test_fraction, cfg.seed)?;
+    let genes = data.counts.genes();
+    let chunk = cfg.train.eval_chunk(genes);
+    let train_truth: Vec<usize> = split.split.train.iter().map(|&i| truth[i]).collect();
 
     let mut variants = Vec::new();
     let mut histories: Vec<(String, History)> = Vec::new();
@@ -144,30 +139,23 @@ pub fn run(args: &RunArgs) -> Result<()> {
             y_regulariser: regulariser,
             ..cfg.model.clone()
         };
-        // The supervised variant's training rows carry their component as a last column.
-        let train = match regulariser {
-            YRegulariser::Supervised => {
-                Tensor::cat(&[&split.train, &label_column(&split.split.train)], 1)
-            }
-            _ => split.train.shallow_clone(),
+        // The supervised variant's training batches carry each cell's component.
+        let plain = split.train()?;
+        let labelled = split.train()?.with_labels(&train_truth)?;
+        let train: &dyn BatchSource = match regulariser {
+            YRegulariser::Supervised => &labelled,
+            _ => &plain,
         };
-        tch::manual_seed(cfg.seed as i64);
-        let vs = VarStore::new(device);
-        let mut model = Gmvae::new(&vs.root(), data.x.ncols(), &model_cfg)?;
+        let mut model = Net::<Gmvae>::new(genes, &model_cfg, device, cfg.seed)?;
         let progress = EpochProgress::new(name, cfg.train.epochs);
-        let history = scae_models::fit(
-            &mut model,
-            &vs,
-            &train,
-            &split.test,
-            &cfg.train,
-            cfg.seed,
-            |e| progress.epoch(e),
-        )
-        .with_context(|| format!("training the GMVAE with the {name} regulariser"))?;
+        let history = model
+            .fit(&cfg.train, cfg.seed, train, Some(&split.test()?), |e| {
+                progress.epoch(e)
+            })
+            .with_context(|| format!("training the GMVAE with the {name} regulariser"))?;
         progress.finish();
-        let probs = model.cluster_probabilities(&all, cfg.train.eval_batch_size);
-        let assigned = super::gmvae_real::assignments(&probs)?;
+        let probs = model.cluster_probabilities(&split.all(), chunk)?;
+        let assigned = scae_models::row_argmax(probs.view()).to_vec();
         let mut used = assigned.clone();
         used.sort_unstable();
         used.dedup();
@@ -190,7 +178,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
                         .map_or(0, |(_, v)| *v as usize)
                 })
                 .collect(),
-            test_elbo: last.test_terms.first().copied().unwrap_or(f64::NAN),
+            test_elbo: last.test_terms.get("elbo").unwrap_or(f64::NAN),
             seconds: started.elapsed().as_secs_f64(),
         };
         tracing::info!(
@@ -206,7 +194,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
     }
 
     write_csv(
-        out.path(),
+        run.path(),
         &variants,
         &truth,
         &cfg.regularisers,
@@ -214,35 +202,25 @@ pub fn run(args: &RunArgs) -> Result<()> {
     )?;
     let runs: Vec<(String, &History)> = histories.iter().map(|(n, h)| (n.clone(), h)).collect();
     save_history_figure(
-        out.path(),
+        run.path(),
         "history",
         &format!(
             "GMVAE on a {}-component Poisson mixture ({} cells x {} features)",
             sim.rates.len(),
             sim.cells,
-            data.x.ncols()
+            genes
         ),
         &runs,
     )?;
     let report = report(&cfg, &split, &variants);
-    scae_io::write_atomic(&out.path().join("report.md"), |w| {
-        std::io::Write::write_all(w, report.as_bytes())
-    })?;
+    run.write_report(&report)?;
     let metrics = Metrics {
-        provenance: clock.finish(
-            "gmvae-synth",
-            &args.root,
-            device,
-            threads,
-            cfg.seed,
-            &data.source,
-        ),
+        provenance: run.provenance(cfg.seed, &data.source),
         config: &cfg,
         variants: &variants,
         ari_target: ARI_TARGET,
     };
-    write_json(&out.path().join("metrics.json"), &metrics)?;
-    let dest = out.commit()?;
+    let dest = run.finish(&metrics)?;
     for v in &variants {
         eprintln!(
             "{:>10}: ARI {:.3}, NMI {:.3}, test ELBO {:.3}, {} components used",
@@ -307,7 +285,7 @@ fn write_csv(
     Ok(())
 }
 
-fn report(cfg: &GmvaeSynthStudy, split: &CountSplit, variants: &[Variant]) -> String {
+fn report(cfg: &GmvaeSynthStudy, split: &CountSplit<'_>, variants: &[Variant]) -> String {
     let mut md = String::new();
     let m = &cfg.model;
     let _ = writeln!(md, "# The GMVAE's synthetic check\n");
@@ -324,10 +302,10 @@ fn report(cfg: &GmvaeSynthStudy, split: &CountSplit, variants: &[Variant]) -> St
         split.split.train.len(),
         split.split.test.len(),
         m.components,
-        m.hidden,
-        m.latent,
-        m.decoder_widths(),
-        m.likelihood.label(),
+        m.vae.hidden,
+        m.vae.latent,
+        m.vae.decoder_widths(),
+        m.vae.likelihood.label(),
         cfg.train.learning_rate,
         cfg.train.epochs,
         cfg.train.batch_size,

@@ -23,8 +23,8 @@ pub mod vae_synth;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use scae_models::{DeviceChoice, Split};
-use tch::{Device, Tensor};
+use scae_io::DenseRows;
+use scae_models::{ComputeDevice, DeviceChoice, Split};
 
 use self::ae::TrainedAe;
 use crate::config::{AeStudy, resolve_threads};
@@ -90,17 +90,102 @@ impl RunArgs {
     }
 
     /// Chooses the device once and sets libtorch's thread count.
-    pub fn setup_torch(&self, device: DeviceChoice, threads: usize) -> Result<(Device, usize)> {
-        let threads = resolve_threads(self.threads.unwrap_or(threads));
-        tch::set_num_threads(threads as i32);
-        // The same count for the rayon pool behind PCA, t-SNE and the scores; a second call in
-        // one process (tests) keeps the first pool, which is harmless.
-        let _ = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build_global();
-        let device = scae_models::select_device(self.device.unwrap_or(device))?;
-        tracing::info!(device = %crate::provenance::device_name(device), threads, "libtorch ready");
-        Ok((device, threads))
+    pub fn setup_torch(
+        &self,
+        device: DeviceChoice,
+        threads: usize,
+    ) -> Result<(ComputeDevice, usize)> {
+        setup_compute(
+            self.device.unwrap_or(device),
+            self.threads.unwrap_or(threads),
+        )
+    }
+}
+
+/// Chooses the device and sets the thread count of libtorch and of the rayon pool behind PCA,
+/// t-SNE and the scores (0 threads: every core).
+pub fn setup_compute(device: DeviceChoice, threads: usize) -> Result<(ComputeDevice, usize)> {
+    let threads = resolve_threads(threads);
+    let device = ComputeDevice::setup(device, threads)?;
+    // A second call in one process (tests) keeps the first pool, which is harmless.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global();
+    tracing::info!(%device, threads, "libtorch ready");
+    Ok((device, threads))
+}
+
+impl RunArgs {}
+
+/// What every count study (`scae vae`, vae-synth, vae-likelihoods, gmvae-synth, gmvae-real)
+/// starts from and ends with, once: libtorch set up, a staging folder, and at the end the report,
+/// `metrics.json` with the provenance, and the commit of the folder.
+#[derive(Debug)]
+pub struct Run {
+    clock: crate::provenance::RunClock,
+    question: &'static str,
+    root: PathBuf,
+    pub device: ComputeDevice,
+    pub threads: usize,
+    out: Staging,
+}
+
+impl Run {
+    /// Sets up libtorch (the command line's `--device` and `--threads` over the config's) and
+    /// opens the staging folder of `question`: call it once the config and the data are read and
+    /// checked, so bad input is reported before anything is written. `clock` started with the run.
+    pub fn start(
+        args: &RunArgs,
+        clock: crate::provenance::RunClock,
+        question: &'static str,
+        device: DeviceChoice,
+        threads: usize,
+    ) -> Result<Self> {
+        let (device, threads) = args.setup_torch(device, threads)?;
+        let out = Staging::new(&args.out_dir(question))?;
+        Ok(Self {
+            clock,
+            question,
+            root: args.root.clone(),
+            device,
+            threads,
+            out,
+        })
+    }
+
+    /// Where files go until [`Run::finish`].
+    pub fn path(&self) -> &Path {
+        self.out.path()
+    }
+
+    /// The provenance of the run so far, to save in `metrics.json`.
+    pub fn provenance(
+        &self,
+        seed: u64,
+        data: &crate::data::DataSource,
+    ) -> crate::provenance::Provenance {
+        self.clock.finish(
+            self.question,
+            &self.root,
+            self.device,
+            self.threads,
+            seed,
+            data,
+        )
+    }
+
+    /// Writes `report.md`.
+    pub fn write_report(&self, report: &str) -> Result<()> {
+        scae_io::write_atomic(&self.path().join("report.md"), |w| {
+            std::io::Write::write_all(w, report.as_bytes())
+        })?;
+        Ok(())
+    }
+
+    /// Writes `metrics.json` and moves the folder into place; returns where it is.
+    pub fn finish(self, metrics: &impl serde::Serialize) -> Result<PathBuf> {
+        crate::provenance::write_json(&self.path().join("metrics.json"), metrics)?;
+        self.out.commit()
     }
 }
 
@@ -109,7 +194,7 @@ impl RunArgs {
 pub struct Started {
     pub clock: crate::provenance::RunClock,
     pub data: Dataset,
-    pub device: Device,
+    pub device: ComputeDevice,
     pub threads: usize,
     pub out: Staging,
     pub prepared: Prepared,
@@ -123,7 +208,7 @@ impl Started {
         let data = args.load_data()?;
         let (device, threads) = args.setup_torch(study.device, study.threads)?;
         let out = Staging::new(&args.out_dir(question))?;
-        let prepared = Prepared::new(study, &data, device)?;
+        let prepared = Prepared::new(study, &data)?;
         Ok(Self {
             clock,
             data,
@@ -152,24 +237,37 @@ impl Started {
     }
 }
 
-/// The data of an autoencoder study on the device, split as its config says.
+/// The data of an autoencoder study, split as its config says; its cells reach the models
+/// through [`DenseRows`] sources.
 #[derive(Debug)]
 pub struct Prepared {
     pub split: Split,
-    pub all: Tensor,
-    pub train: Tensor,
-    pub test: Tensor,
+    /// The log-normalised matrix (small by the assignment's definition, so kept dense).
+    pub x: ndarray::Array2<f32>,
 }
 
 impl Prepared {
-    pub fn new(cfg: &AeStudy, data: &Dataset, device: Device) -> Result<Self> {
+    pub fn new(cfg: &AeStudy, data: &Dataset) -> Result<Self> {
         let split = Split::new(data.x.nrows(), cfg.test_fraction, cfg.seed)?;
         Ok(Self {
-            all: Dataset::tensor(&data.x, device)?,
-            train: Dataset::tensor(&data.rows(&split.train), device)?,
-            test: Dataset::tensor(&data.rows(&split.test), device)?,
             split,
+            x: data.x.clone(),
         })
+    }
+
+    /// Every cell.
+    pub fn all(&self) -> DenseRows<'_> {
+        DenseRows::all(self.x.view())
+    }
+
+    /// The training cells.
+    pub fn train(&self) -> Result<DenseRows<'_>> {
+        Ok(DenseRows::subset(self.x.view(), &self.split.train)?)
+    }
+
+    /// The held-out cells.
+    pub fn test(&self) -> Result<DenseRows<'_>> {
+        Ok(DenseRows::subset(self.x.view(), &self.split.test)?)
     }
 }
 
@@ -283,7 +381,7 @@ pub fn reusable_q1(
     study: &AeStudy,
     latents: &[usize],
     data: &Dataset,
-    device: Device,
+    device: ComputeDevice,
 ) -> Result<Vec<TrainedAe>> {
     matching_q1_metrics(dir, study, data)?;
     latents
@@ -301,10 +399,11 @@ pub fn q1_model_or_train(
     prepared: &Prepared,
     genes: usize,
     data: &Dataset,
+    device: ComputeDevice,
 ) -> Result<(TrainedAe, String)> {
     let dir = root.join("results").join("q1");
     let why = if study.latents.contains(&latent) {
-        match reusable_q1(&dir, study, &[latent], data, prepared.all.device()) {
+        match reusable_q1(&dir, study, &[latent], data, device) {
             Ok(mut models) => {
                 return Ok((
                     models.remove(0),
@@ -322,7 +421,7 @@ pub fn q1_model_or_train(
     tracing::info!("training the latent-{latent} model here: {why}");
     let mut one = study.clone();
     one.latents = vec![latent];
-    let model = q1::train_models(&one, prepared, genes)?.remove(0);
+    let model = q1::train_models(&one, prepared, genes, device)?.remove(0);
     Ok((model, format!("model trained here ({why})")))
 }
 

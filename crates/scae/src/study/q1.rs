@@ -10,8 +10,10 @@ use scae_viz::{LinePanel, Series};
 use serde::Serialize;
 
 use super::ae::{ModelMeta, TrainedAe};
+use scae_models::ComputeDevice;
+
 use super::{Prepared, RunArgs, Staging, parameter_count};
-use crate::config::AeStudy;
+use crate::config::{AeStudy, StudyConfig};
 use crate::provenance::{Provenance, RunClock, write_json};
 
 /// One model's line in `metrics.json`.
@@ -36,7 +38,13 @@ struct Metrics<'a> {
 }
 
 /// Trains one model per latent size of `cfg`.
-pub fn train_models(cfg: &AeStudy, prepared: &Prepared, genes: usize) -> Result<Vec<TrainedAe>> {
+pub fn train_models(
+    cfg: &AeStudy,
+    prepared: &Prepared,
+    genes: usize,
+    device: ComputeDevice,
+) -> Result<Vec<TrainedAe>> {
+    let (train, test) = (prepared.train()?, prepared.test()?);
     cfg.latents
         .iter()
         .map(|&latent| {
@@ -49,8 +57,9 @@ pub fn train_models(cfg: &AeStudy, prepared: &Prepared, genes: usize) -> Result<
                 meta,
                 &cfg.train,
                 cfg.seed,
-                &prepared.train,
-                &prepared.test,
+                &train,
+                &test,
+                device,
             )
         })
         .collect()
@@ -107,11 +116,11 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let data = args.load_data()?;
     let (device, threads) = args.setup_torch(cfg.device, cfg.threads)?;
     let out = Staging::new(&args.out_dir("q1"))?;
-    let prepared = Prepared::new(&cfg, &data, device)?;
-    let models = train_models(&cfg, &prepared, data.x.ncols())?;
+    let prepared = Prepared::new(&cfg, &data)?;
+    let models = train_models(&cfg, &prepared, data.x.ncols(), device)?;
     for m in &models {
         let dir = out.path().join(format!("latent{}", m.meta.model.latent));
-        m.save_with_latent(&dir, &prepared.all)?;
+        m.save_with_latent(&dir, &prepared.all())?;
     }
     super::write_test_indices(out.path(), &prepared.split)?;
     let loss = cfg.loss.name();

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use super::ae::TrainedAe;
 use super::{Prepared, RunArgs, Staging, parameter_count};
-use crate::config::{AeStudy, Q2Config};
+use crate::config::{AeStudy, Q2Config, StudyConfig};
 use crate::data::Dataset;
 use crate::provenance::{Provenance, RunClock, write_json};
 
@@ -70,7 +70,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let data = args.load_data()?;
     let (device, threads) = args.setup_torch(study.device, study.threads)?;
     let out = Staging::new(&args.out_dir("q2"))?;
-    let prepared = Prepared::new(&study, &data, device)?;
+    let prepared = Prepared::new(&study, &data)?;
 
     let q1_dir = args.root.join("results").join("q1");
     let (models, reused, note) =
@@ -82,7 +82,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
             ),
             Err(why) => {
                 tracing::info!("training Q1's models here: {why:#}");
-                let models = super::q1::train_models(&study, &prepared, data.x.ncols())?;
+                let models = super::q1::train_models(&study, &prepared, data.x.ncols(), device)?;
                 (models, false, format!("models trained by Q2 ({why:#})"))
             }
         };
@@ -129,11 +129,11 @@ fn measure(
 ) -> Result<ModelReport> {
     let train = scae_eval::reconstruction_error(
         data.rows(&prepared.split.train).view(),
-        m.reconstruct(&prepared.train)?.view(),
+        m.reconstruct(&prepared.train()?)?.view(),
     )?;
     let test = scae_eval::reconstruction_error(
         data.rows(&prepared.split.test).view(),
-        m.reconstruct(&prepared.test)?.view(),
+        m.reconstruct(&prepared.test()?)?.view(),
     )?;
     let tests = m.history.test_losses();
     let trains = m.history.train_losses();

@@ -78,13 +78,14 @@ pub fn run(args: &RunArgs) -> Result<()> {
         prepared,
         data.x.ncols(),
         data,
+        started.device,
     )?;
     let original = data.x.view();
-    let recon = model.reconstruct(&prepared.all)?;
-    let latent = model.encode(&prepared.all)?;
+    let recon = model.reconstruct(&prepared.all())?;
+    let latent = model.encode(&prepared.all())?;
     let test_error = scae_eval::reconstruction_error(
         data.rows(&prepared.split.test).view(),
-        model.reconstruct(&prepared.test)?.view(),
+        model.reconstruct(&prepared.test()?)?.view(),
     )?;
     let colouring = Colouring::new(data.labels.as_ref(), data.x.nrows());
 

@@ -45,14 +45,15 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let started = super::Started::new(args, "q4", &study)?;
     let (data, prepared, out) = (&started.data, &started.prepared, started.out.path());
     let q1_losses = super::q1_test_losses(&args.root, &base, data).unwrap_or_default();
-    let model = super::q1::train_models(&study, prepared, data.x.ncols())?.remove(0);
-    model.save_with_latent(&out.join(format!("latent{}", cfg.latent)), &prepared.all)?;
+    let model =
+        super::q1::train_models(&study, prepared, data.x.ncols(), started.device)?.remove(0);
+    model.save_with_latent(&out.join(format!("latent{}", cfg.latent)), &prepared.all())?;
     super::write_test_indices(out, &prepared.split)?;
     let test_error = scae_eval::reconstruction_error(
         data.rows(&prepared.split.test).view(),
-        model.reconstruct(&prepared.test)?.view(),
+        model.reconstruct(&prepared.test()?)?.view(),
     )?;
-    let latent = model.encode(&prepared.all)?;
+    let latent = model.encode(&prepared.all())?;
     let colouring = Colouring::new(data.labels.as_ref(), data.x.nrows());
 
     let pca = embed::fit_pca(data.x.view(), cfg.score_components)?;

@@ -66,23 +66,25 @@ pub fn run(args: &RunArgs) -> Result<()> {
         prepared,
         data.x.ncols(),
         data,
+        started.device,
     )?;
-    let model = super::q1::train_models(&new_study, prepared, data.x.ncols())?.remove(0);
+    let model =
+        super::q1::train_models(&new_study, prepared, data.x.ncols(), started.device)?.remove(0);
     let name = format!("{}_latent{}", cfg.loss.name(), cfg.latent);
-    model.save_with_latent(&out.join(&name), &prepared.all)?;
+    model.save_with_latent(&out.join(&name), &prepared.all())?;
     super::write_test_indices(out, &prepared.split)?;
 
     let test_x = data.rows(&prepared.split.test);
     let train_x = data.rows(&prepared.split.train);
     let errors_of = |m: &super::ae::TrainedAe, label: &str| -> Result<ModelErrors> {
-        let test_recon = m.reconstruct(&prepared.test)?;
+        let test_recon = m.reconstruct(&prepared.test()?)?;
         let (at_zeros, at_nonzeros, nonzero_mean) = means_by_zero(test_x.view(), test_recon.view());
         Ok(ModelErrors {
             model: label.into(),
             loss: m.meta.model.loss.name().into(),
             train: scae_eval::reconstruction_error(
                 train_x.view(),
-                m.reconstruct(&prepared.train)?.view(),
+                m.reconstruct(&prepared.train()?)?.view(),
             )?,
             test: scae_eval::reconstruction_error(test_x.view(), test_recon.view())?,
             mean_output_at_zeros: at_zeros,
@@ -100,8 +102,8 @@ pub fn run(args: &RunArgs) -> Result<()> {
     write_errors_csv(&out.join("errors.csv"), &errors)?;
 
     let original = data.x.view();
-    let recon = model.reconstruct(&prepared.all)?;
-    let latent = model.encode(&prepared.all)?;
+    let recon = model.reconstruct(&prepared.all())?;
+    let latent = model.encode(&prepared.all())?;
     let colouring = Colouring::new(data.labels.as_ref(), data.x.nrows());
     let k = cfg.score_components;
     let pca_orig = embed::fit_pca(original, k)?;
@@ -175,9 +177,9 @@ pub fn run(args: &RunArgs) -> Result<()> {
     )?;
 
     let sc = &cfg.scores;
-    let mse_latent = mse_model.encode(&prepared.all)?;
+    let mse_latent = mse_model.encode(&prepared.all())?;
     let mse_recon_pcs = embed::scores_f32(&embed::fit_pca(
-        mse_model.reconstruct(&prepared.all)?.view(),
+        mse_model.reconstruct(&prepared.all())?.view(),
         k,
     )?);
     let scores = vec![

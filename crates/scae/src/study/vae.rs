@@ -12,15 +12,15 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use ndarray::Array2;
-use scae_models::{History, Likelihood, Split, TrainConfig, Vae, VaeConfig};
+use scae_io::{CountMatrix, CountRows};
+use scae_models::{ComputeDevice, History, Likelihood, Net, Split, TrainConfig, Vae, VaeConfig};
 use scae_viz::{LinePanel, Series};
 use serde::{Deserialize, Serialize};
-use tch::{Device, Tensor, nn::VarStore};
 
-use super::ae::{to_array, write_history};
-use super::{RunArgs, Staging};
-use crate::config::read_toml;
-use crate::data::Dataset;
+use super::ae::write_history;
+use super::{Run, RunArgs};
+use crate::config::{StudyConfig, check_run};
+use crate::data::CountData;
 use crate::progress::EpochProgress;
 use crate::provenance::{Provenance, RunClock, write_json};
 
@@ -42,10 +42,14 @@ pub enum Simulate {
 
 impl Simulate {
     /// Draws the counts with `seed`.
-    pub fn draw(&self, seed: u64) -> Result<(Array2<f32>, String)> {
+    pub fn draw(&self, seed: u64) -> Result<(CountMatrix, String)> {
+        let name = Path::new("simulated counts");
         match self {
             Self::IndependentPoisson { cells, rates } => Ok((
-                scae_sim::independent_poisson(*cells, rates, seed)?,
+                CountMatrix::from_dense(
+                    scae_sim::independent_poisson(*cells, rates, seed)?.view(),
+                    name,
+                )?,
                 format!("simulated: {cells} cells of independent Poisson counts, rates {rates:?}"),
             )),
             Self::Sparse {
@@ -71,7 +75,7 @@ impl Simulate {
                     "simulated {cells} x {genes} sparse counts"
                 );
                 Ok((
-                    sim.counts,
+                    CountMatrix::new(sim.counts, name)?,
                     format!(
                         "simulated: {cells} x {genes} sparse Poisson counts, {:.2} % zeros, largest rate {:.0}",
                         100.0 * sim.zero_fraction,
@@ -109,22 +113,9 @@ fn default_importance_samples() -> usize {
     100
 }
 
-impl VaeStudy {
-    /// Reads and validates a config file.
-    pub fn load(path: &Path) -> Result<Self> {
-        let cfg: Self = read_toml(path)?;
-        cfg.validate()
-            .with_context(|| format!("{}: invalid config", path.display()))?;
-        Ok(cfg)
-    }
-
-    pub fn validate(&self) -> Result<()> {
-        if !(self.test_fraction > 0.0 && self.test_fraction < 1.0) {
-            bail!(
-                "test_fraction must be in (0, 1), got {}",
-                self.test_fraction
-            );
-        }
+impl StudyConfig for VaeStudy {
+    fn validate(&self) -> Result<()> {
+        check_run(&[self.seed], self.test_fraction)?;
         self.model.validate()?;
         self.train.validate()?;
         Ok(())
@@ -133,13 +124,13 @@ impl VaeStudy {
 
 /// Raw counts for a VAE study: `--data` (a `.npy`, a folder with `counts_raw.npy`, or a 10x
 /// folder), else the config's simulation, else the default data's `counts_raw.npy`.
-pub fn load_counts(args: &RunArgs, simulate: Option<&Simulate>, seed: u64) -> Result<Dataset> {
+pub fn load_counts(args: &RunArgs, simulate: Option<&Simulate>, seed: u64) -> Result<CountData> {
     if let Some(data) = &args.data {
-        return Dataset::load_counts(data, args.labels.as_deref());
+        return CountData::load(data, args.labels.as_deref());
     }
     if let Some(sim) = simulate {
-        let (x, name) = sim.draw(seed)?;
-        return Ok(Dataset::from_counts(x, &name, None));
+        let (counts, name) = sim.draw(seed)?;
+        return CountData::from_counts(counts, &name, None);
     }
     let data = crate::data::default_counts(&args.root);
     if !data.exists() {
@@ -148,90 +139,86 @@ pub fn load_counts(args: &RunArgs, simulate: Option<&Simulate>, seed: u64) -> Re
             data.display()
         );
     }
-    Dataset::load_counts(&data, args.labels.as_deref())
+    CountData::load(&data, args.labels.as_deref())
 }
 
-/// The raw counts of the most variable genes, with those genes' log-normalised values.
+/// The raw counts of the most variable genes.
 #[derive(Debug)]
 pub struct VariableGenes {
-    /// Raw counts of the kept genes (cells x kept genes), with the input's labels.
-    pub counts: Dataset,
+    /// Raw counts of the kept genes (cells x kept genes), sparse, with the input's labels.
+    pub counts: CountData,
     /// Column indices of the kept genes in the input, ascending.
     pub genes: Vec<usize>,
-    /// Their values scaled to 10,000 per cell and `log1p`-transformed
-    /// ([`scae_io::preprocess::preprocess`]).
-    pub lognorm: Array2<f32>,
 }
 
 /// Keeps the `n` genes whose log-normalised values vary most across cells (every gene when `n`
-/// is 0 or at least the number of genes), as the autoencoder questions do for a 10x folder.
-pub fn variable_genes(data: &Dataset, n: usize) -> VariableGenes {
-    let input = data.x.ncols();
-    let n = if n == 0 { input } else { n.min(input) };
-    let sparse = sprs::CsMat::csr_from_dense(data.x.view(), 0.0);
-    let pre = scae_io::preprocess::preprocess(&sparse, n);
-    // `select` along columns gives a column-major array; tensors need rows contiguous.
-    let x = data
-        .x
-        .select(ndarray::Axis(1), &pre.genes)
-        .as_standard_layout()
-        .into_owned();
+/// is 0 or at least the number of genes), as the autoencoder questions do for a 10x folder. The
+/// counts stay sparse throughout.
+pub fn variable_genes(data: &CountData, n: usize) -> VariableGenes {
+    let input = data.counts.genes();
+    let genes = if n == 0 || n >= input {
+        (0..input).collect()
+    } else {
+        let lognorm = scae_io::preprocess::log_normalize(data.counts.csr());
+        scae_io::preprocess::top_variable_genes(&lognorm, n)
+    };
     tracing::info!(
-        genes = pre.genes.len(),
+        genes = genes.len(),
         of = input,
         "kept the most variable genes"
     );
+    let counts = if genes.len() == input {
+        data.counts.clone()
+    } else {
+        data.counts.select_genes(&genes)
+    };
     let mut source = data.source.clone();
-    source.genes = x.ncols();
-    source.top_genes = Some(pre.genes.len());
+    source.genes = counts.genes();
+    source.top_genes = Some(genes.len());
     VariableGenes {
-        counts: Dataset {
-            x,
+        counts: CountData {
+            counts,
             labels: data.labels.clone(),
             source,
+            cells: data.cells.clone(),
         },
-        genes: pre.genes,
-        lognorm: pre.x,
+        genes,
     }
 }
 
-/// The train and test counts on the device.
+/// The train and test cells of a count matrix.
 #[derive(Debug)]
-pub struct CountSplit {
+pub struct CountSplit<'a> {
+    pub counts: &'a CountMatrix,
     pub split: Split,
-    pub train: Tensor,
-    pub test: Tensor,
 }
 
-impl CountSplit {
-    pub fn new(data: &Dataset, test_fraction: f64, seed: u64, device: Device) -> Result<Self> {
-        let split = Split::new(data.x.nrows(), test_fraction, seed)?;
+impl<'a> CountSplit<'a> {
+    pub fn new(counts: &'a CountMatrix, test_fraction: f64, seed: u64) -> Result<Self> {
+        let split = Split::new(counts.cells(), test_fraction, seed)?;
         if split.train.is_empty() || split.test.is_empty() {
             bail!(
                 "{} cells are too few to hold out {} % of them",
-                data.x.nrows(),
+                counts.cells(),
                 100.0 * test_fraction
             );
         }
-        Ok(Self {
-            train: Dataset::tensor(&data.rows(&split.train), device)?,
-            test: Dataset::tensor(&data.rows(&split.test), device)?,
-            split,
-        })
+        Ok(Self { counts, split })
     }
 
-    /// The rows of `train` and `test` results put back in the cells' input order.
-    pub fn merge(&self, train: &Array2<f32>, test: &Array2<f32>) -> Array2<f32> {
-        let mut all = Array2::zeros((
-            self.split.train.len() + self.split.test.len(),
-            train.ncols(),
-        ));
-        for (rows, part) in [(&self.split.train, train), (&self.split.test, test)] {
-            for (&i, row) in rows.iter().zip(part.rows()) {
-                all.row_mut(i).assign(&row);
-            }
-        }
-        all
+    /// The training cells.
+    pub fn train(&self) -> Result<CountRows<'_>> {
+        Ok(CountRows::subset(self.counts, &self.split.train)?)
+    }
+
+    /// The held-out cells.
+    pub fn test(&self) -> Result<CountRows<'_>> {
+        Ok(CountRows::subset(self.counts, &self.split.test)?)
+    }
+
+    /// Every cell, in input order.
+    pub fn all(&self) -> CountRows<'_> {
+        CountRows::all(self.counts)
     }
 }
 
@@ -240,9 +227,10 @@ impl CountSplit {
 pub struct TrainedVae {
     pub config: VaeConfig,
     pub genes: usize,
-    pub vae: Vae,
-    pub vs: VarStore,
+    pub net: Net<Vae>,
     pub history: History,
+    /// Cells per forward pass when evaluating.
+    pub chunk: usize,
 }
 
 /// Trains one VAE; `seed` seeds the weights, the minibatch order and the latent samples.
@@ -251,30 +239,24 @@ pub fn train(
     config: &VaeConfig,
     train_cfg: &TrainConfig,
     seed: u64,
-    data: &CountSplit,
+    data: &CountSplit<'_>,
+    device: ComputeDevice,
 ) -> Result<TrainedVae> {
-    tch::manual_seed(seed as i64);
-    let genes = data.train.size()[1] as usize;
-    let vs = VarStore::new(data.train.device());
-    let mut vae = Vae::new(&vs.root(), genes, config)?;
+    let genes = data.counts.genes();
+    let mut net = Net::<Vae>::new(genes, config, device, seed)?;
     let progress = EpochProgress::new(name, train_cfg.epochs);
-    let history = scae_models::fit(
-        &mut vae,
-        &vs,
-        &data.train,
-        &data.test,
-        train_cfg,
-        seed,
-        |e| progress.epoch(e),
-    )
-    .with_context(|| format!("training {name}"))?;
+    let history = net
+        .fit(train_cfg, seed, &data.train()?, Some(&data.test()?), |e| {
+            progress.epoch(e)
+        })
+        .with_context(|| format!("training {name}"))?;
     progress.finish();
     Ok(TrainedVae {
         config: config.clone(),
         genes,
-        vae,
-        vs,
+        net,
         history,
+        chunk: train_cfg.eval_chunk(genes),
     })
 }
 
@@ -305,18 +287,18 @@ pub struct VaeSummary {
 
 impl TrainedVae {
     /// The summary, with the importance-weighted `log p(x)` of the test cells (`k` samples).
-    pub fn summarize(&self, data: &CountSplit, k: usize, seed: u64) -> Result<VaeSummary> {
+    pub fn summarize(&self, data: &CountSplit<'_>, k: usize, seed: u64) -> Result<VaeSummary> {
         let last = self
             .history
             .epochs
             .last()
             .context("the model trained for no epoch")?;
-        let term = |terms: &[f64], i: usize| terms.get(i).copied().unwrap_or(f64::NAN);
+        let term = |terms: &scae_models::Terms, name: &str| terms.get(name).unwrap_or(f64::NAN);
         let test_log_px = if k > 0 {
-            tch::manual_seed(seed as i64 ^ 0x5eed);
             let started = Instant::now();
-            let per_cell = self.vae.importance_log_px(&data.test, k)?;
-            let mean = per_cell.mean(tch::Kind::Double).double_value(&[]);
+            let mean = self
+                .net
+                .importance_log_px(&data.test()?, k, seed ^ 0x5eed)?;
             if !mean.is_finite() {
                 bail!("the importance-weighted log p(x) of the test cells is {mean}");
             }
@@ -337,12 +319,12 @@ impl TrainedVae {
             hidden: self.config.hidden.clone(),
             latent: self.config.latent,
             epochs: self.history.epochs.len(),
-            test_elbo: term(&last.test_terms, 0),
-            test_reconstruction: term(&last.test_terms, 1),
-            test_kl: term(&last.test_terms, 2),
+            test_elbo: term(&last.test_terms, "elbo"),
+            test_reconstruction: term(&last.test_terms, "log_likelihood"),
+            test_kl: term(&last.test_terms, "kl"),
             test_log_px,
             importance_samples: k,
-            final_train_elbo: term(&last.train_terms, 0),
+            final_train_elbo: term(&last.train_terms, "elbo"),
             seconds_per_epoch: seconds / epochs,
             train_seconds_per_epoch: train_seconds / epochs,
             train_cells: data.split.train.len(),
@@ -352,10 +334,8 @@ impl TrainedVae {
     }
 
     /// The latent mean of every cell, in input order.
-    pub fn latent_means(&self, data: &CountSplit) -> Result<Array2<f32>> {
-        let train = to_array(&self.vae.latent_means(&data.train, 4096))?;
-        let test = to_array(&self.vae.latent_means(&data.test, 4096))?;
-        Ok(data.merge(&train, &test))
+    pub fn latent_means(&self, data: &CountSplit<'_>) -> Result<Array2<f32>> {
+        Ok(self.net.latent_means(&data.all(), self.chunk)?)
     }
 
     /// Writes `model.json` (config and genes), `weights.safetensors` and `history.csv`.
@@ -365,7 +345,7 @@ impl TrainedVae {
             &dir.join("model.json"),
             &serde_json::json!({"genes": self.genes, "model": self.config}),
         )?;
-        super::ae::save_weights(&self.vs, dir)?;
+        self.net.save_weights(&dir.join("weights.safetensors"))?;
         write_history(&dir.join("history.csv"), &self.history)
     }
 }
@@ -383,28 +363,29 @@ pub fn history_panels(runs: &[(String, &History)]) -> Vec<LinePanel> {
         ("KL divergence per cell", "KL (nats)"),
     ];
     // The GMVAE's terms: the KL of z given the component, then the KL of the component.
-    if runs
-        .iter()
-        .any(|(_, h)| h.term_names.get(3) == Some(&"kl_y"))
-    {
+    if runs.iter().any(|(_, h)| h.term_names.contains(&"kl_y")) {
         names[2] = (
             "KL(q(z | x, y) || p(z | y)) per cell, mean over q(y | x)",
             "KL (nats)",
         );
         names.push(("KL(q(y | x) || p(y)) per cell", "KL (nats)"));
     }
+    let terms = ["elbo", "log_likelihood", "kl", "kl_y"];
+    let gmvae = names.len() == 4;
     names
         .iter()
         .enumerate()
-        .map(|(term, (title, y_label))| {
+        .map(|(i, (title, y_label))| {
+            // The GMVAE's third panel is its KL of z.
+            let term = if gmvae && i == 2 { "kl_z" } else { terms[i] };
             let mut series = Vec::new();
             for (color, (name, history)) in runs.iter().enumerate() {
                 let epochs: Vec<f64> = history.epochs.iter().map(|e| e.epoch as f64).collect();
                 let pick = |f: &dyn Fn(&scae_models::EpochStats) -> Option<f64>| {
                     history.epochs.iter().filter_map(f).collect::<Vec<f64>>()
                 };
-                let train = pick(&|e| e.train_terms.get(term).copied());
-                let test = pick(&|e| e.test_terms.get(term).copied());
+                let train = pick(&|e| e.train_terms.get(term));
+                let test = pick(&|e| e.test_terms.get(term));
                 let sep = if name.is_empty() { "" } else { ", " };
                 series.push(Series {
                     label: format!("{name}{sep}train"),
@@ -488,8 +469,7 @@ struct VaeMetrics<'a> {
 /// `scae vae`: train one VAE on raw counts and save it with its held-out figures.
 pub fn run(args: &VaeArgs) -> Result<()> {
     let clock = RunClock::start();
-    let run = &args.run;
-    let config_path = run.config_path("vae");
+    let config_path = args.run.config_path("vae");
     let mut cfg = VaeStudy::load(&config_path)?;
     if let Some(epochs) = args.epochs {
         cfg.train.epochs = epochs;
@@ -498,27 +478,26 @@ pub fn run(args: &VaeArgs) -> Result<()> {
         cfg.model.likelihood = likelihood;
     }
     cfg.validate()?;
-    let data = load_counts(run, cfg.simulate.as_ref(), cfg.seed)?;
-    let (device, threads) = run.setup_torch(cfg.device, cfg.threads)?;
-    let out = Staging::new(&run.out_dir("vae"))?;
-    let split = CountSplit::new(&data, cfg.test_fraction, cfg.seed, device)?;
+    let data = load_counts(&args.run, cfg.simulate.as_ref(), cfg.seed)?;
+    let run = Run::start(&args.run, clock, "vae", cfg.device, cfg.threads)?;
+    let split = CountSplit::new(&data.counts, cfg.test_fraction, cfg.seed)?;
     let name = cfg.model.likelihood.name();
-    let model = train(name, &cfg.model, &cfg.train, cfg.seed, &split)?;
+    let model = train(name, &cfg.model, &cfg.train, cfg.seed, &split, run.device)?;
     let summary = model.summarize(&split, cfg.importance_samples, cfg.seed)?;
-    model.save(out.path())?;
+    model.save(run.path())?;
     scae_io::write_npy(
-        &out.path().join("latent.npy"),
+        &run.path().join("latent.npy"),
         &model.latent_means(&split)?.view(),
     )?;
-    write_test_cells(&out.path().join("test_cells.txt"), &split.split)?;
+    write_test_cells(&run.path().join("test_cells.txt"), &split.split)?;
     save_history_figure(
-        out.path(),
+        run.path(),
         "history",
         &format!(
             "VAE ({}), {} cells x {} genes",
             cfg.model.likelihood.label(),
-            data.x.nrows(),
-            data.x.ncols()
+            data.counts.cells(),
+            data.counts.genes()
         ),
         &[(String::new(), &model.history)],
     )?;
@@ -535,14 +514,13 @@ pub fn run(args: &VaeArgs) -> Result<()> {
         peak.map_or_else(|| "-".into(), |m| format!("{m:.0} MiB")),
     );
     let metrics = VaeMetrics {
-        provenance: clock.finish("vae", &run.root, device, threads, cfg.seed, &data.source),
+        provenance: run.provenance(cfg.seed, &data.source),
         config: &cfg,
         summary,
         peak_rss_mib: peak,
         history: &model.history,
     };
-    write_json(&out.path().join("metrics.json"), &metrics)?;
-    let dest = out.commit()?;
+    let dest = run.finish(&metrics)?;
     eprintln!("VAE results written to {}", dest.display());
     Ok(())
 }
@@ -601,21 +579,5 @@ mod tests {
         let bad = text.replace("likelihood = \"nb\"", "likelihood = \"gaussian\"");
         let err = toml::from_str::<VaeStudy>(&bad).expect_err("unknown likelihood");
         assert!(err.to_string().contains("gaussian"), "{err}");
-    }
-
-    #[test]
-    fn merge_puts_rows_back_in_input_order() {
-        let split = CountSplit {
-            split: Split {
-                train: vec![0, 2, 3],
-                test: vec![1, 4],
-            },
-            train: Tensor::zeros([3, 1], (tch::Kind::Float, Device::Cpu)),
-            test: Tensor::zeros([2, 1], (tch::Kind::Float, Device::Cpu)),
-        };
-        let train = Array2::from_shape_vec((3, 1), vec![0.0, 2.0, 3.0]).expect("shape");
-        let test = Array2::from_shape_vec((2, 1), vec![1.0, 4.0]).expect("shape");
-        let all = split.merge(&train, &test);
-        assert_eq!(all.column(0).to_vec(), [0.0, 1.0, 2.0, 3.0, 4.0]);
     }
 }

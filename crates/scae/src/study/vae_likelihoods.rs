@@ -18,15 +18,14 @@ use std::fmt::Write as _;
 
 use anyhow::{Context, Result, bail};
 use scae_eval::TsneParams;
-use scae_models::{DeviceChoice, Likelihood, Split, TrainConfig, VaeConfig};
+use scae_models::{ComputeDevice, DeviceChoice, Likelihood, Split, TrainConfig, VaeConfig};
 use serde::{Deserialize, Serialize};
-use tch::Tensor;
 
 use super::embed::{Colouring, Embedding, ScoreConfig, Scores};
 use super::vae::{CountSplit, VaeSummary, load_counts, save_history_figure};
-use super::{RunArgs, Staging};
-use crate::config::read_toml;
-use crate::provenance::{Provenance, RunClock, write_json};
+use super::{Run, RunArgs};
+use crate::config::{StudyConfig, check_run};
+use crate::provenance::{Provenance, RunClock};
 
 /// configs/vae-likelihoods.toml.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -76,24 +75,12 @@ pub struct Grid {
     pub validation_fraction: f64,
 }
 
-impl LikelihoodStudy {
-    pub fn load(path: &std::path::Path) -> Result<Self> {
-        let cfg: Self = read_toml(path)?;
-        cfg.validate()
-            .with_context(|| format!("{}: invalid config", path.display()))?;
-        Ok(cfg)
-    }
-
-    pub fn validate(&self) -> Result<()> {
+impl StudyConfig for LikelihoodStudy {
+    fn validate(&self) -> Result<()> {
         if self.likelihoods.is_empty() {
             bail!("likelihoods is empty: name at least one of poisson, nb, zip, zinb");
         }
-        if !(self.test_fraction > 0.0 && self.test_fraction < 1.0) {
-            bail!(
-                "test_fraction must be in (0, 1), got {}",
-                self.test_fraction
-            );
-        }
+        check_run(&[self.seed], self.test_fraction)?;
         self.model.validate()?;
         self.train.validate()?;
         self.tsne.validate()?;
@@ -115,7 +102,9 @@ impl LikelihoodStudy {
         }
         Ok(())
     }
+}
 
+impl LikelihoodStudy {
     /// The model with `likelihood`, `hidden` and `latent`.
     fn shape(&self, likelihood: Likelihood, hidden: &[usize], latent: usize) -> VaeConfig {
         VaeConfig {
@@ -165,16 +154,17 @@ pub fn run(args: &RunArgs) -> Result<()> {
     } else {
         data
     };
+    let cells = data.counts.cells();
     cfg.tsne
-        .check_cells(data.x.nrows())
-        .with_context(|| format!("t-SNE of {} cells", data.x.nrows()))?;
-    let (device, threads) = args.setup_torch(cfg.device, cfg.threads)?;
-    let out = Staging::new(&args.out_dir("vae-likelihoods"))?;
-    let split = CountSplit::new(&data, cfg.test_fraction, cfg.seed, device)?;
-    let colouring = Colouring::new(data.labels.as_ref(), data.x.nrows());
+        .check_cells(cells)
+        .with_context(|| format!("t-SNE of {cells} cells"))?;
+    let run = Run::start(args, clock, "vae-likelihoods", cfg.device, cfg.threads)?;
+    let device = run.device;
+    let split = CountSplit::new(&data.counts, cfg.test_fraction, cfg.seed)?;
+    let colouring = Colouring::new(data.labels.as_ref(), cells);
 
     let grid = match &cfg.grid {
-        Some(grid) => search(&cfg, grid, &split)?,
+        Some(grid) => search(&cfg, grid, &split, device)?,
         None => Vec::new(),
     };
     let mut rows = Vec::new();
@@ -188,9 +178,16 @@ pub fn run(args: &RunArgs) -> Result<()> {
                 || cfg.shape(likelihood, &cfg.model.hidden, cfg.model.latent),
                 |g| cfg.shape(likelihood, &g.hidden, g.latent),
             );
-        let model = super::vae::train(likelihood.name(), &chosen, &cfg.train, cfg.seed, &split)?;
+        let model = super::vae::train(
+            likelihood.name(),
+            &chosen,
+            &cfg.train,
+            cfg.seed,
+            &split,
+            device,
+        )?;
         let summary = model.summarize(&split, cfg.importance_samples, cfg.seed)?;
-        let dir = out.path().join(likelihood.name());
+        let dir = run.path().join(likelihood.name());
         model.save(&dir)?;
         let latent = model.latent_means(&split)?;
         scae_io::write_npy(&dir.join("latent.npy"), &latent.view())?;
@@ -211,18 +208,18 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let runs: Vec<(String, &scae_models::History)> =
         histories.iter().map(|(n, h)| (n.clone(), h)).collect();
     save_history_figure(
-        out.path(),
+        run.path(),
         "history",
         &format!(
             "VAE likelihoods: training history, {} cells x {} genes",
-            data.x.nrows(),
-            data.x.ncols()
+            data.counts.cells(),
+            data.counts.genes()
         ),
         &runs,
     )?;
     let panels: Vec<(&str, &Embedding)> = embeddings.iter().map(|(f, e)| (f.as_str(), e)).collect();
     super::embed::save_figure(
-        out.path(),
+        run.path(),
         "tsne",
         "t-SNE of the VAEs' latent means, coloured by label",
         &colouring,
@@ -231,26 +228,16 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let best_log_px = best(&rows, |r| r.summary.test_log_px);
     let best_ari = best(&rows, |r| r.latent_scores.map(|s| s.ari));
     let report = report(&cfg, &data.source, &grid, &rows, best_log_px, best_ari);
-    scae_io::write_atomic(&out.path().join("report.md"), |w| {
-        std::io::Write::write_all(w, report.as_bytes())
-    })?;
+    run.write_report(&report)?;
     let metrics = Metrics {
-        provenance: clock.finish(
-            "vae-likelihoods",
-            &args.root,
-            device,
-            threads,
-            cfg.seed,
-            &data.source,
-        ),
+        provenance: run.provenance(cfg.seed, &data.source),
         config: &cfg,
         grid: &grid,
         models: &rows,
         best_log_px,
         best_ari,
     };
-    write_json(&out.path().join("metrics.json"), &metrics)?;
-    let dest = out.commit()?;
+    let dest = run.finish(&metrics)?;
     for r in &rows {
         eprintln!(
             "{:>8}: test ELBO {:.3}, log p(x) {}, ARI {}, {:.3} s per epoch",
@@ -278,7 +265,12 @@ fn best(rows: &[Row], key: impl Fn(&Row) -> Option<f64>) -> Option<Likelihood> {
 
 /// Trains every grid point of every likelihood on part of the training cells and marks, per
 /// likelihood, the one with the best validation ELBO.
-fn search(cfg: &LikelihoodStudy, grid: &Grid, data: &CountSplit) -> Result<Vec<GridRow>> {
+fn search(
+    cfg: &LikelihoodStudy,
+    grid: &Grid,
+    data: &CountSplit<'_>,
+    device: ComputeDevice,
+) -> Result<Vec<GridRow>> {
     let inner = Split::new(
         data.split.train.len(),
         grid.validation_fraction,
@@ -287,15 +279,10 @@ fn search(cfg: &LikelihoodStudy, grid: &Grid, data: &CountSplit) -> Result<Vec<G
     if inner.train.is_empty() || inner.test.is_empty() {
         bail!("grid: too few training cells to hold out a validation set");
     }
-    let index = |rows: &[usize]| {
-        let idx: Vec<i64> = rows.iter().map(|&i| i as i64).collect();
-        data.train
-            .index_select(0, &Tensor::from_slice(&idx).to_device(data.train.device()))
-    };
+    let train_cells = data.counts.select_cells(&data.split.train);
     let search_split = CountSplit {
+        counts: &train_cells,
         split: inner.clone(),
-        train: index(&inner.train),
-        test: index(&inner.test),
     };
     let train = TrainConfig {
         epochs: grid.epochs,
@@ -308,12 +295,11 @@ fn search(cfg: &LikelihoodStudy, grid: &Grid, data: &CountSplit) -> Result<Vec<G
             for &latent in &grid.latent {
                 let shape = cfg.shape(likelihood, hidden, latent);
                 let name = format!("{} {hidden:?}/{latent}", likelihood.name());
-                let model = super::vae::train(&name, &shape, &train, cfg.seed, &search_split)?;
+                let model =
+                    super::vae::train(&name, &shape, &train, cfg.seed, &search_split, device)?;
                 let elbo = model
                     .history
-                    .epochs
-                    .last()
-                    .and_then(|e| e.test_terms.first().copied())
+                    .last_test_term("elbo")
                     .unwrap_or(f64::NEG_INFINITY);
                 tracing::info!(validation_elbo = format!("{elbo:.3}"), "grid {name}");
                 rows.push(GridRow {

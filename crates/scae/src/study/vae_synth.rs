@@ -13,8 +13,9 @@ use anyhow::{Result, bail};
 use serde::Serialize;
 
 use super::vae::{CountSplit, Simulate, VaeStudy, VaeSummary, load_counts, save_history_figure};
-use super::{RunArgs, Staging};
-use crate::provenance::{Provenance, RunClock, write_json};
+use super::{Run, RunArgs};
+use crate::config::StudyConfig;
+use crate::provenance::{Provenance, RunClock};
 
 /// The acceptance bound: every decoded rate within this relative distance of the true rate.
 pub const RATE_TOLERANCE: f64 = 0.05;
@@ -61,24 +62,31 @@ pub fn run(args: &RunArgs) -> Result<()> {
         );
     }
     let data = load_counts(args, cfg.simulate.as_ref(), cfg.seed)?;
-    let (device, threads) = args.setup_torch(cfg.device, cfg.threads)?;
-    let out = Staging::new(&args.out_dir("vae-synth"))?;
-    let split = CountSplit::new(&data, cfg.test_fraction, cfg.seed, device)?;
-    let model = super::vae::train("synthetic", &cfg.model, &cfg.train, cfg.seed, &split)?;
+    let run = Run::start(args, clock, "vae-synth", cfg.device, cfg.threads)?;
+    let device = run.device;
+    let split = CountSplit::new(&data.counts, cfg.test_fraction, cfg.seed)?;
+    let model = super::vae::train(
+        "synthetic",
+        &cfg.model,
+        &cfg.train,
+        cfg.seed,
+        &split,
+        device,
+    )?;
     let summary = model.summarize(&split, cfg.importance_samples, cfg.seed)?;
 
-    let chunk = cfg.train.eval_batch_size;
-    tch::manual_seed(cfg.seed as i64 ^ 0xdec0);
-    let decode = |x| super::ae::to_array(&model.vae.decoded_means(x, chunk, DECODE_SAMPLES));
-    let (train_means, test_means) = (decode(&split.train)?, decode(&split.test)?);
-    let decoded = split.merge(&train_means, &test_means);
+    let decoded =
+        model
+            .net
+            .decoded_means(&split.all(), model.chunk, DECODE_SAMPLES, cfg.seed ^ 0xdec0)?;
     let cells = decoded.nrows() as f64;
+    let sample_means = column_means(&data.counts);
     let table: Vec<FeatureRate> = rates
         .iter()
         .enumerate()
         .map(|(j, &true_rate)| {
             let decoded_rate = decoded.column(j).iter().map(|&v| f64::from(v)).sum::<f64>() / cells;
-            let sample_mean = data.x.column(j).iter().map(|&v| f64::from(v)).sum::<f64>() / cells;
+            let sample_mean = sample_means[j];
             FeatureRate {
                 feature: j + 1,
                 true_rate,
@@ -101,7 +109,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         );
     }
 
-    model.save(out.path())?;
+    model.save(run.path())?;
     let mut csv = String::from("feature,true_rate,decoded_rate,sample_mean,relative_error\n");
     for r in &table {
         let _ = writeln!(
@@ -110,16 +118,16 @@ pub fn run(args: &RunArgs) -> Result<()> {
             r.feature, r.true_rate, r.decoded_rate, r.sample_mean, r.relative_error
         );
     }
-    scae_io::write_atomic(&out.path().join("rates.csv"), |w| {
+    scae_io::write_atomic(&run.path().join("rates.csv"), |w| {
         std::io::Write::write_all(w, csv.as_bytes())
     })?;
     save_history_figure(
-        out.path(),
+        run.path(),
         "history",
         &format!(
             "Synthetic Poisson data: VAE training ({} cells x {} features)",
-            data.x.nrows(),
-            data.x.ncols()
+            data.counts.cells(),
+            data.counts.genes()
         ),
         &[(String::new(), &model.history)],
     )?;
@@ -143,7 +151,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
     ];
     for ext in ["png", "svg"] {
         scae_viz::bar_figure(
-            &out.path().join(format!("rates.{ext}")),
+            &run.path().join(format!("rates.{ext}")),
             "Synthetic Poisson data: decoded rate per feature vs the true rate",
             "feature",
             "Poisson rate",
@@ -152,18 +160,9 @@ pub fn run(args: &RunArgs) -> Result<()> {
         )?;
     }
     let report = report(&cfg, &summary, &table, max_err);
-    scae_io::write_atomic(&out.path().join("report.md"), |w| {
-        std::io::Write::write_all(w, report.as_bytes())
-    })?;
+    run.write_report(&report)?;
     let metrics = Metrics {
-        provenance: clock.finish(
-            "vae-synth",
-            &args.root,
-            device,
-            threads,
-            cfg.seed,
-            &data.source,
-        ),
+        provenance: run.provenance(cfg.seed, &data.source),
         config: &cfg,
         summary,
         rates: &table,
@@ -171,8 +170,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         tolerance: RATE_TOLERANCE,
         within_tolerance: max_err <= RATE_TOLERANCE,
     };
-    write_json(&out.path().join("metrics.json"), &metrics)?;
-    let dest = out.commit()?;
+    let dest = run.finish(&metrics)?;
     eprintln!(
         "vae-synth: largest relative error of a decoded rate {:.2} % (bound {:.0} %); results in {}",
         100.0 * max_err,
@@ -259,4 +257,14 @@ fn report(cfg: &VaeStudy, s: &VaeSummary, table: &[FeatureRate], max_err: f64) -
     );
     let _ = writeln!(md, "![history](history.png)");
     md
+}
+
+/// The mean count of each gene over every cell.
+fn column_means(counts: &scae_io::CountMatrix) -> Vec<f64> {
+    let mut sums = vec![0.0; counts.genes()];
+    for (&v, (_, j)) in counts.csr() {
+        sums[j] += f64::from(v);
+    }
+    let cells = counts.cells().max(1) as f64;
+    sums.iter().map(|s| s / cells).collect()
 }
