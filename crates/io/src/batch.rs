@@ -84,6 +84,14 @@ pub trait BatchSource: Sync {
     /// # Errors
     /// When the data cannot be read (a file source) or a position is out of range.
     fn batch(&self, positions: &[usize]) -> Result<Batch>;
+
+    /// The cells as rows of one dense matrix in memory, when the source is one: the matrix and,
+    /// for a subset, the row of each position. A trainer may then keep those rows on its device
+    /// and gather each batch there instead of asking for it (the small dense input of the
+    /// autoencoder questions); count sources say `None` and stay sparse.
+    fn dense_rows(&self) -> Option<(ArrayView2<'_, f32>, Option<&[usize]>)> {
+        None
+    }
 }
 
 /// Checks every position is below `cells`.
@@ -254,6 +262,10 @@ impl BatchSource for DenseRows<'_> {
             library: None,
             labels: None,
         })
+    }
+
+    fn dense_rows(&self) -> Option<(ArrayView2<'_, f32>, Option<&[usize]>)> {
+        Some((self.x.view(), self.rows.as_deref()))
     }
 }
 

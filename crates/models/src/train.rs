@@ -364,10 +364,18 @@ impl Trainer {
         for source in std::iter::once(train).chain(test) {
             check_width(model, source)?;
         }
+        let train_rows = resident(train, self.device)?;
+        let test_rows = test.map(|t| resident(t, self.device)).transpose()?.flatten();
         for _ in 0..epochs {
             let epoch = self.epochs_done() + 1;
+            let sources = Sources {
+                train,
+                train_rows: train_rows.as_ref(),
+                test,
+                test_rows: test_rows.as_ref(),
+            };
             let stats = self
-                .epoch(model, phase, train, test, epoch)
+                .epoch(model, phase, &sources, epoch)
                 .map_err(|e| in_step(e, model.name(), phase, epoch))?;
             on_epoch(&stats);
             if self.history.term_names.is_empty() {
@@ -382,20 +390,36 @@ impl Trainer {
         &mut self,
         model: &mut M,
         phase: &str,
-        train: &dyn BatchSource,
-        test: Option<&dyn BatchSource>,
+        sources: &Sources<'_>,
         epoch: usize,
     ) -> Result<EpochStats> {
         model.begin_epoch(epoch);
         let start = Instant::now();
-        let n = train.cells();
+        let n = sources.train.cells();
         let order = shuffled_indices(n, epoch_seed(self.seed, epoch));
+        // With the rows on the device, the epoch's order goes there once and each batch is
+        // gathered by its own `index_select`.
+        let device_order = sources.train_rows.map(|_| {
+            let order: Vec<i64> = order.iter().map(|&i| i as i64).collect();
+            Tensor::from_slice(&order).to_device(self.device)
+        });
         let mut batches = BatchLosses::default();
         for (b, positions) in order.chunks(self.cfg.batch_size).enumerate() {
-            let host = train.batch(positions)?;
+            let begin = b * self.cfg.batch_size;
+            let host = match sources.train_rows {
+                Some(_) => None,
+                None => Some(sources.train.batch(positions)?),
+            };
             let (opt, clip) = (&mut self.opt, self.cfg.clip_grad_norm);
             catch_torch(|| {
-                let batch = TensorBatch::from_host(&host, self.device)?;
+                let batch = match (&host, sources.train_rows, &device_order) {
+                    (Some(host), ..) => TensorBatch::from_host(host, self.device)?,
+                    (None, Some(rows), Some(order)) => TensorBatch::from_tensor(rows.f_index_select(
+                        0,
+                        &order.narrow(0, begin as i64, positions.len() as i64),
+                    )?),
+                    _ => unreachable!("a batch comes from the host or from the device rows"),
+                };
                 let losses = model.losses(&batch, true)?;
                 opt.backward_step(&losses.total, clip);
                 batches.push(&losses, positions.len());
@@ -406,10 +430,16 @@ impl Trainer {
         let (train_loss, train_terms) = batches.reduce(epoch, "train")?;
         let figures = catch_torch(|| model.epoch_figures())?;
         let train_seconds = start.elapsed().as_secs_f64();
-        let test_eval = match test {
-            Some(test) => evaluate(model, test, self.cfg.eval_chunk(test.genes()), self.device)
-                .map_err(|e| with_epoch(e, epoch))?,
-            None => None,
+        let test_eval = match (sources.test, sources.test_rows) {
+            (Some(_), Some(rows)) => {
+                evaluate_rows(model, rows, self.cfg.eval_chunk(rows.size()[1] as usize))
+                    .map_err(|e| with_epoch(e, epoch))?
+            }
+            (Some(test), None) => {
+                evaluate(model, test, self.cfg.eval_chunk(test.genes()), self.device)
+                    .map_err(|e| with_epoch(e, epoch))?
+            }
+            (None, _) => None,
         };
         Ok(EpochStats {
             epoch,
@@ -423,6 +453,58 @@ impl Trainer {
             figures,
         })
     }
+}
+
+/// The sources of one epoch, with the rows of dense ones kept on the device.
+struct Sources<'a> {
+    train: &'a dyn BatchSource,
+    train_rows: Option<&'a Tensor>,
+    test: Option<&'a dyn BatchSource>,
+    test_rows: Option<&'a Tensor>,
+}
+
+/// The cells of a dense in-memory source as one tensor on `device`, in position order (see
+/// [`BatchSource::dense_rows`]); `None` for any other source.
+fn resident(source: &dyn BatchSource, device: Device) -> Result<Option<Tensor>> {
+    let Some((x, rows)) = source.dense_rows() else {
+        return Ok(None);
+    };
+    let gathered;
+    let x = match rows {
+        Some(rows) => {
+            gathered = x.select(ndarray::Axis(0), rows);
+            gathered.view()
+        }
+        None => x,
+    };
+    let x = x.as_standard_layout();
+    let values = x
+        .as_slice()
+        .ok_or_else(|| Error::Config("a dense source that is not in standard layout".into()))?;
+    Ok(Some(
+        crate::tensor_from_rows(values, x.nrows(), x.ncols())?.to_device(device),
+    ))
+}
+
+/// [`evaluate`] over rows already on the device, `chunk` at a time.
+fn evaluate_rows<M: Model>(model: &M, rows: &Tensor, chunk: usize) -> Result<Option<(f64, Terms)>> {
+    let n = rows.size()[0];
+    if n == 0 {
+        return Ok(None);
+    }
+    let _guard = tch::no_grad_guard();
+    let mut batches = BatchLosses::default();
+    let chunk = chunk.max(1) as i64;
+    for (b, begin) in (0..n).step_by(chunk as usize).enumerate() {
+        let len = chunk.min(n - begin);
+        catch_torch(|| {
+            let batch = TensorBatch::from_tensor(rows.narrow(0, begin, len));
+            batches.push(&model.losses(&batch, false)?, len as usize);
+            Ok(())
+        })
+        .map_err(|e| at_batch(e, b + 1))?;
+    }
+    batches.reduce(0, "test").map(Some)
 }
 
 /// Trains `model`, whose variables live in `vs`, for `cfg.epochs` epochs on `train` in one phase
