@@ -365,7 +365,10 @@ impl Trainer {
             check_width(model, source)?;
         }
         let train_rows = resident(train, self.device)?;
-        let test_rows = test.map(|t| resident(t, self.device)).transpose()?.flatten();
+        let test_rows = test
+            .map(|t| resident(t, self.device))
+            .transpose()?
+            .flatten();
         for _ in 0..epochs {
             let epoch = self.epochs_done() + 1;
             let sources = Sources {
@@ -414,10 +417,12 @@ impl Trainer {
             catch_torch(|| {
                 let batch = match (&host, sources.train_rows, &device_order) {
                     (Some(host), ..) => TensorBatch::from_host(host, self.device)?,
-                    (None, Some(rows), Some(order)) => TensorBatch::from_tensor(rows.f_index_select(
-                        0,
-                        &order.narrow(0, begin as i64, positions.len() as i64),
-                    )?),
+                    (None, Some(rows), Some(order)) => {
+                        TensorBatch::from_tensor(rows.f_index_select(
+                            0,
+                            &order.narrow(0, begin as i64, positions.len() as i64),
+                        )?)
+                    }
                     _ => unreachable!("a batch comes from the host or from the device rows"),
                 };
                 let losses = model.losses(&batch, true)?;
