@@ -42,14 +42,7 @@ impl CountMatrix {
         };
         for (row, vec) in csr.outer_iterator().enumerate() {
             for (&col, &value) in vec.indices().iter().zip(vec.data()) {
-                if !valid_count(value) {
-                    return Err(Error::NotCount {
-                        path: source.into(),
-                        row,
-                        col,
-                        value,
-                    });
-                }
+                check_count(source, (row, col), value)?;
             }
         }
         let has_zeros = csr.data().contains(&0.0);
@@ -61,15 +54,8 @@ impl CountMatrix {
     /// Counts from a dense matrix (a `.npy` file, a simulation), checked as by [`CountMatrix::new`].
     pub fn from_dense(x: ArrayView2<'_, f32>, source: &Path) -> Result<Self> {
         // Checked dense first: converting to sparse would drop a NaN as if it were a zero.
-        for ((row, col), &value) in x.indexed_iter() {
-            if !valid_count(value) {
-                return Err(Error::NotCount {
-                    path: source.into(),
-                    row,
-                    col,
-                    value,
-                });
-            }
+        for (at, &value) in x.indexed_iter() {
+            check_count(source, at, value)?;
         }
         Self::new(CsMat::csr_from_dense(x, 0.0), source)
     }
@@ -240,9 +226,18 @@ impl CountMatrix {
     }
 }
 
-/// A non-negative integer that `f32` holds exactly.
-fn valid_count(value: f32) -> bool {
-    is_count(value) && value.is_finite() && value <= MAX_COUNT
+/// [`Error::NotCount`] unless `value`, at `(row, col)` of `source`, is a non-negative integer
+/// that `f32` holds exactly.
+fn check_count(source: &Path, (row, col): (usize, usize), value: f32) -> Result<()> {
+    if is_count(value) && value.is_finite() && value <= MAX_COUNT {
+        return Ok(());
+    }
+    Err(Error::NotCount {
+        path: source.into(),
+        row,
+        col,
+        value,
+    })
 }
 
 /// FNV-1a, 64 bit.

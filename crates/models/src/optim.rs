@@ -150,24 +150,40 @@ impl FusedAdam {
             weight_decay: self.weight_decay as f32,
             eps: self.eps as f32,
         };
-        for ((p, m), v) in self
+        // Every parameter's blocks in one parallel region: one fork and join per step, and
+        // small blocks that balance the threads (a parameter split on its own left one thread
+        // idle for a third of its update).
+        let grads: Vec<Tensor> = self.params.iter().map(Tensor::grad).collect();
+        let mut blocks = Vec::new();
+        for (((p, grad), m), v) in self
             .params
             .iter()
+            .zip(&grads)
             .zip(&mut self.exp_avg)
             .zip(&mut self.exp_avg_sq)
         {
-            let grad = p.grad();
             if !grad.defined() {
                 continue;
             }
             assert!(
-                grad.is_contiguous() && grad.kind() == Kind::Float && grad.numel() == m.len(),
-                "the fused Adam updates contiguous f32 gradients of its parameters' shape"
+                grad.numel() == m.len(),
+                "the fused Adam updates gradients of its parameters' shape"
             );
-            with_cpu_f32(p, &grad, |param, grad| coef.update(param, grad, m, v));
+            let (param, grad) = cpu_f32_slices(p, grad);
+            blocks.extend(
+                param
+                    .chunks_mut(BLOCK)
+                    .zip(grad.chunks_mut(BLOCK))
+                    .zip(m.chunks_mut(BLOCK))
+                    .zip(v.chunks_mut(BLOCK)),
+            );
         }
+        scae_par::for_each(blocks, |(((p, g), m), v)| coef.update(p, g, m, v));
     }
 }
+
+/// Values per block of the parallel update.
+const BLOCK: usize = 1 << 14;
 
 #[derive(Debug, Clone, Copy)]
 struct Coefficients {
@@ -178,23 +194,8 @@ struct Coefficients {
 }
 
 impl Coefficients {
-    /// The Adam update of one parameter, in one pass; clears the gradient. Large parameters
-    /// are split into blocks updated in parallel.
+    /// The Adam update of a block of a parameter, in one pass; clears the gradient.
     fn update(self, param: &mut [f32], grad: &mut [f32], m: &mut [f32], v: &mut [f32]) {
-        const BLOCK: usize = 1 << 16;
-        if param.len() <= BLOCK {
-            return self.update_block(param, grad, m, v);
-        }
-        let blocks: Vec<_> = param
-            .chunks_mut(BLOCK)
-            .zip(grad.chunks_mut(BLOCK))
-            .zip(m.chunks_mut(BLOCK))
-            .zip(v.chunks_mut(BLOCK))
-            .collect();
-        scae_par::for_each(blocks, |(((p, g), m), v)| self.update_block(p, g, m, v));
-    }
-
-    fn update_block(self, param: &mut [f32], grad: &mut [f32], m: &mut [f32], v: &mut [f32]) {
         let (b1, b2, eps) = (BETA1 as f32, BETA2 as f32, self.eps);
         for (((p, g), m), v) in param.iter_mut().zip(grad.iter_mut()).zip(m).zip(v) {
             let gi = *g + self.weight_decay * *p;
@@ -206,14 +207,14 @@ impl Coefficients {
     }
 }
 
-/// Runs `f` on the memory of a parameter and of its gradient, as slices.
+/// The memory of a parameter and of its gradient, as slices.
 ///
-/// Callers guarantee both are contiguous `f32` CPU tensors of equal length.
-/// They are distinct allocations (a gradient never aliases its parameter), and
-/// nothing else reads or writes either while `f` runs: autograd is idle
+/// Both must be contiguous `f32` CPU tensors of equal length (checked). They are distinct
+/// allocations (a gradient never aliases its parameter), and nothing else reads or writes either
+/// while the slices live: they borrow both tensors for one optimiser step, and autograd is idle
 /// between `backward` and the next forward pass.
 #[allow(unsafe_code)]
-fn with_cpu_f32(param: &Tensor, grad: &Tensor, f: impl FnOnce(&mut [f32], &mut [f32])) {
+fn cpu_f32_slices<'a>(param: &'a Tensor, grad: &'a Tensor) -> (&'a mut [f32], &'a mut [f32]) {
     let n = param.numel();
     assert_eq!(grad.numel(), n, "a gradient has its parameter's shape");
     for t in [param, grad] {
@@ -222,15 +223,17 @@ fn with_cpu_f32(param: &Tensor, grad: &Tensor, f: impl FnOnce(&mut [f32], &mut [
             "the fused Adam works on contiguous CPU f32 tensors"
         );
     }
-    // SAFETY: see the function's documentation; both pointers address `n` f32
-    // values, and the slices do not outlive this call.
-    let (p, g) = unsafe {
+    if n == 0 {
+        return (&mut [], &mut []);
+    }
+    // SAFETY: see the function's documentation; both pointers address `n` f32 values, and the
+    // slices live no longer than the borrows of the tensors that own the memory.
+    unsafe {
         (
             std::slice::from_raw_parts_mut(param.data_ptr().cast::<f32>(), n),
             std::slice::from_raw_parts_mut(grad.data_ptr().cast::<f32>(), n),
         )
-    };
-    f(p, g);
+    }
 }
 
 #[cfg(test)]

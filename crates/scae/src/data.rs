@@ -68,12 +68,7 @@ impl Dataset {
         if top_genes == 0 {
             anyhow::bail!("--top-genes must be at least 1");
         }
-        let files = scae_io::find_10x(dir).with_context(|| {
-            format!(
-                "{}: neither counts.npy nor a 10x Genomics matrix folder",
-                dir.display()
-            )
-        })?;
+        let files = find_10x(dir, "counts.npy")?;
         let matrix = scae_io::read_10x(&files.dir)?;
         let pre = scae_io::preprocess(&matrix.counts, top_genes);
         tracing::info!(
@@ -115,6 +110,17 @@ impl Dataset {
     pub fn rows(&self, rows: &[usize]) -> Array2<f32> {
         self.x.select(ndarray::Axis(0), rows)
     }
+}
+
+/// The 10x matrix folder at or below `dir`, which holds no `npy` (the file a folder of ours would
+/// hold instead).
+fn find_10x(dir: &Path, npy: &str) -> Result<scae_io::TenxFiles> {
+    scae_io::find_10x(dir).with_context(|| {
+        format!(
+            "{}: neither {npy} nor a 10x Genomics matrix folder",
+            dir.display()
+        )
+    })
 }
 
 /// `labels` when given, else `labels.txt` beside `data` when it exists.
@@ -187,12 +193,7 @@ impl CountData {
     /// dropped with a warning (their labels too); a matrix without any count is an error.
     pub fn load(data: &Path, labels: Option<&Path>) -> Result<Self> {
         if data.is_dir() && !data.join("counts_raw.npy").exists() {
-            let files = scae_io::find_10x(data).with_context(|| {
-                format!(
-                    "{}: neither counts_raw.npy nor a 10x Genomics matrix folder",
-                    data.display()
-                )
-            })?;
+            let files = find_10x(data, "counts_raw.npy")?;
             let matrix = scae_io::read_10x(&files.dir)?;
             let counts = CountMatrix::new(matrix.counts, &files.matrix)?;
             tracing::info!(
