@@ -153,12 +153,12 @@ impl FusedAdam {
         // Every parameter's blocks in one parallel region: one fork and join per step, and
         // small blocks that balance the threads (a parameter split on its own left one thread
         // idle for a third of its update).
-        let grads: Vec<Tensor> = self.params.iter().map(Tensor::grad).collect();
+        let mut grads: Vec<Tensor> = self.params.iter().map(Tensor::grad).collect();
         let mut blocks = Vec::new();
         for (((p, grad), m), v) in self
             .params
-            .iter()
-            .zip(&grads)
+            .iter_mut()
+            .zip(&mut grads)
             .zip(&mut self.exp_avg)
             .zip(&mut self.exp_avg_sq)
         {
@@ -211,13 +211,17 @@ impl Coefficients {
 ///
 /// Both must be contiguous `f32` CPU tensors of equal length (checked). They are distinct
 /// allocations (a gradient never aliases its parameter), and nothing else reads or writes either
-/// while the slices live: they borrow both tensors for one optimiser step, and autograd is idle
-/// between `backward` and the next forward pass.
+/// while the slices live: they borrow both handles exclusively for one optimiser step, no other
+/// handle of the optimiser's touches that memory meanwhile, and autograd is idle between
+/// `backward` and the next forward pass.
 #[allow(unsafe_code)]
-fn cpu_f32_slices<'a>(param: &'a Tensor, grad: &'a Tensor) -> (&'a mut [f32], &'a mut [f32]) {
+fn cpu_f32_slices<'a>(
+    param: &'a mut Tensor,
+    grad: &'a mut Tensor,
+) -> (&'a mut [f32], &'a mut [f32]) {
     let n = param.numel();
     assert_eq!(grad.numel(), n, "a gradient has its parameter's shape");
-    for t in [param, grad] {
+    for t in [&*param, &*grad] {
         assert!(
             t.is_contiguous() && t.kind() == Kind::Float && t.device() == Device::Cpu,
             "the fused Adam works on contiguous CPU f32 tensors"
