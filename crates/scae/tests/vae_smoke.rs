@@ -256,6 +256,46 @@ fn bad_counts_are_refused_before_anything_is_written() {
     assert!(!out.status.success());
 }
 
+#[test]
+fn empty_cells_are_dropped_and_a_matrix_without_counts_is_refused() {
+    let root = project();
+    let r = root.path().display().to_string();
+    // 150 cells of which 3 hold no count at all: trained on the other 147, with a warning.
+    let x = Array2::from_shape_fn((150, 30), |(i, j)| {
+        if i % 50 == 7 {
+            0
+        } else {
+            ((i * 7 + j * 13) % 5) as i32
+        }
+    });
+    let data = root.path().join("some_empty.npy");
+    scae_io::write_npy(&data, &x.view()).expect("counts");
+    let d = data.display().to_string();
+    let out = scae(&["vae", "--root", &r, "--data", &d]);
+    assert_ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("dropped 3 of 150 cells"), "{err}");
+    let s = &metrics(&root.path().join("results/vae"))["summary"];
+    let cells = s["train_cells"].as_u64().unwrap_or(0) + s["test_cells"].as_u64().unwrap_or(0);
+    assert_eq!(cells, 147);
+
+    let zeros = Array2::<i32>::zeros((40, 6));
+    let empty = root.path().join("zeros.npy");
+    scae_io::write_npy(&empty, &zeros.view()).expect("counts");
+    let e = empty.display().to_string();
+    let out_dir = root.path().join("none");
+    let o = out_dir.display().to_string();
+    let out = scae(&["vae", "--root", &r, "--data", &e, "--out", &o]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("zeros.npy") && err.contains("holds no counts at all"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(!out_dir.exists(), "nothing written");
+}
+
 /// The real worm_neuron counts (all 13,488 genes): one NB epoch and the 4-likelihood study on
 /// the tiny config; skipped with a message when ../shared/data is absent.
 #[test]
