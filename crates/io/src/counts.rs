@@ -222,7 +222,7 @@ impl CountMatrix {
         for e in extra {
             hash.eat(&e.to_le_bytes());
         }
-        format!("{:016x}", hash.0)
+        hash.hex()
     }
 }
 
@@ -240,8 +240,10 @@ fn check_count(source: &Path, (row, col): (usize, usize), value: f32) -> Result<
     })
 }
 
-/// FNV-1a, 64 bit.
-struct Fnv(u64);
+/// FNV-1a, 64 bit: the fingerprint saved with results, of counts here and of any matrix a caller
+/// feeds it.
+#[derive(Debug, Clone)]
+pub struct Fnv(u64);
 
 impl Default for Fnv {
     fn default() -> Self {
@@ -250,11 +252,17 @@ impl Default for Fnv {
 }
 
 impl Fnv {
-    fn eat(&mut self, bytes: &[u8]) {
+    /// Hashes `bytes` in.
+    pub fn eat(&mut self, bytes: &[u8]) {
         const PRIME: u64 = 0x0000_0100_0000_01b3;
         for &b in bytes {
             self.0 = (self.0 ^ u64::from(b)).wrapping_mul(PRIME);
         }
+    }
+
+    /// The hash as 16 hex digits.
+    pub fn hex(&self) -> String {
+        format!("{:016x}", self.0)
     }
 }
 

@@ -36,7 +36,7 @@ mod test_support;
 
 pub use atomic::write_atomic;
 pub use batch::{Batch, BatchSource, BatchValues, CountRows, DenseRows};
-pub use counts::{CountMatrix, MAX_COUNT, drop_empty_cells};
+pub use counts::{CountMatrix, Fnv, MAX_COUNT, drop_empty_cells};
 pub use error::{Error, Result};
 pub use labels::{Labels, read_labels, write_labels};
 pub use npy::{read_counts, read_matrix, write_npy};

@@ -493,23 +493,11 @@ fn resident(source: &dyn BatchSource, device: Device) -> Result<Option<Tensor>> 
 
 /// [`evaluate`] over rows already on the device, `chunk` at a time.
 fn evaluate_rows<M: Model>(model: &M, rows: &Tensor, chunk: usize) -> Result<Option<(f64, Terms)>> {
-    let n = rows.size()[0];
-    if n == 0 {
-        return Ok(None);
-    }
-    let _guard = tch::no_grad_guard();
-    let mut batches = BatchLosses::default();
-    let chunk = chunk.max(1) as i64;
-    for (b, begin) in (0..n).step_by(chunk as usize).enumerate() {
-        let len = chunk.min(n - begin);
-        catch_torch(|| {
-            let batch = TensorBatch::from_tensor(rows.narrow(0, begin, len));
-            batches.push(&model.losses(&batch, false)?, len as usize);
-            Ok(())
-        })
-        .map_err(|e| at_batch(e, b + 1))?;
-    }
-    batches.reduce(0, "test").map(Some)
+    let n = usize::try_from(rows.size()[0]).unwrap_or(0);
+    evaluate_chunks(model, n, chunk, |from, len| {
+        let part = rows.narrow(0, from as i64, len as i64);
+        Ok(Box::new(move || Ok(TensorBatch::from_tensor(part))))
+    })
 }
 
 /// Trains `model`, whose variables live in `vs`, for `cfg.epochs` epochs on `train` in one phase
@@ -554,14 +542,37 @@ pub fn evaluate<M: Model>(
         return Ok(None);
     }
     check_width(model, source)?;
+    evaluate_chunks(model, n, chunk, |from, len| {
+        let positions: Vec<usize> = (from..from + len).collect();
+        let host = source.batch(&positions)?;
+        Ok(Box::new(move || TensorBatch::from_host(&host, device)))
+    })
+}
+
+/// A chunk's batch, made inside the step guard.
+type MakeBatch<'a> = Box<dyn FnOnce() -> Result<TensorBatch> + 'a>;
+
+/// The row-weighted mean loss and terms of `model` over `n` cells, `chunk` at a time, without
+/// gradients; `chunk_of(from, len)` reads a chunk (outside the step guard, so a read error stays
+/// a data error) and returns what makes its batch.
+fn evaluate_chunks<'a, M: Model>(
+    model: &M,
+    n: usize,
+    chunk: usize,
+    chunk_of: impl Fn(usize, usize) -> Result<MakeBatch<'a>>,
+) -> Result<Option<(f64, Terms)>> {
+    if n == 0 {
+        return Ok(None);
+    }
     let _guard = tch::no_grad_guard();
     let mut batches = BatchLosses::default();
-    let positions: Vec<usize> = (0..n).collect();
-    for (b, part) in positions.chunks(chunk.max(1)).enumerate() {
-        let host = source.batch(part)?;
+    let chunk = chunk.max(1);
+    for (b, from) in (0..n).step_by(chunk).enumerate() {
+        let len = chunk.min(n - from);
+        let make = chunk_of(from, len)?;
         catch_torch(|| {
-            let batch = TensorBatch::from_host(&host, device)?;
-            batches.push(&model.losses(&batch, false)?, part.len());
+            let batch = make()?;
+            batches.push(&model.losses(&batch, false)?, len);
             Ok(())
         })
         .map_err(|e| at_batch(e, b + 1))?;

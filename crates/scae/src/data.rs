@@ -158,22 +158,16 @@ fn absolute(path: &Path) -> PathBuf {
 
 /// FNV-1a over the shape, the matrix's f32 bits and the label codes.
 fn fingerprint(x: &Array2<f32>, labels: Option<&Labels>) -> String {
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |bytes: &[u8]| {
-        for &b in bytes {
-            hash = (hash ^ u64::from(b)).wrapping_mul(PRIME);
-        }
-    };
-    eat(&(x.nrows() as u64).to_le_bytes());
-    eat(&(x.ncols() as u64).to_le_bytes());
+    let mut hash = scae_io::Fnv::default();
+    hash.eat(&(x.nrows() as u64).to_le_bytes());
+    hash.eat(&(x.ncols() as u64).to_le_bytes());
     for v in x {
-        eat(&v.to_bits().to_le_bytes());
+        hash.eat(&v.to_bits().to_le_bytes());
     }
     for code in labels.map(|l| l.codes.as_slice()).unwrap_or_default() {
-        eat(&(*code as u64).to_le_bytes());
+        hash.eat(&(*code as u64).to_le_bytes());
     }
-    format!("{hash:016x}")
+    hash.hex()
 }
 
 /// Raw counts with their labels: what the count models train on, kept sparse
