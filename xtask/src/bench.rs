@@ -31,6 +31,15 @@
 //! ELBO, its reconstruction and KL terms and the importance-weighted log p(x),
 //! per cell, higher is better. Prints the speed ratio (scvi-tools over scae)
 //! and the ELBO gap; writes `results/bench/vae.json`.
+//!
+//! `bench vae-full`: the scVAE study's full size, simulated, trained by `scae vae` alone
+//! (`configs/bench-fullsize.toml`); seconds per epoch and peak memory, in
+//! `results/bench/vae-full.json`.
+//!
+//! `bench scale` ([`scale`]): one epoch of the same NB VAE over 1.3 M simulated 10x-like cells x
+//! 2,000 genes (about 90 % zeros, median library about 490) read from an `.h5ad`: `scae vae
+//! --backed` against scvi-tools, with both sides' peak memory, scae's peak on 1.3 M against 130,000
+//! cells, and `scae info` against `anndata.read_h5ad`; writes `results/bench/scale.json`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -42,6 +51,8 @@ use serde_json::{Value, json};
 use crate::project::{self, project_root};
 use crate::study;
 use crate::torch::{Libtorch, TORCH_VERSION};
+
+mod scale;
 
 #[derive(Debug, Subcommand)]
 pub enum Which {
@@ -100,6 +111,24 @@ pub enum Which {
         #[arg(long, default_value = "auto")]
         device: String,
     },
+    /// 1.3 M simulated 10x-like cells x 2,000 genes as .h5ad: one backed epoch of the NB VAE,
+    /// scae vs scvi-tools' SCVI, with peak memory and the time to read the file.
+    Scale {
+        /// Cells of the large file (results/bench/cache/, simulated once).
+        #[arg(long, default_value_t = 1_300_000)]
+        cells: usize,
+        /// Cells of the small file (the large one's first cells): scae's peak on it is the
+        /// baseline of the peak comparison, and scvi-tools' slice when it is sliced.
+        #[arg(long, default_value_t = 130_000)]
+        small_cells: usize,
+        /// Threads for both sides (default: every core).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// scvi-tools' epoch: the whole file, the small slice, or auto (the slice when a probe
+        /// says the whole file would take over 15 minutes).
+        #[arg(long, value_enum, default_value = "auto")]
+        scvi: scale::ScviCells,
+    },
 }
 
 pub fn run(which: Which) -> Result<()> {
@@ -121,6 +150,19 @@ pub fn run(which: Which) -> Result<()> {
             data,
         } => vae(threads.max(1), epochs.max(1), data),
         Which::VaeFull { threads, device } => vae_full(threads, &device),
+        Which::Scale {
+            cells,
+            small_cells,
+            threads,
+            scvi,
+        } => scale::run(
+            cells,
+            small_cells,
+            threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+                .max(1),
+            scvi,
+        ),
     }
 }
 

@@ -6,7 +6,9 @@
 //! `run(..) -> anyhow::Result<()>`, dispatched by the one `match` below.
 
 mod bench;
+mod fuzz;
 mod gpu_check;
+mod install;
 mod project;
 mod study;
 mod test;
@@ -33,6 +35,9 @@ enum Task {
     },
     /// Build the release binaries (runs setup first when needed).
     Build,
+    /// Build the release scae and copy it to $SCAE_INSTALL_DIR, else ~/.local/bin, so it runs
+    /// from any folder with no environment variables (configs built in; results under ./results).
+    Install,
     /// Generate the default data (data/counts.npy, data/counts_raw.npy, data/labels.txt).
     Data {
         /// Extra arguments passed to `scae data`.
@@ -110,6 +115,15 @@ enum Task {
         #[command(subcommand)]
         which: bench::Which,
     },
+    /// Fuzz the file readers with cargo-fuzz from the seed corpus in fuzz/corpus/ (nightly
+    /// toolchain and `cargo install cargo-fuzz --locked`); one summary line per target.
+    Fuzz {
+        /// A target (npy, labels, mtx) or `all`.
+        target: String,
+        /// How long each target runs.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
     /// Assemble gpu-check/: the release binary, configs, the PyTorch peer and run.sh, which
     /// trains the AE, VAE and GMVAE on the CPU and on CUDA on a machine with PyTorch but no Rust.
     GpuCheck {
@@ -124,6 +138,7 @@ fn main() -> ExitCode {
     let result = match cli.task {
         Task::Setup { force } => torch::run(force).map(|_| ()),
         Task::Build => project::build_release().map(|_| ()),
+        Task::Install => install::run(),
         Task::Data { args } => study::run_data(&args),
         Task::Q1 { args } => study::run("q1", &args),
         Task::Q2 { args } => study::run("q2", &args),
@@ -139,6 +154,7 @@ fn main() -> ExitCode {
         Task::Test { args } => test::run(&args),
         Task::Bench { which } => bench::run(which),
         Task::GpuCheck { cpu_run } => gpu_check::run(cpu_run),
+        Task::Fuzz { target, seconds } => fuzz::run(&target, seconds),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -17,6 +17,11 @@ pub fn run(args: &[String]) -> Result<()> {
     project::run_status(&mut fmt)
         .context("cargo fmt --check: the code above is not formatted (run `cargo fmt --all`)")?;
     let torch = project::build_release()?;
+    // The AnnData tests read files with anndata and scanpy's bundled pbmc68k_reduced.h5ad.
+    torch.ensure_packages(
+        "import anndata, scanpy",
+        &["anndata>=0.10,<0.13", "scanpy>=1.10,<1.12"],
+    )?;
     let mut clippy = project::cargo();
     clippy.args([
         "clippy",

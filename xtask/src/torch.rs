@@ -9,7 +9,10 @@
 //! complete one; a complete one carries a marker file, and its key libraries
 //! are checked on every use so a damaged one is installed again.
 //!
-//! The same venv's Python (with numpy) runs the PyTorch side of the benchmarks.
+//! The same venv's Python (with numpy) runs the PyTorch side of the benchmarks,
+//! and its `cmake` (the PyPI wheel) builds the HDF5 C library that `scae-io`
+//! links statically (`hdf5-metno`'s `static` feature): no system package, no
+//! root. An install made before HDF5 was needed gets `cmake` added on first use.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,6 +21,8 @@ use anyhow::{Context, Result, bail};
 
 /// The PyTorch release tch 0.24 expects.
 pub const TORCH_VERSION: &str = "2.11.0";
+/// The CMake that builds HDF5 (hdf5-metno-src needs 3.10 or newer).
+const CMAKE_REQUIREMENT: &str = "cmake>=3.20,<5";
 const MARKER: &str = "scae-install-complete";
 /// Files whose absence means the install is damaged.
 const KEY_FILES: [&str; 4] = [
@@ -41,12 +46,40 @@ impl Libtorch {
         self.root.join("lib")
     }
 
+    /// Installs `packages` with pip into the set-up's Python unless `imports` (a Python import
+    /// line) already works there.
+    pub fn ensure_packages(&self, imports: &str, packages: &[&str]) -> Result<()> {
+        let present = Command::new(&self.python)
+            .args(["-c", imports])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if present {
+            return Ok(());
+        }
+        eprintln!(
+            "installing {} into {}",
+            packages.join(" "),
+            self.python.display()
+        );
+        pip_install(&self.python, packages)
+    }
+
+    /// The venv's `cmake`, which builds HDF5 from source (see [`ensure_cmake`]).
+    pub fn cmake(&self) -> PathBuf {
+        self.python.with_file_name("cmake")
+    }
+
     /// Sets the environment under which tch builds and the binaries run, and the CPU the
     /// code is compiled for ([`crate::project::apply_cpu_level`]).
     pub fn apply(&self, cmd: &mut Command) {
         crate::project::apply_cpu_level(cmd);
         cmd.env("LIBTORCH", &self.root);
         cmd.env_remove("LIBTORCH_USE_PYTORCH");
+        // hdf5-metno-src builds HDF5 with the `cmake` crate, which honours `CMAKE`.
+        cmd.env("CMAKE", self.cmake());
+        // Tests that check files against the real Python clients (anndata) run this Python.
+        cmd.env("SCAE_PYTHON", &self.python);
         let mut paths = vec![self.lib_dir()];
         if let Some(old) = std::env::var_os("LD_LIBRARY_PATH") {
             paths.extend(std::env::split_paths(&old));
@@ -64,25 +97,65 @@ pub fn run(force: bool) -> Result<Libtorch> {
         eprintln!("removing {}", dir.display());
         std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
     }
-    match find(&dir) {
+    let torch = match find(&dir) {
         Ok(torch) => {
             eprintln!(
                 "libtorch {TORCH_VERSION} is already installed at {}",
                 torch.root.display()
             );
-            Ok(torch)
+            torch
         }
-        Err(reason) => install(&dir, &reason),
-    }
+        Err(reason) => install(&dir, &reason)?,
+    };
+    ensure_cmake(&torch)?;
+    Ok(torch)
 }
 
 /// The installation, installing it first when needed (quiet when present).
 pub fn ensure() -> Result<Libtorch> {
     let dir = install_dir()?;
-    match find(&dir) {
-        Ok(torch) => Ok(torch),
-        Err(reason) => install(&dir, &reason),
+    let torch = match find(&dir) {
+        Ok(torch) => torch,
+        Err(reason) => install(&dir, &reason)?,
+    };
+    ensure_cmake(&torch)?;
+    Ok(torch)
+}
+
+/// CMake from PyPI in the set-up's venv, installed once when missing (installs made before
+/// HDF5 was needed lack it).
+fn ensure_cmake(torch: &Libtorch) -> Result<()> {
+    if torch.cmake().exists() {
+        return Ok(());
     }
+    eprintln!(
+        "installing cmake (to build HDF5) into {}",
+        torch.python.display()
+    );
+    pip_install(&torch.python, &[CMAKE_REQUIREMENT])?;
+    if !torch.cmake().exists() {
+        bail!(
+            "pip installed cmake but {} is missing",
+            torch.cmake().display()
+        );
+    }
+    Ok(())
+}
+
+/// `python -m pip install <packages>`, quietly about pip's own version.
+fn pip_install(python: &Path, packages: &[&str]) -> Result<()> {
+    let status = Command::new(python)
+        .args(["-m", "pip", "install", "--disable-pip-version-check"])
+        .args(packages)
+        .status()
+        .context("running pip")?;
+    if !status.success() {
+        bail!(
+            "pip could not install {} (see pip's output above)",
+            packages.join(" ")
+        );
+    }
+    Ok(())
 }
 
 fn cache_root() -> Result<PathBuf> {
@@ -181,15 +254,14 @@ fn install_into(staging: &Path) -> Result<()> {
     let python = venv.join("bin/python");
     // The PyPI wheel for Linux brings CUDA 13's runtime libraries: the same
     // install serves CPU machines and GPU machines.
-    let status = Command::new(&python)
-        .args(["-m", "pip", "install", "--disable-pip-version-check"])
-        .arg(format!("torch=={TORCH_VERSION}"))
-        .arg("numpy")
-        .status()
-        .context("running pip")?;
-    if !status.success() {
-        bail!("pip could not install torch=={TORCH_VERSION} (see pip's output above)");
-    }
+    pip_install(
+        &python,
+        &[
+            &format!("torch=={TORCH_VERSION}"),
+            "numpy",
+            CMAKE_REQUIREMENT,
+        ],
+    )?;
     let out = Command::new(&python)
         .args(["-c", "import torch; print(torch.__version__)"])
         .output()

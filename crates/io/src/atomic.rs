@@ -47,6 +47,36 @@ pub fn write_atomic(
     Ok(())
 }
 
+/// Writes `path` atomically through a library that wants a path of its own (HDF5): `write` gets a
+/// temporary path beside `path`, which is renamed into place when it succeeds and removed when it
+/// fails.
+///
+/// # Errors
+/// What `write` returns; [`Error::Write`] when the folder cannot be made or the rename fails.
+pub fn write_atomic_path(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let wrap = |err| Error::Write {
+        path: path.to_path_buf(),
+        err,
+    };
+    let tmp = temp_path(path).ok_or_else(|| {
+        wrap(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "path has no file name",
+        ))
+    })?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(dir).map_err(wrap)?;
+    }
+    let mut guard = TempFile {
+        path: tmp,
+        armed: true,
+    };
+    write(&guard.path)?;
+    fs::rename(&guard.path, path).map_err(wrap)?;
+    guard.armed = false;
+    Ok(())
+}
+
 /// `dir/.{file_name}.tmp-{pid}-{n}`, unique within this process; `None` if `path` has no file name.
 fn temp_path(path: &Path) -> Option<PathBuf> {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);

@@ -79,6 +79,12 @@ pub trait BatchSource: Sync {
         false
     }
 
+    /// Announces a pass: the positions the next calls of [`BatchSource::batch`] will ask for, in
+    /// `order`, `batch` at a time. A source that reads from a file starts reading ahead here
+    /// ([`crate::BackedRows`]); sources in memory ignore it. A call that leaves the plan is
+    /// still answered, directly.
+    fn plan(&self, _order: &[usize], _batch: usize) {}
+
     /// The cells at `positions`, in that order.
     ///
     /// # Errors

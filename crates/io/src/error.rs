@@ -267,6 +267,17 @@ pub enum Error {
         /// Genes of the matrix.
         genes: usize,
     },
+    /// An HDF5 file (AnnData `.h5ad`, Cell Ranger `.h5`) that is not HDF5, lacks a group or
+    /// dataset, or holds one that does not fit (a type, a shape, an encoding, an index).
+    #[error("{}: {object}: {reason}", path.display())]
+    Hdf5 {
+        /// The file.
+        path: PathBuf,
+        /// The group or dataset inside it, from the root (`/X/indptr`).
+        object: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// Parts of a matrix (or a request for part of one) that do not fit together.
     #[error("{}: {reason}", path.display())]
     Inconsistent {
@@ -296,6 +307,15 @@ impl Error {
     pub(crate) fn invalid_npy(path: &Path, reason: impl Into<String>) -> Self {
         Self::InvalidNpy {
             path: path.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// [`Error::Hdf5`] about `object` inside `path`.
+    pub(crate) fn hdf5(path: &Path, object: &str, reason: impl Into<String>) -> Self {
+        Self::Hdf5 {
+            path: path.into(),
+            object: object.into(),
             reason: reason.into(),
         }
     }

@@ -40,6 +40,11 @@ impl Labels {
         }
     }
 
+    /// Encodes labels given in cell order (an AnnData column, a list made in memory).
+    pub fn from_strings(labels: &[&str]) -> Self {
+        Self::encode(labels)
+    }
+
     /// Number of distinct labels.
     pub fn n_classes(&self) -> usize {
         self.names.len()

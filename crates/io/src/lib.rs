@@ -23,23 +23,33 @@
 //! ```
 
 mod atomic;
+pub mod backed;
 pub mod batch;
 mod counts;
 mod error;
+mod h5;
+mod h5ad;
+mod h5ad_write;
 mod labels;
 mod mtx;
 mod npy;
 pub mod preprocess;
+mod sparse_h5;
 mod tenx;
+mod tenx_h5;
 #[cfg(test)]
 mod test_support;
 
-pub use atomic::write_atomic;
+pub use atomic::{write_atomic, write_atomic_path};
+pub use backed::{BackedRows, Blocks};
 pub use batch::{Batch, BatchSource, BatchValues, CountRows, DenseRows};
 pub use counts::{CountMatrix, Fnv, MAX_COUNT, drop_empty_cells};
 pub use error::{Error, Result};
+pub use h5ad::{AnnCounts, AnnMatrix, H5adOptions, H5adRows, is_h5ad, read_h5ad};
+pub use h5ad_write::{AnnOutput, write_h5ad};
 pub use labels::{Labels, read_labels, write_labels};
 pub use npy::{read_counts, read_matrix, write_npy};
 pub use preprocess::{Preprocessed, preprocess};
 pub use sprs::CsMat;
 pub use tenx::{TenxFiles, TenxMatrix, dense_rows, find_10x, read_10x, to_dense};
+pub use tenx_h5::{is_10x_h5, read_10x_h5};

@@ -29,6 +29,11 @@ const MAX_RESERVE: usize = 1 << 20;
 /// Reads a MatrixMarket `coordinate integer general` matrix from `reader` (plain text, already
 /// decompressed) into CSC storage with the file's shape; `path` is named in errors.
 ///
+/// `check_shape` sees the `(rows, cols)` of the size line before anything is allocated for them:
+/// the compressed storage costs a word per column, so a size line that declares billions of
+/// columns must be refused there (the 10x reader compares the shape with its genes and barcodes
+/// files), not after a multi-gigabyte allocation.
+///
 /// Values are stored as `f32`, exact up to 2^24 = 16,777,216 (beyond that they are rounded).
 ///
 /// # Errors
@@ -36,8 +41,13 @@ const MAX_RESERVE: usize = 1 << 20;
 /// [`Error::InvalidMtx`] for a missing or malformed size line or entry; [`Error::EmptyMatrix`]
 /// for a shape with no rows or no columns; [`Error::MtxIndex`] for an entry outside the shape;
 /// [`Error::MtxNotCount`] for a value that is not a non-negative integer;
-/// [`Error::MtxEntryCount`] if the number of entries differs from the size line.
-pub(crate) fn read_coordinate_counts(path: &Path, mut reader: impl BufRead) -> Result<CsMat<f32>> {
+/// [`Error::MtxEntryCount`] if the number of entries differs from the size line; whatever
+/// `check_shape` returns.
+pub(crate) fn read_coordinate_counts(
+    path: &Path,
+    mut reader: impl BufRead,
+    check_shape: impl FnOnce((usize, usize)) -> Result<()>,
+) -> Result<CsMat<f32>> {
     let mut lines = Lines {
         path,
         line: Vec::with_capacity(64),
@@ -45,6 +55,7 @@ pub(crate) fn read_coordinate_counts(path: &Path, mut reader: impl BufRead) -> R
     };
     check_header(path, lines.next_line(&mut reader)?.map(|(_, line)| line))?;
     let (shape, declared) = read_size_line(&mut lines, &mut reader)?;
+    check_shape(shape)?;
     let (rows, cols) = shape;
     let mut entries =
         Vec::with_capacity(usize::try_from(declared).map_or(0, |n| n.min(MAX_RESERVE)));
@@ -280,7 +291,7 @@ mod tests {
     use super::*;
 
     fn read(text: &str) -> Result<CsMat<f32>> {
-        read_coordinate_counts(Path::new("m.mtx"), text.as_bytes())
+        read_coordinate_counts(Path::new("m.mtx"), text.as_bytes(), |_| Ok(()))
     }
 
     const HEADER: &str = "%%MatrixMarket matrix coordinate integer general\n";
@@ -345,6 +356,22 @@ mod tests {
             );
             assert!(err.to_string().contains(needle), "{err}");
         }
+    }
+
+    /// Found by fuzzing `read_10x`: a 64-byte file declaring 1 x 4294967295 made the reader
+    /// allocate a 32 GiB column pointer; the shape now goes to `check_shape` first.
+    #[test]
+    fn shape_is_checked_before_it_is_allocated() {
+        let text = format!("{HEADER}1 4294967295 0\n");
+        let refuse = |shape| {
+            Err(Error::Inconsistent {
+                path: "m.mtx".into(),
+                reason: format!("shape {shape:?}"),
+            })
+        };
+        let err = read_coordinate_counts(Path::new("m.mtx"), text.as_bytes(), refuse)
+            .expect_err("refused");
+        assert!(err.to_string().contains("(1, 4294967295)"), "{err}");
     }
 
     #[test]

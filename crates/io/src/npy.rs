@@ -3,12 +3,13 @@
 //! Count matrices come from numpy, scanpy exports and our own simulator in whatever dtype and
 //! memory order the writer chose, so reading accepts the common numeric dtypes in either byte
 //! order and either layout and always returns a standard-layout (C-order) `Array2<f32>`, the one
-//! shape the models and metrics expect. The header is checked against the file's length before
-//! any data is read, so a corrupt or truncated file is an error naming the file, never a panic or
-//! a huge allocation; the data is then read straight into the array, with no intermediate buffer.
+//! shape the models and metrics expect. The header (its own length, then the data it describes)
+//! is checked against the file's length before anything is read for it, so a corrupt or
+//! truncated file is an error naming the file, never a panic or a huge allocation; the data is
+//! then read straight into the array, with no intermediate buffer.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read, Seek};
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
 use ndarray::{Array2, ArrayView, Dimension, Zip};
@@ -145,6 +146,8 @@ pub(crate) fn is_count(v: f32) -> bool {
 /// This runs before decoding so that a bad shape or dtype gets its own message and a header
 /// promising more data than the file holds is caught before anything is allocated for it.
 fn check_header(path: &Path, reader: &mut (impl Read + Seek), file_len: u64) -> Result<Dtype> {
+    check_raw_header(path, reader, file_len)?;
+    reader.rewind().map_err(|err| Error::io(path, err))?;
     let header = Header::from_reader(reader).map_err(|err| match err {
         ReadHeaderError::Io(err) if err.kind() == io::ErrorKind::UnexpectedEof => {
             Error::invalid_npy(path, "the file ends inside the header")
@@ -198,6 +201,64 @@ fn check_header(path: &Path, reader: &mut (impl Read + Seek), file_len: u64) -> 
         }
         _ => Ok(dtype),
     }
+}
+
+/// Opening brackets (`{`, `[`, `(`) a matrix's header needs: its dictionary's and its shape's.
+const HEADER_BRACKETS: usize = 2;
+/// Opening brackets a header may hold, quoted ones included (see [`check_raw_header`]).
+const MAX_HEADER_BRACKETS: usize = 4;
+
+/// Checks the raw header (preamble and dictionary text) for what would make ndarray-npy, which
+/// parses it next, allocate or work without bound.
+///
+/// ndarray-npy allocates the header's buffer before reading it, and versions 2 and 3 store the
+/// length in 4 bytes, so a corrupt length would allocate up to 4 GiB: the length is checked
+/// against the file's. Its parser (py_literal's PEG grammar) backtracks into nested brackets and
+/// takes 2 to 4 times longer with each level (20 nested lists take minutes), so the brackets are
+/// counted first. A preamble that is not one of a `.npy` file is left to ndarray-npy, which
+/// says what is wrong with it. Leaves the reader anywhere.
+fn check_raw_header(path: &Path, reader: &mut (impl Read + Seek), file_len: u64) -> Result<()> {
+    let io_err = |err| Error::io(path, err);
+    let mut preamble = Vec::with_capacity(12);
+    (reader.by_ref().take(12).read_to_end(&mut preamble)).map_err(io_err)?;
+    if !preamble.starts_with(b"\x93NUMPY") {
+        return Ok(());
+    }
+    let (start, header_len) = match preamble.get(6..8) {
+        Some([1, 0]) if preamble.len() >= 10 => (
+            10,
+            u64::from(u16::from_le_bytes([preamble[8], preamble[9]])),
+        ),
+        Some([2 | 3, 0]) if preamble.len() == 12 => {
+            let len = [preamble[8], preamble[9], preamble[10], preamble[11]];
+            (12, u64::from(u32::from_le_bytes(len)))
+        }
+        _ => return Ok(()),
+    };
+    let left = file_len.saturating_sub(start);
+    if header_len > left {
+        return Err(Error::invalid_npy(
+            path,
+            format!("the header claims {header_len} bytes, the file has {left} after the preamble"),
+        ));
+    }
+    reader.seek(SeekFrom::Start(start)).map_err(io_err)?;
+    // At most the file's length, and what ndarray-npy allocates for the header right after.
+    let mut header = Vec::new();
+    (reader.by_ref().take(header_len).read_to_end(&mut header)).map_err(io_err)?;
+    let brackets = (header.iter())
+        .filter(|&b| matches!(b, b'{' | b'[' | b'('))
+        .count();
+    if brackets > MAX_HEADER_BRACKETS {
+        return Err(Error::invalid_npy(
+            path,
+            format!(
+                "the header holds {brackets} opening brackets; a matrix's holds \
+                 {HEADER_BRACKETS} (its dictionary and its shape)"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Decodes the data of a file whose header [`check_header`] accepted.
@@ -432,6 +493,54 @@ mod tests {
         let err = read_matrix(&path).expect_err("cut header");
         assert!(matches!(err, Error::InvalidNpy { .. }), "{err:?}");
         assert_names_file(&err, "cut.npy");
+    }
+
+    /// Found by `cargo fuzz run npy`: a version-2 header whose length field claims 3.3 GB made
+    /// ndarray-npy allocate that much before reading a byte of it.
+    #[test]
+    fn header_length_beyond_the_file_is_invalid_npy() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("huge_header.npy");
+        let mut bytes = b"\x93NUMPY\x02\x00".to_vec();
+        bytes.extend(0xc300_0074_u32.to_le_bytes());
+        bytes.extend(b"{'descr': '<u4', 'fortran_order': False, 'shape': (3, 4), }\n");
+        fs::write(&path, bytes).expect("write fixture");
+        let err = read_matrix(&path).expect_err("huge header length");
+        assert!(matches!(err, Error::InvalidNpy { .. }), "{err:?}");
+        assert_names_file(&err, "huge_header.npy");
+        assert!(
+            err.to_string()
+                .contains("claims 3271557236 bytes, the file has 60"),
+            "{err}"
+        );
+    }
+
+    /// Found while fuzzing: ndarray-npy's header parser backtracks into nested brackets, so a
+    /// 100-byte header with 20 nested lists took minutes to reject.
+    #[test]
+    fn deeply_nested_header_is_refused_at_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("nested.npy");
+        let dict = format!(
+            "{{'descr': {}{}, 'fortran_order': False, 'shape': (1, 1), }}\n",
+            "[".repeat(20),
+            "]".repeat(20)
+        );
+        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+        bytes.extend(
+            u16::try_from(dict.len())
+                .expect("short header")
+                .to_le_bytes(),
+        );
+        bytes.extend(dict.as_bytes());
+        bytes.extend([0; 4]);
+        fs::write(&path, bytes).expect("write fixture");
+        let start = std::time::Instant::now();
+        let err = read_matrix(&path).expect_err("nested header");
+        assert!(start.elapsed().as_secs_f64() < 1.0, "{:?}", start.elapsed());
+        assert!(matches!(err, Error::InvalidNpy { .. }), "{err:?}");
+        assert_names_file(&err, "nested.npy");
+        assert!(err.to_string().contains("22 opening brackets"), "{err}");
     }
 
     #[test]

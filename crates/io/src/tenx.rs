@@ -19,7 +19,9 @@
 //! than one (the raw and the filtered matrix side by side, or two genomes).
 //!
 //! Everything the files say is checked against the matrix (lengths, indices, the entry count)
-//! so that genes, cells and labels can never silently misalign.
+//! so that genes, cells and labels can never silently misalign. The genes and barcodes are read
+//! first, so a size line that disagrees with them is refused before anything is allocated for the
+//! shape it declares.
 
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Read};
@@ -150,30 +152,36 @@ pub fn find_10x(path: &Path) -> Result<TenxFiles> {
 /// corrupt gzip, or is not UTF-8 text.
 pub fn read_10x(path: &Path) -> Result<TenxMatrix> {
     let files = find_10x(path)?;
-    let counts = mtx::read_coordinate_counts(&files.matrix, open(&files.matrix)?)?.transpose_into();
+    let features_text = read_text(&files.features)?;
+    let features = text_lines(&files.features, &features_text)?;
+    let barcodes_text = read_text(&files.barcodes)?;
+    let barcodes = text_lines(&files.barcodes, &barcodes_text)?;
+    // The genes and barcodes are read first so that the size line is checked against them
+    // before the matrix reader allocates for it: a corrupt size line must not cost gigabytes.
+    let check_shape = |(genes, cells)| {
+        check_length(
+            &files,
+            &files.features,
+            features.len(),
+            genes,
+            "genes (rows)",
+        )?;
+        check_length(
+            &files,
+            &files.barcodes,
+            barcodes.len(),
+            cells,
+            "cells (columns)",
+        )
+    };
+    let counts = mtx::read_coordinate_counts(&files.matrix, open(&files.matrix)?, check_shape)?
+        .transpose_into();
     let (n_cells, n_genes) = counts.shape();
-
-    let text = read_text(&files.features)?;
-    let lines = text_lines(&files.features, &text)?;
-    check_length(
-        &files,
-        &files.features,
-        lines.len(),
-        n_genes,
-        "genes (rows)",
-    )?;
-    let (gene_ids, gene_names, feature_types) = parse_features(&lines);
-
-    let text = read_text(&files.barcodes)?;
-    let lines = text_lines(&files.barcodes, &text)?;
-    check_length(
-        &files,
-        &files.barcodes,
-        lines.len(),
-        n_cells,
-        "cells (columns)",
-    )?;
-    let barcodes = lines.iter().map(|l| first_column(l).to_owned()).collect();
+    let (gene_ids, gene_names, feature_types) = parse_features(&features);
+    let barcodes = barcodes
+        .iter()
+        .map(|l| first_column(l).to_owned())
+        .collect();
 
     let labels = (files.labels.as_deref())
         .map(|p| read_labels(p, Some(n_cells)))
@@ -682,6 +690,27 @@ mod tests {
                 Error::TenxLength {
                     lines: 3,
                     expected: 2,
+                    axis: "cells (columns)",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_names_file(&err, "barcodes.tsv");
+    }
+
+    /// A size line declaring 4294967295 cells used to cost a 32 GiB allocation before the
+    /// barcodes were counted (found while fuzzing `read_10x`); now the barcodes refuse it first.
+    #[test]
+    fn huge_declared_shape_is_refused_before_it_is_allocated() {
+        let text = format!("{HEADER}1 4294967295 0\n");
+        let err = read_folder(false, &text, "G1\n", BARCODES_2).expect_err("4294967295 cells");
+        assert!(
+            matches!(
+                err,
+                Error::TenxLength {
+                    lines: 2,
+                    expected: 4_294_967_295,
                     axis: "cells (columns)",
                     ..
                 }

@@ -31,7 +31,7 @@ pub use loss::{ReconLoss, mse_loss, nonzero_mse_loss};
 pub use net::{Build, ComputeDevice, Net, row_argmax, seed_torch};
 pub use optim::Adam;
 pub use scae_dists::{CountLaw, Likelihood};
-pub use split::{Split, shuffled_indices};
+pub use split::{Split, epoch_order, shuffled_indices};
 pub use train::{
     EVAL_VALUES, EpochStats, History, Losses, Model, TensorBatch, Terms, TrainConfig, Trainer,
     eval_chunk, evaluate, fit, map_cells,

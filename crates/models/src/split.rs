@@ -40,6 +40,32 @@ impl Split {
     }
 }
 
+/// The order of one epoch's cells: for at most one window of blocks
+/// ([`scae_io::Blocks`], 65,536 cells) a seeded permutation of `0..n`
+/// ([`shuffled_indices`]); beyond that, the blocks of consecutive cells in a seeded order, and
+/// the cells of each window of blocks shuffled together, so a source that reads from a file
+/// needs one window's blocks at a time. In memory and from a file, the same seed gives the
+/// same order.
+pub fn epoch_order(n: usize, seed: u64) -> Vec<usize> {
+    use scae_io::Blocks;
+    let window = Blocks::CELLS * Blocks::WINDOW;
+    if n <= window {
+        return shuffled_indices(n, seed);
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut blocks: Vec<usize> = (0..n.div_ceil(Blocks::CELLS)).collect();
+    blocks.shuffle(&mut rng);
+    let mut order = Vec::with_capacity(n);
+    for group in blocks.chunks(Blocks::WINDOW) {
+        let start = order.len();
+        for &b in group {
+            order.extend(b * Blocks::CELLS..((b + 1) * Blocks::CELLS).min(n));
+        }
+        order[start..].shuffle(&mut rng);
+    }
+    order
+}
+
 /// A seeded permutation of `0..n`.
 pub fn shuffled_indices(n: usize, seed: u64) -> Vec<usize> {
     let mut order: Vec<usize> = (0..n).collect();
@@ -61,6 +87,32 @@ mod tests {
         assert_eq!(all, (0..100).collect::<Vec<_>>());
         assert_eq!(a, Split::new(100, 0.2, 7).expect("valid split"));
         assert_ne!(a, Split::new(100, 0.2, 8).expect("valid split"));
+    }
+
+    #[test]
+    fn epoch_order_is_a_seeded_permutation_read_a_window_of_blocks_at_a_time() {
+        use scae_io::Blocks;
+        let small = 1000;
+        assert_eq!(epoch_order(small, 3), shuffled_indices(small, 3));
+        let n = Blocks::CELLS * Blocks::WINDOW * 2 + 123;
+        let order = epoch_order(n, 3);
+        assert_eq!(order, epoch_order(n, 3));
+        assert_ne!(order, epoch_order(n, 4));
+        let mut sorted = order.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..n).collect::<Vec<_>>());
+        // A block's cells all come within one window's span of the order, so a reader holds
+        // about one window of blocks at a time.
+        let mut span = vec![(usize::MAX, 0usize); n.div_ceil(Blocks::CELLS)];
+        for (i, &p) in order.iter().enumerate() {
+            let s = &mut span[p / Blocks::CELLS];
+            *s = (s.0.min(i), s.1.max(i));
+        }
+        assert!(
+            span.iter()
+                .all(|&(first, last)| last - first < Blocks::CELLS * Blocks::WINDOW),
+            "a block spread beyond a window"
+        );
     }
 
     #[test]

@@ -23,7 +23,7 @@ use tch::{Device, Kind, Tensor, nn};
 
 use crate::error::catch_torch;
 use crate::optim::Adam;
-use crate::{Error, Result, shuffled_indices};
+use crate::{Error, Result, epoch_order};
 
 /// A minibatch on the model's device.
 #[derive(Debug)]
@@ -399,7 +399,10 @@ impl Trainer {
         model.begin_epoch(epoch);
         let start = Instant::now();
         let n = sources.train.cells();
-        let order = shuffled_indices(n, epoch_seed(self.seed, epoch));
+        let order = epoch_order(n, epoch_seed(self.seed, epoch));
+        if sources.train_rows.is_none() {
+            sources.train.plan(&order, self.cfg.batch_size);
+        }
         // With the rows on the device, the epoch's order goes there once and each batch is
         // gathered by its own `index_select`.
         let device_order = sources.train_rows.map(|_| {
@@ -542,6 +545,8 @@ pub fn evaluate<M: Model>(
         return Ok(None);
     }
     check_width(model, source)?;
+    let positions: Vec<usize> = (0..n).collect();
+    source.plan(&positions, chunk.max(1));
     evaluate_chunks(model, n, chunk, |from, len| {
         let positions: Vec<usize> = (from..from + len).collect();
         let host = source.batch(&positions)?;
@@ -590,17 +595,29 @@ pub fn map_cells(
 ) -> Result<Array2<f32>> {
     let _guard = tch::no_grad_guard();
     let positions: Vec<usize> = (0..source.cells()).collect();
-    let mut parts = Vec::new();
+    source.plan(&positions, chunk.max(1));
+    // Each chunk's rows are copied out as they come, so the host holds the result once.
+    let (mut values, mut cols) = (Vec::new(), None);
     for part in positions.chunks(chunk.max(1)) {
         let host = source.batch(part)?;
         let out = catch_torch(|| f(&TensorBatch::from_host(&host, device)?))?;
-        parts.push(out.to_device(Device::Cpu));
+        let (rows, width) = (part.len(), out.size().get(1).copied().unwrap_or(0) as usize);
+        if values.is_empty() {
+            values.reserve_exact(source.cells() * width);
+        }
+        let (chunk_values, r, c) = crate::tensor_to_rows(&out)?;
+        if r != rows || cols.is_some_and(|w| w != c) {
+            return Err(Error::Config(format!(
+                "a chunk of {rows} cells gave a {r} x {c} result"
+            )));
+        }
+        cols = Some(c);
+        values.extend_from_slice(&chunk_values);
     }
-    if parts.is_empty() {
+    let Some(cols) = cols else {
         return Ok(Array2::zeros((0, 0)));
-    }
-    let all = Tensor::f_cat(&parts, 0)?;
-    let (values, rows, cols) = crate::tensor_to_rows(&all)?;
+    };
+    let rows = source.cells();
     Array2::from_shape_vec((rows, cols), values)
         .map_err(|e| Error::Config(format!("a {rows} x {cols} result: {e}")))
 }

@@ -1,4 +1,8 @@
 //! The command line: one subcommand per study question and per everyday task.
+//!
+//! The study subcommands share [`RunArgs`], whose `--data` help describes the log-normalised
+//! input of Q1-Q5 and `scae train`; the studies on raw counts replace that help with their own
+//! (`mut_arg` below), so each `--help` says what its own `--data` is.
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -32,15 +36,20 @@ pub enum Command {
     /// Q5: retrain latent 10 with the nonzero MSE loss and compare with Q2's MSE model.
     Q5(RunArgs),
     /// Train one VAE on raw counts (configs/vae.toml) and save it with its held-out figures.
+    #[command(mut_arg("data", |a| a.help(RAW_COUNTS)))]
     Vae(study::vae::VaeArgs),
     /// The scVAE study's synthetic check: can a Poisson VAE recover 10 known rates?
+    #[command(mut_arg("data", |a| a.help(SIMULATED)))]
     VaeSynth(RunArgs),
     /// The scVAE study's likelihood comparison: Poisson, NB, ZIP and ZINB VAEs on raw counts.
+    #[command(mut_arg("data", |a| a.help(RAW_COUNTS)))]
     VaeLikelihoods(RunArgs),
     /// The GMVAE's synthetic check: a known Poisson mixture and the q(y | x) regulariser ablation.
+    #[command(mut_arg("data", |a| a.help(SIMULATED)))]
     GmvaeSynth(RunArgs),
     /// The GMVAE on labelled raw counts: its clusters against k-means baselines, over seeds.
-    GmvaeReal(RunArgs),
+    #[command(mut_arg("data", |a| a.help(LABELLED_RAW_COUNTS)))]
+    GmvaeReal(study::gmvae_real::GmvaeRealArgs),
     /// Assemble results/REPORT.md from the questions' results.
     Report(study::report::ReportArgs),
     /// Train one autoencoder on your own data and save it as a model folder.
@@ -49,6 +58,8 @@ pub enum Command {
     Embed(commands::EmbedArgs),
     /// Reconstruction error of a trained model on a data set.
     Evaluate(commands::EvaluateArgs),
+    /// Read a matrix file whole and print its shape and the seconds the read took, as JSON.
+    Info(commands::InfoArgs),
     /// Assign cells to the components of a trained GMVAE (q(y | x) and its argmax).
     Cluster(commands::ClusterArgs),
     /// Principal-component scores of a .npy matrix.
@@ -56,6 +67,22 @@ pub enum Command {
     /// 2-D t-SNE embedding of a .npy matrix.
     Tsne(crate::embed_tools::TsneArgs),
 }
+
+/// `--data` of the studies that train on raw counts.
+const RAW_COUNTS: &str = "Raw counts (cells x genes, non-negative integers, not normalised): a .npy \
+    file, a folder holding counts_raw.npy, a 10x Genomics matrix folder, an AnnData .h5ad or a \
+    Cell Ranger .h5 file. Default: data/counts_raw.npy under the root (written by `scae data`)";
+
+/// `--data` of `gmvae-real`, which scores its clusters against the labels.
+const LABELLED_RAW_COUNTS: &str = "Labelled raw counts (cells x genes, non-negative integers, not \
+    normalised): a .npy file, a folder holding counts_raw.npy, a 10x Genomics matrix folder, an \
+    AnnData .h5ad or a Cell Ranger .h5 file, with one label per cell (--labels, or --labels-key \
+    of an .h5ad, else labels.txt beside the data). Default: data/counts_raw.npy and data/labels.txt under the root (written by \
+    `scae data`)";
+
+/// `--data` of the synthetic checks, which make their own.
+const SIMULATED: &str =
+    "Not accepted: this check simulates its counts (the [simulate] table of its config)";
 
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
@@ -76,7 +103,62 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Embed(args) => commands::embed(&args),
         Command::Evaluate(args) => commands::evaluate(&args),
         Command::Cluster(args) => commands::cluster(&args),
+        Command::Info(args) => commands::info(&args),
         Command::Pca(args) => crate::embed_tools::pca(&args),
         Command::Tsne(args) => crate::embed_tools::tsne(&args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// The help of `--data` of a subcommand, in lower case.
+    fn data_help(sub: &str) -> String {
+        let cli = Cli::command();
+        let sub = cli.find_subcommand(sub).expect("a subcommand");
+        let arg = sub
+            .get_arguments()
+            .find(|a| a.get_id() == "data")
+            .expect("a --data option");
+        arg.get_help()
+            .expect("a help text")
+            .to_string()
+            .to_lowercase()
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn each_study_describes_its_own_data() {
+        for sub in ["q1", "q2", "q3", "q4", "q5", "train"] {
+            let help = data_help(sub);
+            assert!(help.contains("log-normalised"), "{sub}: {help}");
+            assert!(help.contains("data/counts.npy"), "{sub}: {help}");
+        }
+        for sub in ["vae", "vae-likelihoods", "gmvae-real"] {
+            let help = data_help(sub);
+            for needle in [
+                "raw counts",
+                ".h5ad",
+                "cell ranger .h5",
+                "data/counts_raw.npy",
+            ] {
+                assert!(help.contains(needle), "{sub}: {help}");
+            }
+        }
+        assert!(data_help("gmvae-real").contains("labels"));
+        for sub in ["vae-synth", "gmvae-synth"] {
+            assert!(data_help(sub).contains("simulates"), "{sub}");
+        }
+        for sub in ["embed", "evaluate"] {
+            assert!(data_help(sub).contains("log-normalised"), "{sub}");
+        }
+        assert!(data_help("cluster").contains(".h5ad"));
     }
 }

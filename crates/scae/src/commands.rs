@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use ndarray::Array2;
 use scae_io::{CountRows, DenseRows};
 use scae_models::{DeviceChoice, Gmvae, Net, ReconLoss};
@@ -16,7 +16,8 @@ use crate::study::{Prepared, RunArgs, Staging};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DataArgs {
-    /// Project root; the files go to data/ under it unless --out is given.
+    /// Project folder; the files go to data/ under it (default: the current folder) unless
+    /// --out is given.
     #[arg(long, default_value = ".")]
     pub root: PathBuf,
     /// Output folder.
@@ -116,25 +117,74 @@ pub fn train(args: &TrainArgs) -> Result<()> {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct EmbedArgs {
-    /// A model folder written by `scae train` or a question (e.g. results/q1/latent10).
+    /// A model folder: an autoencoder written by `scae train` or a question (e.g.
+    /// results/q1/latent10), or a VAE written by `scae vae` (e.g. results/vae).
     #[arg(long)]
     pub model: PathBuf,
-    /// Expression matrix (.npy, cells x genes, same genes as the model's).
+    /// For an autoencoder: log-normalised expression with the model's genes (a .npy matrix, a
+    /// folder holding counts.npy, or an .h5ad whose X holds it). For a VAE: raw counts with the
+    /// model's genes (a .npy file, a 10x folder, a Cell Ranger .h5 or an AnnData .h5ad).
     #[arg(long)]
     pub data: PathBuf,
     /// Where to write the latent codes (.npy).
     #[arg(long)]
     pub out: PathBuf,
+    /// For an .h5ad file: the matrix to read, `X` by default; `raw` for raw.X, else a layer.
+    #[arg(long)]
+    pub layer: Option<String>,
+    /// For a VAE on an .h5ad file: read the counts from the file in blocks, never whole
+    /// (automatic when they would not fit in the memory budget, as for `scae vae`).
+    #[arg(long)]
+    pub backed: bool,
+    /// Also write the cells with their latent codes (obsm["X_scae"]) as AnnData: at this path,
+    /// or beside --out with the extension .h5ad when no path is given.
+    #[arg(long, value_name = "OUT")]
+    #[allow(clippy::option_option)]
+    pub h5ad: Option<Option<PathBuf>>,
     #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
 }
 
-/// `scae embed`: the latent code of every cell.
+/// `scae embed`: the latent code of every cell, from an autoencoder or a VAE.
 pub fn embed(args: &EmbedArgs) -> Result<()> {
-    let (model, data) = load_model_and_data(&args.model, &args.data, args.device, args.threads)?;
-    let latent = model.encode(&DenseRows::all(data.x.view()))?;
+    let meta_path = args.model.join("model.json");
+    let meta: serde_json::Value = std::fs::read_to_string(&meta_path)
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or_default();
+    let (latent, obs_names, var_names, x) =
+        if meta.get("genes").is_some() && meta.get("model").is_some() {
+            embed_vae(args, &meta)?
+        } else {
+            if args.backed {
+                bail!(
+                    "--backed reads counts for a VAE; {} is an autoencoder",
+                    args.model.display()
+                );
+            }
+            let (model, data) =
+                load_model_and_data(&args.model, &args.data, args.device, args.threads)?;
+            let latent = model.encode(&DenseRows::all(data.x.view()))?;
+            let names = (0..data.x.nrows()).map(|i| i.to_string()).collect();
+            let genes = (0..data.x.ncols()).map(|j| j.to_string()).collect();
+            (latent, names, genes, None)
+        };
+    if let Some(path) = args.h5ad.as_ref() {
+        let path = path
+            .clone()
+            .unwrap_or_else(|| args.out.with_extension("h5ad"));
+        let out = scae_io::AnnOutput {
+            obs_names: &obs_names,
+            var_names: &var_names,
+            x: x.as_ref().map(|c: &scae_io::CountMatrix| c.csr()),
+            obsm: vec![("X_scae", latent.view())],
+            ..Default::default()
+        };
+        scae_io::write_h5ad(&path, &out)?;
+        eprintln!("wrote {}", path.display());
+    }
     scae_io::write_npy(&args.out, &latent.view())?;
     eprintln!(
         "wrote {} x {} latent codes to {}",
@@ -145,12 +195,77 @@ pub fn embed(args: &EmbedArgs) -> Result<()> {
     Ok(())
 }
 
+/// The latent means of a VAE model folder (`model.json` holds `genes` and `model`), with the
+/// cells' names, the genes' names and, read in memory, the counts.
+type Embedded = (
+    Array2<f32>,
+    Vec<String>,
+    Vec<String>,
+    Option<scae_io::CountMatrix>,
+);
+
+fn embed_vae(args: &EmbedArgs, meta: &serde_json::Value) -> Result<Embedded> {
+    use crate::data::BackedCounts;
+    use scae_models::{Vae, VaeConfig};
+
+    let genes = meta["genes"]
+        .as_u64()
+        .context("model.json: `genes` is not a number")? as usize;
+    let config: VaeConfig = serde_json::from_value(meta["model"].clone()).with_context(|| {
+        format!(
+            "{}: not a VAE description",
+            args.model.join("model.json").display()
+        )
+    })?;
+    let options = scae_io::H5adOptions {
+        layer: args.layer.clone(),
+        labels_key: None,
+    };
+    let backed =
+        crate::study::vae::read_backed(Some(&args.data), args.layer.as_deref(), args.backed)?;
+    let (device, _) = crate::study::setup_compute(args.device, args.threads)?;
+    let check = |found: usize, source: &std::path::Path| -> Result<()> {
+        if found != genes {
+            bail!(
+                "{}: {found} genes, but the model was trained on {genes}",
+                source.display()
+            );
+        }
+        Ok(())
+    };
+    let net = Net::<Vae>::load(
+        &args.model.join("weights.safetensors"),
+        genes,
+        &config,
+        device,
+    )?;
+    let chunk = scae_models::eval_chunk(4096, genes);
+    if backed {
+        let data = BackedCounts::open(&args.data, None, &options)?;
+        check(data.var_names.len(), &args.data)?;
+        let all =
+            scae_io::BackedRows::new(std::sync::Arc::clone(&data.file), data.cells.clone(), None)?;
+        let latent = net.latent_means(&all, chunk)?;
+        let names = if args.h5ad.is_some() {
+            data.obs_names()?
+        } else {
+            Vec::new()
+        };
+        return Ok((latent, names, data.var_names, None));
+    }
+    let data = CountData::load(&args.data, None, &options)?;
+    check(data.counts.genes(), &args.data)?;
+    let latent = net.latent_means(&CountRows::all(&data.counts), chunk)?;
+    Ok((latent, data.obs_names, data.var_names, Some(data.counts)))
+}
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct EvaluateArgs {
     /// A model folder written by `scae train` or a question.
     #[arg(long)]
     pub model: PathBuf,
-    /// Expression matrix (.npy, cells x genes, same genes as the model's).
+    /// Log-normalised expression with the model's genes: a .npy matrix (cells x genes) or a
+    /// folder holding counts.npy.
     #[arg(long)]
     pub data: PathBuf,
     /// Also write the figures as JSON here.
@@ -194,12 +309,18 @@ pub struct ClusterArgs {
     #[arg(long)]
     pub model: PathBuf,
     /// Raw counts with the genes of the model's training data: a .npy file, a folder holding
-    /// counts_raw.npy, or a 10x Genomics matrix folder.
+    /// counts_raw.npy, a 10x Genomics matrix folder, an AnnData .h5ad or a Cell Ranger .h5 file.
     #[arg(long)]
     pub data: PathBuf,
     /// Output folder: q_y.npy (cells x K, each cell's q(y | x)) and clusters.csv (its argmax).
     #[arg(long)]
     pub out: PathBuf,
+    /// For an .h5ad file: the matrix of counts to read, `X` by default; `raw` for raw.X, else a
+    /// layer's name.
+    #[arg(long)]
+    pub layer: Option<String>,
+    #[command(flatten)]
+    pub output: crate::study::vae::H5adArgs,
     #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
     #[arg(long, default_value_t = 0)]
@@ -211,7 +332,11 @@ pub fn cluster(args: &ClusterArgs) -> Result<()> {
     use crate::study::gmvae_real::{SavedGmvae, write_clusters};
 
     let saved = SavedGmvae::read(&args.model)?;
-    let data = CountData::load(&args.data, None)?;
+    let options = scae_io::H5adOptions {
+        layer: args.layer.clone(),
+        labels_key: None,
+    };
+    let data = CountData::load(&args.data, None, &options)?;
     if data.counts.genes() != saved.input_genes {
         anyhow::bail!(
             "{}: {} genes, but the model was trained on data with {}",
@@ -232,6 +357,10 @@ pub fn cluster(args: &ClusterArgs) -> Result<()> {
     let assigned = scae_models::row_argmax(q_y.view()).to_vec();
     let out = Staging::new(&args.out)?;
     write_clusters(out.path(), &data.cells, &q_y, &assigned)?;
+    if let Some(path) = args.output.path(out.path()) {
+        let latent = net.latent_means(&CountRows::all(&counts), 4096)?;
+        crate::study::gmvae_real::write_clusters_h5ad(&path, &data, &latent, &q_y, &assigned)?;
+    }
     let dest = out.commit()?;
     let mut sizes = vec![0usize; saved.model.components];
     for &c in &assigned {
@@ -243,5 +372,58 @@ pub fn cluster(args: &ClusterArgs) -> Result<()> {
         saved.model.components,
         dest.display()
     );
+    Ok(())
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct InfoArgs {
+    /// A matrix file or folder: AnnData .h5ad, Cell Ranger .h5, a 10x Genomics matrix folder or a
+    /// .npy matrix.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// For an .h5ad file: the matrix to read, `X` by default; `raw` for raw.X, else a layer.
+    #[arg(long)]
+    pub layer: Option<String>,
+}
+
+/// `scae info`: reads the whole matrix into memory and prints its shape, stored values and the
+/// seconds the read took, as JSON (what `bench scale` times against `anndata.read_h5ad`).
+pub fn info(args: &InfoArgs) -> Result<()> {
+    let started = std::time::Instant::now();
+    let (format, cells, genes, nnz) = match crate::data::hdf5_kind(&args.data)? {
+        Some(crate::data::Hdf5Kind::H5ad) => {
+            let options = scae_io::H5adOptions {
+                layer: args.layer.clone(),
+                labels_key: None,
+            };
+            let m = scae_io::read_h5ad(&args.data, &options)?;
+            ("h5ad", m.x.rows(), m.x.cols(), m.x.nnz())
+        }
+        Some(crate::data::Hdf5Kind::TenxH5) => {
+            let m = scae_io::read_10x_h5(&args.data)?;
+            ("10x-h5", m.n_cells(), m.n_genes(), m.counts.nnz())
+        }
+        None if args.data.is_dir() => {
+            let files = scae_io::find_10x(&args.data)?;
+            let m = scae_io::read_10x(&files.dir)?;
+            ("10x", m.n_cells(), m.n_genes(), m.counts.nnz())
+        }
+        None => {
+            let x = scae_io::read_matrix(&args.data)?;
+            let nnz = x.iter().filter(|v| **v != 0.0).count();
+            ("npy", x.nrows(), x.ncols(), nnz)
+        }
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    let json = serde_json::json!({
+        "data": args.data,
+        "format": format,
+        "cells": cells,
+        "genes": genes,
+        "nnz": nnz,
+        "read_seconds": seconds,
+        "peak_rss_mib": crate::study::vae::peak_rss_mib(),
+    });
+    println!("{json}");
     Ok(())
 }

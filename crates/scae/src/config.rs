@@ -1,10 +1,15 @@
 //! Study configurations: TOML files under `configs/`, parsed strictly and validated.
 //!
-//! Every table denies unknown keys, so a typo is an error rather than a silent
-//! default. [`AeStudy::load`] returns a validated config; the resolved config
-//! is saved beside every result (see [`crate::provenance`]).
+//! The shipped `configs/*.toml` are compiled into the binary ([`BUILT_IN`]), so `scae` runs from
+//! any folder: a study reads `--config` when given, else `configs/<study>.toml` under `--root`
+//! when that file exists (a checkout, as xtask runs it), else its built-in copy, which appears
+//! under the made-up folder [`BUILT_IN_DIR`] in paths and messages. Every table denies unknown
+//! keys, so a typo is an error rather than a silent default. [`AeStudy::load`] returns a
+//! validated config; the resolved config is saved beside every result (see
+//! [`crate::provenance`]).
 
-use std::path::Path;
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use scae_models::{DeviceChoice, ReconLoss, TrainConfig};
@@ -200,10 +205,65 @@ pub fn load_question<T: serde::de::DeserializeOwned>(
     Ok(cfg)
 }
 
-/// Reads a TOML file into `T`; errors name the file and fit on one line.
+/// `(file name, text)` of each named file of `configs/`, compiled in.
+macro_rules! configs {
+    ($($name:literal),* $(,)?) => {
+        [$(($name, include_str!(concat!("../../../configs/", $name)))),*]
+    };
+}
+
+/// The shipped configs, by file name: `configs/` of the source tree is their one source.
+pub const BUILT_IN: [(&str, &str); 10] = configs![
+    "q1.toml",
+    "q2.toml",
+    "q3.toml",
+    "q4.toml",
+    "q5.toml",
+    "vae.toml",
+    "vae-synth.toml",
+    "vae-likelihoods.toml",
+    "gmvae-synth.toml",
+    "gmvae-real.toml",
+];
+
+/// The folder the built-in configs appear in: `<built-in>/configs/q1.toml` names the compiled-in
+/// copy of `configs/q1.toml`, and a config's relative reference (Q2-Q5's `models = "q1.toml"`)
+/// resolves to a built-in one too.
+pub const BUILT_IN_DIR: &str = "<built-in>/configs";
+
+/// The config of `study`: `explicit` (`--config`) when given, else `configs/<study>.toml` under
+/// `root` when that file exists, else the built-in copy.
+pub fn config_path(explicit: Option<&Path>, root: &Path, study: &str) -> PathBuf {
+    if let Some(path) = explicit {
+        return path.to_path_buf();
+    }
+    let name = format!("{study}.toml");
+    let on_disk = root.join("configs").join(&name);
+    if on_disk.is_file() {
+        on_disk
+    } else {
+        Path::new(BUILT_IN_DIR).join(name)
+    }
+}
+
+/// The text of the built-in config a path names, if it names one.
+fn built_in(path: &Path) -> Option<&'static str> {
+    let name = path.strip_prefix(BUILT_IN_DIR).ok()?.to_str()?;
+    BUILT_IN
+        .iter()
+        .find(|(file, _)| *file == name)
+        .map(|(_, text)| *text)
+}
+
+/// Reads a TOML file (or a built-in config) into `T`; errors name the file and fit on one line.
 pub(crate) fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("{}: cannot read the config", path.display()))?;
+    let text = match built_in(path) {
+        Some(text) => Cow::Borrowed(text),
+        None => Cow::Owned(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("{}: cannot read the config", path.display()))?,
+        ),
+    };
     toml::from_str(&text)
         .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), one_line(&e.to_string())))
 }
@@ -237,6 +297,87 @@ mod tests {
         let q5: Q5Config = toml::from_str(include_str!("../../../configs/q5.toml")).expect("q5");
         assert_eq!((q5.latent, q5.loss), (10, ReconLoss::NonzeroMse));
         assert_eq!(q5.tsne, q3.tsne, "Q3 and Q5 draw t-SNE the same way");
+    }
+
+    /// Where a study finds its built-in config.
+    fn built_in_path(study: &str) -> PathBuf {
+        config_path(None, Path::new("/nonexistent-root"), study)
+    }
+
+    #[test]
+    fn every_built_in_config_parses_and_validates() {
+        use crate::study::{gmvae_real, gmvae_synth, vae, vae_likelihoods};
+
+        let q1 = AeStudy::load(&built_in_path("q1")).expect("q1");
+        let path = built_in_path("q2");
+        let q2 = Q2Config::load(&path).expect("q2");
+        let models = path.parent().expect("a folder").join(&q2.models);
+        assert_eq!(AeStudy::load(&models).expect("q2's models"), q1);
+        let path = built_in_path("q3");
+        let q3: Q3Config =
+            load_question(&path, |c: &Q3Config| c.latent, |c| c.score_components).expect("q3");
+        assert_eq!(base_study(&path, &q3.models).expect("q3's models"), q1);
+        q3.tsne.validate().expect("q3's t-SNE settings");
+        assert!(q3.scores.kmeans_restarts > 0, "q3's k-means restarts");
+        let path = built_in_path("q4");
+        let q4: Q4Config =
+            load_question(&path, |c: &Q4Config| c.latent, |c| c.score_components).expect("q4");
+        assert_eq!(base_study(&path, &q4.models).expect("q4's models"), q1);
+        let path = built_in_path("q5");
+        let q5: Q5Config =
+            load_question(&path, |c: &Q5Config| c.latent, |c| c.score_components).expect("q5");
+        assert_eq!(base_study(&path, &q5.models).expect("q5's models"), q1);
+        q5.tsne.validate().expect("q5's t-SNE settings");
+        vae::VaeStudy::load(&built_in_path("vae")).expect("vae");
+        vae::VaeStudy::load(&built_in_path("vae-synth")).expect("vae-synth");
+        vae_likelihoods::LikelihoodStudy::load(&built_in_path("vae-likelihoods"))
+            .expect("vae-likelihoods");
+        gmvae_synth::GmvaeSynthStudy::load(&built_in_path("gmvae-synth")).expect("gmvae-synth");
+        gmvae_real::GmvaeRealStudy::load(&built_in_path("gmvae-real")).expect("gmvae-real");
+    }
+
+    #[test]
+    fn every_shipped_study_config_is_built_in() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+        let mut shipped: Vec<String> = std::fs::read_dir(&dir)
+            .expect("configs/")
+            .map(|e| {
+                e.expect("an entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .filter(|name| name.ends_with(".toml") && !name.starts_with("bench-"))
+            .collect();
+        shipped.sort();
+        let mut built_in: Vec<String> = BUILT_IN.iter().map(|(n, _)| n.to_string()).collect();
+        built_in.sort();
+        assert_eq!(shipped, built_in, "configs/ and config::BUILT_IN differ");
+        for (name, text) in BUILT_IN {
+            let on_disk = std::fs::read_to_string(dir.join(name)).expect("readable");
+            assert_eq!(text, on_disk, "{name} is compiled from configs/{name}");
+        }
+    }
+
+    #[test]
+    fn a_config_on_disk_or_named_overrides_the_built_in_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("configs")).expect("configs dir");
+        assert!(built_in_path("q1").starts_with(BUILT_IN_DIR));
+        assert_eq!(
+            config_path(None, root, "q1"),
+            Path::new(BUILT_IN_DIR).join("q1.toml")
+        );
+        std::fs::write(root.join("configs/q1.toml"), Q1).expect("write");
+        assert_eq!(config_path(None, root, "q1"), root.join("configs/q1.toml"));
+        let mine = Path::new("mine.toml");
+        assert_eq!(config_path(Some(mine), root, "q1"), mine);
+        let err = AeStudy::load(&Path::new(BUILT_IN_DIR).join("q9.toml")).expect_err("no q9");
+        assert!(
+            format!("{err:#}").contains("q9.toml: cannot read"),
+            "{err:#}"
+        );
     }
 
     #[test]

@@ -1,19 +1,24 @@
 //! The user's data: a cells x genes matrix and, optionally, one label per cell; raw counts stay
 //! sparse ([`CountData`]).
 //!
-//! `--data` names a `.npy` file, a folder holding `counts.npy`, or a 10x
-//! Genomics (Cell Ranger) matrix folder. A 10x folder holds raw counts: they
+//! `--data` names a `.npy` file, a folder holding `counts.npy`, a 10x
+//! Genomics (Cell Ranger) matrix folder or `.h5` file, or an AnnData `.h5ad` file
+//! (`--layer` picks `X`, a layer or `raw`; `--labels-key` an `obs` column of labels). Raw counts
 //! are read sparse and turned into the questions' input by
 //! [`scae_io::preprocess`] (each cell scaled to 10,000, `log1p`, the N most
-//! variable genes kept). Labels come from `--labels`, else from a `labels.txt`
+//! variable genes kept); an `.h5ad` matrix that is not integer is taken as already normalised.
+//! Labels come from `--labels`, else `--labels-key`, else from a `labels.txt`
 //! beside the data when one exists. Everything is read and validated before any
-//! result is written.
+//! result is written. [`BackedCounts`] opens an `.h5ad` file for training that reads row blocks
+//! as it goes, for data larger than memory.
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
 use ndarray::Array2;
-use scae_io::{CountMatrix, Labels};
+use scae_io::{CountMatrix, H5adOptions, H5adRows, Labels};
 use serde::Serialize;
 
 /// A validated expression matrix with its labels.
@@ -31,11 +36,18 @@ pub struct DataSource {
     pub labels: Option<PathBuf>,
     pub cells: usize,
     pub genes: usize,
-    /// `npy` or `10x`.
+    /// `npy`, `10x`, `10x-h5`, `h5ad` (`-counts` when read as raw counts, `-backed` when read
+    /// from the file as training goes).
     pub format: String,
     /// For a 10x folder: the number of most variable genes kept by the preprocessing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top_genes: Option<usize>,
+    /// For an `.h5ad` file: the matrix read (`--layer`), when not `X`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer: Option<String>,
+    /// For an `.h5ad` file: the `obs` column of the labels (`--labels-key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels_key: Option<String>,
     /// FNV-1a (64 bit) of the matrix values and labels, in hex.
     pub fingerprint: String,
 }
@@ -49,8 +61,21 @@ impl Dataset {
 
     /// [`Dataset::load`], keeping the `top_genes` most variable genes of a 10x folder.
     pub fn load_with(data: &Path, labels: Option<&Path>, top_genes: usize) -> Result<Self> {
+        Self::load_from(data, labels, top_genes, &H5adOptions::default())
+    }
+
+    /// [`Dataset::load_with`], with what to read from an `.h5ad` file.
+    pub fn load_from(
+        data: &Path,
+        labels: Option<&Path>,
+        top_genes: usize,
+        options: &H5adOptions,
+    ) -> Result<Self> {
         if data.is_dir() && !data.join("counts.npy").exists() {
             return Self::load_10x(data, labels, top_genes);
+        }
+        if let Some(kind) = hdf5_kind(data)? {
+            return Self::load_hdf5(data, kind, labels, top_genes, options);
         }
         let data = if data.is_dir() {
             data.join("counts.npy")
@@ -82,6 +107,59 @@ impl Dataset {
         Self::finish(pre.x, &files.matrix, labels_path, "10x", Some(top_genes))
     }
 
+    /// A Cell Ranger `.h5` (raw counts, preprocessed as a 10x folder) or an `.h5ad` file: integer
+    /// values are counts and preprocessed, others are taken as the input as they are.
+    fn load_hdf5(
+        data: &Path,
+        kind: Hdf5Kind,
+        labels: Option<&Path>,
+        top_genes: usize,
+        options: &H5adOptions,
+    ) -> Result<Self> {
+        if top_genes == 0 {
+            bail!("--top-genes must be at least 1");
+        }
+        let (x, file_labels, format) = match kind {
+            Hdf5Kind::TenxH5 => {
+                let m = scae_io::read_10x_h5(data)?;
+                (m.counts, m.labels, "10x-h5")
+            }
+            Hdf5Kind::H5ad => {
+                let m = scae_io::read_h5ad(data, options)?;
+                (m.x, m.labels, "h5ad")
+            }
+        };
+        let integer = x.data().iter().all(|v| *v >= 0.0 && v.fract() == 0.0);
+        let (x, top) = if integer {
+            let counts = CountMatrix::new(x, data)?;
+            let pre = scae_io::preprocess(counts.csr(), top_genes);
+            tracing::info!(
+                cells = counts.cells(),
+                genes = counts.genes(),
+                kept = pre.x.ncols(),
+                "read and preprocessed raw counts from {}",
+                data.display()
+            );
+            (pre.x, Some(top_genes))
+        } else {
+            tracing::info!(
+                "{}: values are not counts; used as they are",
+                data.display()
+            );
+            (scae_io::to_dense(&x), None)
+        };
+        let labels_path = labels.map(Path::to_path_buf).or_else(|| {
+            file_labels
+                .is_none()
+                .then(|| data.with_file_name("labels.txt"))
+                .filter(|p| p.exists())
+        });
+        let mut dataset = Self::finish_with(x, data, labels_path, file_labels, format, top)?;
+        dataset.source.layer = options.layer.clone();
+        dataset.source.labels_key = options.labels_key.clone();
+        Ok(dataset)
+    }
+
     fn finish(
         x: Array2<f32>,
         data: &Path,
@@ -89,10 +167,21 @@ impl Dataset {
         format: &str,
         top_genes: Option<usize>,
     ) -> Result<Self> {
-        let labels = labels_path
-            .as_deref()
-            .map(|path| scae_io::read_labels(path, Some(x.nrows())))
-            .transpose()?;
+        Self::finish_with(x, data, labels_path, None, format, top_genes)
+    }
+
+    fn finish_with(
+        x: Array2<f32>,
+        data: &Path,
+        labels_path: Option<PathBuf>,
+        file_labels: Option<Labels>,
+        format: &str,
+        top_genes: Option<usize>,
+    ) -> Result<Self> {
+        let labels = match labels_path.as_deref() {
+            Some(path) => Some(scae_io::read_labels(path, Some(x.nrows()))?),
+            None => file_labels,
+        };
         let fingerprint = fingerprint(&x, labels.as_ref());
         let source = DataSource {
             data: absolute(data),
@@ -101,6 +190,8 @@ impl Dataset {
             genes: x.ncols(),
             format: format.into(),
             top_genes,
+            layer: None,
+            labels_key: None,
             fingerprint,
         };
         Ok(Self { x, labels, source })
@@ -179,26 +270,61 @@ pub struct CountData {
     pub source: DataSource,
     /// The input row of each kept cell (cells without any count are dropped), ascending.
     pub cells: Vec<usize>,
+    /// The names of the kept cells (barcodes, `obs` names; row numbers for a `.npy`).
+    pub obs_names: Vec<String>,
+    /// The names of the genes (gene names, `var` names; column numbers for a `.npy`).
+    pub var_names: Vec<String>,
 }
 
 impl CountData {
-    /// Raw counts: a `.npy` file, a folder holding `counts_raw.npy`, or a 10x folder (every gene,
-    /// unnormalised). Every value must be a non-negative integer. Cells without any count are
-    /// dropped with a warning (their labels too); a matrix without any count is an error.
-    pub fn load(data: &Path, labels: Option<&Path>) -> Result<Self> {
+    /// Raw counts: a `.npy` file, a folder holding `counts_raw.npy`, a 10x folder or `.h5` file,
+    /// or an `.h5ad` file (the matrix of `options.layer`, labels from `options.labels_key`);
+    /// every gene, unnormalised. Every value must be a non-negative integer. Cells without any
+    /// count are dropped with a warning (their labels too); a matrix without any count is an
+    /// error.
+    pub fn load(data: &Path, labels: Option<&Path>, options: &H5adOptions) -> Result<Self> {
         if data.is_dir() && !data.join("counts_raw.npy").exists() {
             let files = find_10x(data, "counts_raw.npy")?;
             let matrix = scae_io::read_10x(&files.dir)?;
             let counts = CountMatrix::new(matrix.counts, &files.matrix)?;
-            tracing::info!(
-                cells = counts.cells(),
-                genes = counts.genes(),
-                zeros = format!("{:.1} %", 100.0 * counts.zero_fraction()),
-                "read raw 10x counts from {}",
-                files.dir.display()
-            );
+            log_counts(&counts, &files.dir);
             let labels_path = labels_for_10x(labels, &files, data);
-            return Self::finish(counts, &files.matrix, labels_path, "10x-counts");
+            let names = (matrix.barcodes, matrix.gene_names);
+            return Self::finish(
+                counts,
+                &files.matrix,
+                labels_path,
+                None,
+                names,
+                "10x-counts",
+            );
+        }
+        match hdf5_kind(data)? {
+            Some(Hdf5Kind::TenxH5) => {
+                let matrix = scae_io::read_10x_h5(data)?;
+                let counts = CountMatrix::new(matrix.counts, data)?;
+                log_counts(&counts, data);
+                let labels_path = labels.map(Path::to_path_buf).or(matrix.files.labels);
+                let names = (matrix.barcodes, matrix.gene_names);
+                return Self::finish(counts, data, labels_path, None, names, "10x-h5-counts");
+            }
+            Some(Hdf5Kind::H5ad) => {
+                let m = scae_io::read_h5ad(data, options)?.into_counts(data)?;
+                log_counts(&m.counts, data);
+                let labels_path = labels.map(Path::to_path_buf).or_else(|| {
+                    m.labels
+                        .is_none()
+                        .then(|| data.with_file_name("labels.txt"))
+                        .filter(|p| p.exists())
+                });
+                let names = (m.obs_names, m.var_names);
+                let mut out =
+                    Self::finish(m.counts, data, labels_path, m.labels, names, "h5ad-counts")?;
+                out.source.layer = options.layer.clone();
+                out.source.labels_key = options.labels_key.clone();
+                return Ok(out);
+            }
+            None => {}
         }
         let data = if data.is_dir() {
             data.join("counts_raw.npy")
@@ -207,29 +333,41 @@ impl CountData {
         };
         let counts = CountMatrix::from_dense(scae_io::read_counts(&data)?.view(), &data)?;
         let labels_path = labels_beside_file(labels, &data);
-        Self::finish(counts, &data, labels_path, "npy-counts")
+        let names = numbered(counts.cells(), counts.genes());
+        Self::finish(counts, &data, labels_path, None, names, "npy-counts")
     }
 
     /// Counts made in memory (a simulation), described by `name` in the provenance.
     pub fn from_counts(counts: CountMatrix, name: &str, labels: Option<Labels>) -> Result<Self> {
-        Self::with_source(counts, Path::new(name), None, labels, "simulated-counts")
+        let names = numbered(counts.cells(), counts.genes());
+        Self::with_source(
+            counts,
+            Path::new(name),
+            None,
+            labels,
+            names,
+            "simulated-counts",
+        )
     }
 
     fn finish(
         counts: CountMatrix,
         data: &Path,
         labels_path: Option<PathBuf>,
+        file_labels: Option<Labels>,
+        names: (Vec<String>, Vec<String>),
         format: &str,
     ) -> Result<Self> {
-        let labels = labels_path
-            .as_deref()
-            .map(|path| scae_io::read_labels(path, Some(counts.cells())))
-            .transpose()?;
+        let labels = match labels_path.as_deref() {
+            Some(path) => Some(scae_io::read_labels(path, Some(counts.cells()))?),
+            None => file_labels,
+        };
         Self::with_source(
             counts,
             &absolute(data),
             labels_path.as_deref(),
             labels,
+            names,
             format,
         )
     }
@@ -239,10 +377,12 @@ impl CountData {
         data: &Path,
         labels_path: Option<&Path>,
         labels: Option<Labels>,
+        (obs_names, var_names): (Vec<String>, Vec<String>),
         format: &str,
     ) -> Result<Self> {
         let (counts, cells) = scae_io::drop_empty_cells(counts, data)?;
         let labels = labels.map(|l| l.subset(&cells));
+        let obs_names = cells.iter().map(|&c| obs_names[c].clone()).collect();
         let codes = labels
             .iter()
             .flat_map(|l| l.codes.iter().map(|&c| c as u64));
@@ -253,6 +393,8 @@ impl CountData {
             genes: counts.genes(),
             format: format.into(),
             top_genes: None,
+            layer: None,
+            labels_key: None,
             fingerprint: counts.fingerprint(codes),
         };
         Ok(Self {
@@ -260,6 +402,160 @@ impl CountData {
             labels,
             source,
             cells,
+            obs_names,
+            var_names,
+        })
+    }
+}
+
+fn log_counts(counts: &CountMatrix, from: &Path) {
+    tracing::info!(
+        cells = counts.cells(),
+        genes = counts.genes(),
+        zeros = format!("{:.1} %", 100.0 * counts.zero_fraction()),
+        "read raw counts from {}",
+        from.display()
+    );
+}
+
+/// `0, 1, ...` as names of `cells` rows and `genes` columns.
+fn numbered(cells: usize, genes: usize) -> (Vec<String>, Vec<String>) {
+    (
+        (0..cells).map(|i| i.to_string()).collect(),
+        (0..genes).map(|j| j.to_string()).collect(),
+    )
+}
+
+/// What an HDF5 `--data` file is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hdf5Kind {
+    /// Cell Ranger's `filtered_feature_bc_matrix.h5`.
+    TenxH5,
+    /// AnnData.
+    H5ad,
+}
+
+/// `Some(kind)` when `data` is an HDF5 file (by its signature, whatever its name), `None` for
+/// anything else; an HDF5 file that is neither kind is an error.
+pub fn hdf5_kind(data: &Path) -> Result<Option<Hdf5Kind>> {
+    if !data.is_file() {
+        return Ok(None);
+    }
+    let is_h5_name = data
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("h5ad") || e.eq_ignore_ascii_case("h5"));
+    if scae_io::is_h5ad(data) {
+        return Ok(Some(Hdf5Kind::H5ad));
+    }
+    if scae_io::is_10x_h5(data) {
+        return Ok(Some(Hdf5Kind::TenxH5));
+    }
+    if is_h5_name {
+        // Open it as AnnData for the reader's own one-line error (not HDF5, no obs, ...).
+        scae_io::H5adRows::open(data, None)?;
+        bail!(
+            "{}: neither an AnnData file nor a Cell Ranger matrix",
+            data.display()
+        );
+    }
+    Ok(None)
+}
+
+/// An `.h5ad` count matrix read from the file as training goes (`--backed`): the non-empty
+/// cells (found from the row pointers alone), their names and labels; no counts in memory.
+#[derive(Debug)]
+pub struct BackedCounts {
+    pub file: Arc<H5adRows>,
+    /// The file row of each kept cell, ascending.
+    pub cells: Vec<usize>,
+    pub labels: Option<Labels>,
+    pub source: DataSource,
+    pub var_names: Vec<String>,
+}
+
+impl BackedCounts {
+    /// The names of the kept cells, read from the file when asked for (they are not held while
+    /// training: a name can take more memory than a cell's share of everything else).
+    pub fn obs_names(&self) -> Result<Vec<String>> {
+        let all = self.file.obs_names()?;
+        Ok(self.cells.iter().map(|&c| all[c].clone()).collect())
+    }
+
+    /// Opens `data` (an `.h5ad` file with a CSR or dense matrix) without reading its counts.
+    ///
+    /// # Errors
+    /// When the file is not AnnData, its matrix is CSC, or its names or labels do not fit.
+    pub fn open(data: &Path, labels: Option<&Path>, options: &H5adOptions) -> Result<Self> {
+        if hdf5_kind(data)? != Some(Hdf5Kind::H5ad) {
+            bail!("{}: --backed reads .h5ad files only", data.display());
+        }
+        let file = H5adRows::open(data, options.layer.as_deref())?;
+        if !file.row_readable() {
+            file.read_rows(0..0)?;
+        }
+        let (n, genes) = file.shape();
+        let nnz = file.row_nnz()?;
+        let cells: Vec<usize> = match &nnz {
+            Some(nnz) => (0..n).filter(|&r| nnz[r] > 0).collect(),
+            None => (0..n).collect(),
+        };
+        if cells.is_empty() {
+            return Err(scae_io::Error::NoCounts {
+                path: data.into(),
+                cells: n,
+                genes,
+            }
+            .into());
+        }
+        if cells.len() < n {
+            tracing::warn!(
+                "{}: dropped {} of {n} cells without any count",
+                data.display(),
+                n - cells.len()
+            );
+        }
+        let labels_path = labels.map(absolute);
+        let labels = match (labels, options.labels_key.as_deref()) {
+            (Some(path), _) => Some(scae_io::read_labels(path, Some(n))?),
+            (None, Some(key)) => Some(file.labels(key)?),
+            (None, None) => None,
+        }
+        .map(|l| l.subset(&cells));
+        // Checked now (one per cell), read again when written.
+        file.obs_names()?;
+        let var_names = file.var_names()?;
+        // The structure and the file's size stand for the content, which is not read up front.
+        let mut hash = scae_io::Fnv::default();
+        for v in [
+            n as u64,
+            genes as u64,
+            std::fs::metadata(data).map(|m| m.len()).unwrap_or(0),
+        ] {
+            hash.eat(&v.to_le_bytes());
+        }
+        for r in nnz.iter().flatten() {
+            hash.eat(&(*r as u64).to_le_bytes());
+        }
+        for code in labels.iter().flat_map(|l| l.codes.iter()) {
+            hash.eat(&(*code as u64).to_le_bytes());
+        }
+        let source = DataSource {
+            data: absolute(data),
+            labels: labels_path,
+            cells: cells.len(),
+            genes,
+            format: "h5ad-backed".into(),
+            top_genes: None,
+            layer: options.layer.clone(),
+            labels_key: options.labels_key.clone(),
+            fingerprint: hash.hex(),
+        };
+        Ok(Self {
+            file: Arc::new(file),
+            cells,
+            labels,
+            source,
+            var_names,
         })
     }
 }

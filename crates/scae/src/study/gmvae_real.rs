@@ -231,7 +231,20 @@ struct Prepared {
     input_genes: usize,
 }
 
-pub fn run(args: &RunArgs) -> Result<()> {
+/// Options of `scae gmvae-real`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GmvaeRealArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// The first seed's GMVAE as AnnData (see `--h5ad` of `scae vae`): the counts of the genes it
+    /// read as X, its latent means, q(y | x) and clusters.
+    #[command(flatten)]
+    pub output: super::vae::H5adArgs,
+}
+
+/// `scae gmvae-real`.
+pub fn run(args: &GmvaeRealArgs) -> Result<()> {
+    let (output, args) = (&args.output, &args.run);
     let clock = RunClock::start();
     let cfg = GmvaeRealStudy::load(&args.config_path("gmvae-real"))?;
     let data = load_counts(args, None, cfg.seeds[0])?;
@@ -297,6 +310,11 @@ pub fn run(args: &RunArgs) -> Result<()> {
         save_gmvae(
             &dir, &model, &gmvae_cfg, &prepared, &history, &q_y, &assigned,
         )?;
+        if seed == cfg.seeds[0]
+            && let Some(path) = output.path(run.path())
+        {
+            write_clusters_h5ad(&path, &prepared.counts, &latent, &q_y, &assigned)?;
+        }
 
         let silhouette = scae_eval::silhouette_score(latent.view(), &colouring.codes, seed)?;
         rows.push(Row {
@@ -458,6 +476,12 @@ fn prepare(data: &CountData, cfg: &GmvaeRealStudy) -> Result<Prepared> {
             labels: data.labels.clone(),
             source,
             cells: data.cells.clone(),
+            obs_names: data.obs_names.clone(),
+            var_names: pre
+                .genes
+                .iter()
+                .map(|&g| data.var_names[g].clone())
+                .collect(),
         },
         genes: pre.genes,
         pcs: super::embed::scores_f32(&pca),
@@ -626,6 +650,29 @@ fn save_gmvae(
     net.save_weights(&dir.join("weights.safetensors"))?;
     super::ae::write_history(&dir.join("history.csv"), history)?;
     write_clusters(dir, &prepared.counts.cells, q_y, assigned)
+}
+
+/// The clustered cells as AnnData: their counts as X, names, latent means (`obsm["X_scae"]`),
+/// `q(y | x)` (`obsm["scae_q_y"]`) and clusters (`obs["scae_cluster"]`, categorical).
+pub fn write_clusters_h5ad(
+    path: &Path,
+    data: &CountData,
+    latent: &Array2<f32>,
+    q_y: &Array2<f32>,
+    assigned: &[usize],
+) -> Result<()> {
+    let categories = (0..q_y.ncols()).map(|k| k.to_string()).collect();
+    let out = scae_io::AnnOutput {
+        obs_names: &data.obs_names,
+        var_names: &data.var_names,
+        x: Some(data.counts.csr()),
+        obsm: vec![("X_scae", latent.view()), ("scae_q_y", q_y.view())],
+        obs_categorical: vec![("scae_cluster", assigned.to_vec(), categories)],
+        ..Default::default()
+    };
+    scae_io::write_h5ad(path, &out)?;
+    tracing::info!("wrote {}", path.display());
+    Ok(())
 }
 
 /// `q_y.npy` (cells x K) and `clusters.csv` (the cell's row in the input, its cluster, and the

@@ -1,6 +1,7 @@
-//! The study pipelines: each question reads its config under `configs/`,
-//! validates the data, trains or reuses models and writes figures, numbers and
-//! a report under `results/<question>/`.
+//! The study pipelines: each question reads its config (`--config`, else `configs/` under
+//! `--root`, else the copy built into the binary), validates the data, trains or reuses models
+//! and writes figures, numbers and a report under `results/<question>/` (of the current folder
+//! unless `--root` or `--out` says otherwise).
 //!
 //! Results are built in a staging folder beside the destination and renamed
 //! into place at the end, so a failed run leaves no half-written results and
@@ -33,15 +34,20 @@ use crate::data::Dataset;
 /// Options every question takes.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
-    /// Project root: default configs/, data/ and results/ are found under it.
+    /// Project folder holding the default data/ and results/ (and configs/ that override the
+    /// built-in ones); default: the current folder.
     #[arg(long, default_value = ".")]
     pub root: PathBuf,
-    /// Config file (default: configs/<question>.toml under the root).
+    /// Config file (default: configs/<question>.toml under the root when it exists, else the
+    /// built-in copy of the shipped one).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Expression matrix: a .npy file (cells x genes, log-normalised), a folder holding
-    /// counts.npy, or a 10x Genomics matrix folder of raw counts (normalised, log1p and
-    /// reduced to the --top-genes most variable genes). Default: data/counts.npy under the root.
+    /// Log-normalised expression: a .npy matrix (cells x genes) or a folder holding counts.npy;
+    /// or raw counts as a 10x Genomics matrix folder, a Cell Ranger .h5 or an AnnData .h5ad of
+    /// integers, normalised here (each cell scaled to 10,000, log1p) and reduced to the
+    /// --top-genes most variable genes (an .h5ad matrix that is not integer is used as it is).
+    /// Default: data/counts.npy under the root (written by `scae data`).
+    // The studies on raw counts replace this help with their own (`mut_arg` in cli.rs).
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// For a 10x folder: how many of the most variable genes to keep.
@@ -50,7 +56,15 @@ pub struct RunArgs {
     /// One label per cell (default: labels.txt beside the data, when present).
     #[arg(long)]
     pub labels: Option<PathBuf>,
-    /// Output folder (default: results/<question> under the root); replaced when the run succeeds.
+    /// For an .h5ad file: the matrix to read, `X` by default; `raw` for raw.X, else the name of
+    /// a layer (e.g. `counts`).
+    #[arg(long)]
+    pub layer: Option<String>,
+    /// For an .h5ad file: the obs column holding each cell's label (e.g. `cell_type`).
+    #[arg(long)]
+    pub labels_key: Option<String>,
+    /// Output folder (default: results/<question> under the root, so ./results/<question>
+    /// without --root); replaced when the run succeeds.
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Device: auto (CUDA when available), cpu or cuda; overrides the config.
@@ -62,12 +76,13 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
+    /// The config of `question`: `--config`, else `configs/<question>.toml` under the root when
+    /// it exists, else the built-in copy (see [`crate::config::config_path`]).
     pub fn config_path(&self, question: &str) -> PathBuf {
-        self.config
-            .clone()
-            .unwrap_or_else(|| self.root.join("configs").join(format!("{question}.toml")))
+        crate::config::config_path(self.config.as_deref(), &self.root, question)
     }
 
+    /// Where the results of `question` go: `--out`, else `results/<question>` under the root.
     pub fn out_dir(&self, question: &str) -> PathBuf {
         self.out
             .clone()
@@ -82,7 +97,8 @@ impl RunArgs {
             .unwrap_or_else(|| crate::data::default_data(&self.root));
         if self.data.is_none() && !data.exists() {
             anyhow::bail!(
-                "{}: the default data is missing; generate it with `cargo xtask data` (or `scae data`)",
+                "{}: the default data is missing; pass your own with --data, or make the default \
+                 (simulated) data set with `scae data`",
                 data.display()
             );
         }

@@ -5,14 +5,18 @@
 //! `scae vae` writes `<out>/`: `metrics.json` (config, provenance, summary, history),
 //! `history.csv`, `history.png`/`.svg` (ELBO, log-likelihood and KL per epoch),
 //! `latent.npy` (the latent mean of every cell, input order), `test_cells.txt` (0-based indices
-//! of the held-out cells), `model.json` and `weights.safetensors`.
+//! of the held-out cells), `model.json` and `weights.safetensors`; with `--h5ad`, an AnnData
+//! file of the cells with their latent means (`obsm["X_scae"]`) and, with `--denoised`, the
+//! decoded means as a layer. With `--backed` (automatic for an `.h5ad` file whose counts would
+//! not fit in the memory budget, see [`memory_budget`]) the counts are read from the file in
+//! blocks as training goes ([`scae_io::BackedRows`]) and never held whole.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use ndarray::Array2;
-use scae_io::{CountMatrix, CountRows};
+use scae_io::{BackedRows, BatchSource, CountMatrix, CountRows, H5adOptions};
 use scae_models::{ComputeDevice, History, Likelihood, Net, Split, TrainConfig, Vae, VaeConfig};
 use scae_viz::{LinePanel, Series};
 use serde::{Deserialize, Serialize};
@@ -20,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use super::ae::write_history;
 use super::{Run, RunArgs};
 use crate::config::{StudyConfig, check_run};
-use crate::data::CountData;
+use crate::data::{BackedCounts, CountData, Hdf5Kind};
 use crate::progress::EpochProgress;
 use crate::provenance::{Provenance, RunClock, write_json};
 
@@ -126,7 +130,7 @@ impl StudyConfig for VaeStudy {
 /// folder), else the config's simulation, else the default data's `counts_raw.npy`.
 pub fn load_counts(args: &RunArgs, simulate: Option<&Simulate>, seed: u64) -> Result<CountData> {
     if let Some(data) = &args.data {
-        return CountData::load(data, args.labels.as_deref());
+        return CountData::load(data, args.labels.as_deref(), &h5ad_options(args));
     }
     if let Some(sim) = simulate {
         let (counts, name) = sim.draw(seed)?;
@@ -135,11 +139,20 @@ pub fn load_counts(args: &RunArgs, simulate: Option<&Simulate>, seed: u64) -> Re
     let data = crate::data::default_counts(&args.root);
     if !data.exists() {
         bail!(
-            "{}: the default raw counts are missing; generate them with `cargo xtask data` (or `scae data`)",
+            "{}: the default raw counts are missing; pass your own with --data, or make the default \
+             (simulated) data set with `scae data`",
             data.display()
         );
     }
-    CountData::load(&data, args.labels.as_deref())
+    CountData::load(&data, args.labels.as_deref(), &h5ad_options(args))
+}
+
+/// What `--layer` and `--labels-key` ask of an `.h5ad` file.
+pub fn h5ad_options(args: &RunArgs) -> H5adOptions {
+    H5adOptions {
+        layer: args.layer.clone(),
+        labels_key: args.labels_key.clone(),
+    }
 }
 
 /// The raw counts of the most variable genes.
@@ -181,6 +194,8 @@ pub fn variable_genes(data: &CountData, n: usize) -> VariableGenes {
             labels: data.labels.clone(),
             source,
             cells: data.cells.clone(),
+            obs_names: data.obs_names.clone(),
+            var_names: genes.iter().map(|&g| data.var_names[g].clone()).collect(),
         },
         genes,
     }
@@ -242,13 +257,32 @@ pub fn train(
     data: &CountSplit<'_>,
     device: ComputeDevice,
 ) -> Result<TrainedVae> {
-    let genes = data.counts.genes();
+    train_on(
+        name,
+        config,
+        train_cfg,
+        seed,
+        &data.train()?,
+        &data.test()?,
+        device,
+    )
+}
+
+/// [`train`] on any pair of sources (in memory or read from a file).
+pub fn train_on(
+    name: &str,
+    config: &VaeConfig,
+    train_cfg: &TrainConfig,
+    seed: u64,
+    train: &dyn BatchSource,
+    test: &dyn BatchSource,
+    device: ComputeDevice,
+) -> Result<TrainedVae> {
+    let genes = train.genes();
     let mut net = Net::<Vae>::new(genes, config, device, seed)?;
     let progress = EpochProgress::new(name, train_cfg.epochs);
     let history = net
-        .fit(train_cfg, seed, &data.train()?, Some(&data.test()?), |e| {
-            progress.epoch(e)
-        })
+        .fit(train_cfg, seed, train, Some(test), |e| progress.epoch(e))
         .with_context(|| format!("training {name}"))?;
     progress.finish();
     Ok(TrainedVae {
@@ -288,6 +322,17 @@ pub struct VaeSummary {
 impl TrainedVae {
     /// The summary, with the importance-weighted `log p(x)` of the test cells (`k` samples).
     pub fn summarize(&self, data: &CountSplit<'_>, k: usize, seed: u64) -> Result<VaeSummary> {
+        self.summarize_on(&data.test()?, data.split.train.len(), k, seed)
+    }
+
+    /// [`TrainedVae::summarize`] on the held-out cells of `test`, after `train_cells` trained.
+    pub fn summarize_on(
+        &self,
+        test: &dyn BatchSource,
+        train_cells: usize,
+        k: usize,
+        seed: u64,
+    ) -> Result<VaeSummary> {
         let last = self
             .history
             .epochs
@@ -296,9 +341,7 @@ impl TrainedVae {
         let term = |terms: &scae_models::Terms, name: &str| terms.get(name).unwrap_or(f64::NAN);
         let test_log_px = if k > 0 {
             let started = Instant::now();
-            let mean = self
-                .net
-                .importance_log_px(&data.test()?, k, seed ^ 0x5eed)?;
+            let mean = self.net.importance_log_px(test, k, seed ^ 0x5eed)?;
             if !mean.is_finite() {
                 bail!("the importance-weighted log p(x) of the test cells is {mean}");
             }
@@ -327,8 +370,8 @@ impl TrainedVae {
             final_train_elbo: term(&last.train_terms, "elbo"),
             seconds_per_epoch: seconds / epochs,
             train_seconds_per_epoch: train_seconds / epochs,
-            train_cells: data.split.train.len(),
-            test_cells: data.split.test.len(),
+            train_cells,
+            test_cells: test.cells(),
             genes: self.genes,
         })
     }
@@ -455,6 +498,38 @@ pub struct VaeArgs {
     /// Likelihood: poisson, nb, zip or zinb (default: the config's).
     #[arg(long)]
     pub likelihood: Option<Likelihood>,
+    #[command(flatten)]
+    pub output: H5adArgs,
+    /// With --h5ad: also the decoded means (denoised expression) as layers["scae_denoised"]
+    /// (dense: cells x genes x 4 bytes).
+    #[arg(long, requires = "h5ad")]
+    pub denoised: bool,
+    /// Read the counts of an .h5ad file from the file in blocks as training goes, never whole
+    /// (automatic when they would not fit in the memory budget: SCAE_MEMORY_BUDGET_MIB, default
+    /// half of the available memory).
+    #[arg(long)]
+    pub backed: bool,
+}
+
+/// Writing results back as AnnData.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct H5adArgs {
+    /// Also write the cells with their results as an AnnData file: at this path, or `adata.h5ad`
+    /// in the results folder when no path is given. It holds the input's obs and var names, the
+    /// counts as X (not when --backed), the latent means in obsm["X_scae"] and, for a GMVAE,
+    /// q(y | x) in obsm["scae_q_y"] and the clusters in obs["scae_cluster"].
+    #[arg(long, value_name = "OUT")]
+    #[allow(clippy::option_option)]
+    pub h5ad: Option<Option<PathBuf>>,
+}
+
+impl H5adArgs {
+    /// Where to write the AnnData file, given the results folder being built.
+    pub fn path(&self, results: &Path) -> Option<PathBuf> {
+        self.h5ad
+            .as_ref()
+            .map(|p| p.clone().unwrap_or_else(|| results.join("adata.h5ad")))
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -464,6 +539,117 @@ struct VaeMetrics<'a> {
     summary: VaeSummary,
     peak_rss_mib: Option<f64>,
     history: &'a History,
+}
+
+/// The memory `scae vae` may use for counts held whole, in bytes: `SCAE_MEMORY_BUDGET_MIB`, else
+/// half of the memory the system reports available. An `.h5ad` file whose counts would need
+/// more (about 24 bytes per stored value while reading, 12 once held) is read backed.
+pub fn memory_budget() -> u64 {
+    if let Some(mib) = std::env::var("SCAE_MEMORY_BUDGET_MIB")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        return mib << 20;
+    }
+    let available = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        });
+    available.map_or(u64::MAX, |kib| kib * 1024 / 2)
+}
+
+/// Whether `data` is an `.h5ad` file to read backed: asked for (`backed`), or too large for
+/// the budget.
+pub fn read_backed(data: Option<&Path>, layer: Option<&str>, backed: bool) -> Result<bool> {
+    let Some(data) = data else {
+        if backed {
+            bail!("--backed reads an .h5ad file given with --data");
+        }
+        return Ok(false);
+    };
+    if backed {
+        return Ok(true);
+    }
+    if crate::data::hdf5_kind(data)? != Some(Hdf5Kind::H5ad) {
+        return Ok(false);
+    }
+    let file = scae_io::H5adRows::open(data, layer)?;
+    let stored = match file.row_nnz()? {
+        Some(nnz) => nnz.iter().map(|&n| n as u64).sum(),
+        None => (file.shape().0 as u64) * (file.shape().1 as u64),
+    };
+    let need = stored * 24;
+    let budget = memory_budget();
+    if need > budget && file.row_readable() {
+        tracing::info!(
+            need_mib = need >> 20,
+            budget_mib = budget >> 20,
+            "the counts would not fit in the memory budget: reading them backed from {}",
+            data.display()
+        );
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// The cells `scae vae` trains on, in memory or read from the file.
+enum VaeInput {
+    Memory(CountData),
+    Backed(BackedCounts),
+}
+
+impl VaeInput {
+    fn cells(&self) -> usize {
+        match self {
+            Self::Memory(d) => d.counts.cells(),
+            Self::Backed(d) => d.cells.len(),
+        }
+    }
+
+    fn genes(&self) -> usize {
+        match self {
+            Self::Memory(d) => d.counts.genes(),
+            Self::Backed(d) => d.var_names.len(),
+        }
+    }
+
+    fn source(&self) -> &crate::data::DataSource {
+        match self {
+            Self::Memory(d) => &d.source,
+            Self::Backed(d) => &d.source,
+        }
+    }
+
+    fn obs_names(&self) -> Result<std::borrow::Cow<'_, [String]>> {
+        Ok(match self {
+            Self::Memory(d) => std::borrow::Cow::Borrowed(&d.obs_names),
+            Self::Backed(d) => std::borrow::Cow::Owned(d.obs_names()?),
+        })
+    }
+
+    fn var_names(&self) -> &[String] {
+        match self {
+            Self::Memory(d) => &d.var_names,
+            Self::Backed(d) => &d.var_names,
+        }
+    }
+
+    /// The cells at `positions` of the kept cells (a split), or all of them.
+    fn rows<'a>(&'a self, positions: Option<&'a [usize]>) -> Result<Box<dyn BatchSource + 'a>> {
+        Ok(match (self, positions) {
+            (Self::Memory(d), Some(p)) => Box::new(CountRows::subset(&d.counts, p)?),
+            (Self::Memory(d), None) => Box::new(CountRows::all(&d.counts)),
+            (Self::Backed(d), p) => {
+                let rows = p.map_or_else(
+                    || d.cells.clone(),
+                    |p| p.iter().map(|&i| d.cells[i]).collect(),
+                );
+                Box::new(BackedRows::new(std::sync::Arc::clone(&d.file), rows, None)?)
+            }
+        })
+    }
 }
 
 /// `scae vae`: train one VAE on raw counts and save it with its held-out figures.
@@ -478,29 +664,96 @@ pub fn run(args: &VaeArgs) -> Result<()> {
         cfg.model.likelihood = likelihood;
     }
     cfg.validate()?;
-    let data = load_counts(&args.run, cfg.simulate.as_ref(), cfg.seed)?;
+    let data = if read_backed(
+        args.run.data.as_deref(),
+        args.run.layer.as_deref(),
+        args.backed,
+    )? {
+        let path = args.run.data.as_deref().context("--backed needs --data")?;
+        VaeInput::Backed(BackedCounts::open(
+            path,
+            args.run.labels.as_deref(),
+            &h5ad_options(&args.run),
+        )?)
+    } else {
+        VaeInput::Memory(load_counts(&args.run, cfg.simulate.as_ref(), cfg.seed)?)
+    };
     let run = Run::start(&args.run, clock, "vae", cfg.device, cfg.threads)?;
-    let split = CountSplit::new(&data.counts, cfg.test_fraction, cfg.seed)?;
+    let split = Split::new(data.cells(), cfg.test_fraction, cfg.seed)?;
+    if split.train.is_empty() || split.test.is_empty() {
+        bail!(
+            "{} cells are too few to hold out {} % of them",
+            data.cells(),
+            100.0 * cfg.test_fraction
+        );
+    }
     let name = cfg.model.likelihood.name();
-    let model = train(name, &cfg.model, &cfg.train, cfg.seed, &split, run.device)?;
-    let summary = model.summarize(&split, cfg.importance_samples, cfg.seed)?;
-    model.save(run.path())?;
-    scae_io::write_npy(
-        &run.path().join("latent.npy"),
-        &model.latent_means(&split)?.view(),
+    let (train_cells, test_cells) = (
+        data.rows(Some(&split.train))?,
+        data.rows(Some(&split.test))?,
+    );
+    let model = train_on(
+        name,
+        &cfg.model,
+        &cfg.train,
+        cfg.seed,
+        &*train_cells,
+        &*test_cells,
+        run.device,
     )?;
-    write_test_cells(&run.path().join("test_cells.txt"), &split.split)?;
+    let summary = model.summarize_on(
+        &*test_cells,
+        split.train.len(),
+        cfg.importance_samples,
+        cfg.seed,
+    )?;
+    drop((train_cells, test_cells));
+    model.save(run.path())?;
+    let all = data.rows(None)?;
+    let latent = model.net.latent_means(&*all, model.chunk)?;
+    scae_io::write_npy(&run.path().join("latent.npy"), &latent.view())?;
+    write_test_cells(&run.path().join("test_cells.txt"), &split)?;
     save_history_figure(
         run.path(),
         "history",
         &format!(
             "VAE ({}), {} cells x {} genes",
             cfg.model.likelihood.label(),
-            data.counts.cells(),
-            data.counts.genes()
+            data.cells(),
+            data.genes()
         ),
         &[(String::new(), &model.history)],
     )?;
+    let provenance = run.provenance(cfg.seed, data.source());
+    if let Some(path) = args.output.path(run.path()) {
+        let denoised = args
+            .denoised
+            .then(|| model.net.decoded_means(&*all, model.chunk, 0, cfg.seed))
+            .transpose()?;
+        let obs_names = data.obs_names()?;
+        let out = scae_io::AnnOutput {
+            obs_names: &obs_names,
+            var_names: data.var_names(),
+            x: match &data {
+                VaeInput::Memory(d) => Some(d.counts.csr()),
+                VaeInput::Backed(_) => None,
+            },
+            obsm: vec![("X_scae", latent.view())],
+            layers: denoised
+                .iter()
+                .map(|d| ("scae_denoised", d.view()))
+                .collect(),
+            uns: vec![(
+                "scae",
+                serde_json::to_string(
+                    &serde_json::json!({"config": &cfg, "provenance": &provenance}),
+                )?,
+            )],
+            ..Default::default()
+        };
+        scae_io::write_h5ad(&path, &out)?;
+        tracing::info!("wrote {}", path.display());
+    }
     let peak = peak_rss_mib();
     eprintln!(
         "{}: {:.3} s per epoch ({:.3} s of training steps), test ELBO {:.3}, log p(x) {}, peak memory {}",
@@ -514,7 +767,7 @@ pub fn run(args: &VaeArgs) -> Result<()> {
         peak.map_or_else(|| "-".into(), |m| format!("{m:.0} MiB")),
     );
     let metrics = VaeMetrics {
-        provenance: run.provenance(cfg.seed, &data.source),
+        provenance,
         config: &cfg,
         summary,
         peak_rss_mib: peak,
@@ -540,6 +793,10 @@ mod tests {
             (
                 "bench-fullsize",
                 include_str!("../../../../configs/bench-fullsize.toml"),
+            ),
+            (
+                "bench-scale",
+                include_str!("../../../../configs/bench-scale.toml"),
             ),
             (
                 "vae-synth",

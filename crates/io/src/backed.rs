@@ -1,0 +1,259 @@
+//! Counts read from the file as training goes, for data larger than memory.
+//!
+//! A [`BackedRows`] source holds no counts: it keeps the `.h5ad` file open and, when the trainer
+//! announces a pass ([`BatchSource::plan`]: the positions it will ask for, in order), starts a
+//! reader thread that walks the same order, reads each block of [`Blocks::CELLS`] consecutive
+//! cells from the file the first time a batch needs it, assembles the batches and queues them
+//! while the model trains on the previous ones. A block is dropped after the last batch that
+//! needs it, so memory is bounded by the blocks one shuffling window spans plus the queue
+//! ([`Blocks`]), whatever the number of cells. Batches are the same values, in the same order,
+//! as [`crate::CountRows`] gives over the same rows in memory, so training reads the same numbers
+//! either way.
+
+use std::collections::HashMap;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+
+use sprs::CsMat;
+
+use crate::batch::{Batch, BatchSource, BatchValues};
+use crate::h5ad::H5adRows;
+use crate::{Error, MAX_COUNT, Result};
+
+/// How a large data set is shuffled and read: the trainer's epoch order permutes blocks of
+/// [`Blocks::CELLS`] consecutive cells, then shuffles the cells within each window of
+/// [`Blocks::WINDOW`] blocks, so a reader needs one window's blocks at a time; a data set of at
+/// most one window is shuffled whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Blocks;
+
+impl Blocks {
+    /// Cells per block: one read from the file.
+    pub const CELLS: usize = 4096;
+    /// Blocks per shuffling window (65,536 cells).
+    pub const WINDOW: usize = 16;
+    /// Cells of minibatches a reader thread may hold ready ahead of the trainer.
+    pub const QUEUE_CELLS: usize = 16_384;
+}
+
+/// Some rows of an `.h5ad` count matrix, read a block at a time from the file (see the module
+/// documentation).
+#[derive(Debug)]
+pub struct BackedRows {
+    shared: Arc<Shared>,
+    ahead: Mutex<Option<Ahead>>,
+}
+
+/// What the reader thread and the source share.
+#[derive(Debug)]
+struct Shared {
+    file: Arc<H5adRows>,
+    /// The file row of each position, ascending.
+    rows: Vec<usize>,
+    labels: Option<Vec<i64>>,
+}
+
+/// A pass being read ahead: its order, how far the trainer got, and the queue of batches.
+#[derive(Debug)]
+struct Ahead {
+    order: Arc<Vec<usize>>,
+    next: usize,
+    queue: Receiver<Result<Batch>>,
+}
+
+impl BackedRows {
+    /// The cells at file rows `rows` (ascending, e.g. a training split of the non-empty cells),
+    /// with a label each when `labels` is given (in position order).
+    ///
+    /// # Errors
+    /// [`Error::Inconsistent`] when the rows are not ascending or out of range, the labels do not
+    /// match them, or the matrix cannot be read by rows (CSC).
+    pub fn new(file: Arc<H5adRows>, rows: Vec<usize>, labels: Option<&[usize]>) -> Result<Self> {
+        let inconsistent = |reason: String| Error::Inconsistent {
+            path: file.path().into(),
+            reason,
+        };
+        if rows.windows(2).any(|w| w[0] >= w[1])
+            || rows.last().is_some_and(|&r| r >= file.shape().0)
+        {
+            return Err(inconsistent(
+                "backed rows must be ascending and inside the matrix".into(),
+            ));
+        }
+        if !file.row_readable() {
+            // Reading one block of a CSC matrix returns the explanation.
+            file.read_rows(0..0)?;
+        }
+        let labels = match labels {
+            Some(l) if l.len() != rows.len() => {
+                return Err(inconsistent(format!(
+                    "{} labels for {} cells",
+                    l.len(),
+                    rows.len()
+                )));
+            }
+            Some(l) => Some(l.iter().map(|&c| c as i64).collect()),
+            None => None,
+        };
+        Ok(Self {
+            shared: Arc::new(Shared { file, rows, labels }),
+            ahead: Mutex::new(None),
+        })
+    }
+}
+
+impl BatchSource for BackedRows {
+    fn cells(&self) -> usize {
+        self.shared.rows.len()
+    }
+
+    fn genes(&self) -> usize {
+        self.shared.file.shape().1
+    }
+
+    fn has_labels(&self) -> bool {
+        self.shared.labels.is_some()
+    }
+
+    fn plan(&self, order: &[usize], batch: usize) {
+        let order = Arc::new(order.to_vec());
+        let depth = (Blocks::QUEUE_CELLS / batch.max(1)).max(2);
+        let (tx, rx) = sync_channel(depth);
+        let shared = Arc::clone(&self.shared);
+        let thread_order = Arc::clone(&order);
+        let spawned = std::thread::Builder::new()
+            .name("scae-read-ahead".into())
+            .spawn(move || read_ahead(&shared, &thread_order, batch.max(1), &tx));
+        // Without a thread, batches are read when asked for.
+        let ahead = spawned.is_ok().then_some(Ahead {
+            order,
+            next: 0,
+            queue: rx,
+        });
+        *self.ahead.lock().unwrap_or_else(|e| e.into_inner()) = ahead;
+    }
+
+    fn batch(&self, positions: &[usize]) -> Result<Batch> {
+        let mut ahead = self.ahead.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(a) = ahead.as_mut() {
+            let end = a.next + positions.len();
+            if a.order.get(a.next..end) == Some(positions) {
+                a.next = end;
+                if let Ok(batch) = a.queue.recv() {
+                    return batch;
+                }
+            }
+        }
+        // Not the planned pass (or its reader stopped): read these cells directly.
+        *ahead = None;
+        drop(ahead);
+        let mut blocks = HashMap::new();
+        self.shared.assemble(positions, &mut blocks)
+    }
+}
+
+/// The reader thread: the batches of `order`, `batch` positions each, in order, until the source
+/// stops listening or a read fails.
+fn read_ahead(shared: &Shared, order: &[usize], batch: usize, tx: &SyncSender<Result<Batch>>) {
+    // The last chunk that needs each block, so a block is dropped as soon as it is done with.
+    let mut last_use = HashMap::new();
+    for (c, chunk) in order.chunks(batch).enumerate() {
+        for &p in chunk {
+            last_use.insert(p / Blocks::CELLS, c);
+        }
+    }
+    let mut blocks = HashMap::new();
+    for (c, chunk) in order.chunks(batch).enumerate() {
+        let result = shared.assemble(chunk, &mut blocks);
+        let failed = result.is_err();
+        if tx.send(result).is_err() || failed {
+            return;
+        }
+        blocks.retain(|b, _| last_use.get(b).is_some_and(|&last| last > c));
+    }
+}
+
+/// A block of consecutive positions, read from the file: the file rows from the block's first
+/// to its last, CSR.
+#[derive(Debug)]
+struct Block {
+    first_row: usize,
+    rows: CsMat<f32>,
+}
+
+impl Shared {
+    /// The batch of `positions`, reading the blocks it needs that `blocks` lacks.
+    fn assemble(&self, positions: &[usize], blocks: &mut HashMap<usize, Block>) -> Result<Batch> {
+        let cells = self.rows.len();
+        if let Some(&p) = positions.iter().find(|&&p| p >= cells) {
+            return Err(Error::Inconsistent {
+                path: self.file.path().into(),
+                reason: format!("cell position {p} out of range for a source of {cells} cells"),
+            });
+        }
+        for &p in positions {
+            let b = p / Blocks::CELLS;
+            if let std::collections::hash_map::Entry::Vacant(e) = blocks.entry(b) {
+                e.insert(self.read_block(b)?);
+            }
+        }
+        let mut indptr = Vec::with_capacity(positions.len() + 1);
+        let mut indices = Vec::new();
+        let mut values = Vec::new();
+        let mut library = Vec::with_capacity(positions.len());
+        indptr.push(0);
+        for &p in positions {
+            let block = &blocks[&(p / Blocks::CELLS)];
+            let row = block
+                .rows
+                .outer_view(self.rows[p] - block.first_row)
+                .expect("a block holds the rows from its first to its last");
+            let start = values.len();
+            for (j, &v) in row.iter() {
+                if v != 0.0 {
+                    indices.push(j as i64);
+                    values.push(v);
+                }
+            }
+            library.push(values[start..].iter().map(|&v| f64::from(v)).sum::<f64>() as f32);
+            indptr.push(indices.len() as i64);
+        }
+        Ok(Batch {
+            rows: positions.len(),
+            genes: self.file.shape().1,
+            values: BatchValues::Sparse {
+                indptr,
+                indices,
+                values,
+            },
+            library: Some(library),
+            labels: self
+                .labels
+                .as_ref()
+                .map(|l| positions.iter().map(|&p| l[p]).collect()),
+        })
+    }
+
+    /// Block `b`: the file rows of its positions, every value checked to be a count.
+    fn read_block(&self, b: usize) -> Result<Block> {
+        let from = b * Blocks::CELLS;
+        let to = (from + Blocks::CELLS).min(self.rows.len());
+        let (first_row, last_row) = (self.rows[from], self.rows[to - 1]);
+        let rows = self.file.read_rows(first_row..last_row + 1)?;
+        for (r, row) in rows.outer_iterator().enumerate() {
+            for (j, &v) in row.iter() {
+                if !(v >= 0.0 && v.fract() == 0.0 && v <= MAX_COUNT) {
+                    return Err(Error::Hdf5 {
+                        path: self.file.path().into(),
+                        object: self.file.element(),
+                        reason: format!(
+                            "value {v} at row {}, col {j} is not a count (a non-negative integer below 2^24)",
+                            first_row + r
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(Block { first_row, rows })
+    }
+}

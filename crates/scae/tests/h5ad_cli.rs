@@ -1,0 +1,317 @@
+//! AnnData and Cell Ranger HDF5 files through the command line: every bad input ends in one line
+//! naming the file and the dataset with nothing written; `scae vae --backed` gives the numbers
+//! of the same run in memory; `gmvae-real` on worm_neuron converted to `.h5ad` by anndata gives
+//! the figures of the 10x folder, and the `.h5ad` it writes opens in anndata with the latent,
+//! clusters and names in place.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+mod common;
+
+/// A small NB VAE, 2 epochs.
+const VAE: &str = r#"
+seed = 3
+threads = 1
+device = "cpu"
+test_fraction = 0.25
+importance_samples = 5
+
+[model]
+hidden = [16]
+latent = 3
+likelihood = "nb"
+
+[train]
+epochs = 2
+batch_size = 8
+learning_rate = 1e-2
+"#;
+
+/// gmvae-real's smoke config on worm_neuron: one seed, one epoch of each phase.
+const GMVAE: &str = r#"
+seeds = [0]
+threads = 1
+device = "cpu"
+test_fraction = 0.2
+components = 0
+top_genes = 300
+pca_components = 20
+
+[gmvae.model]
+y_balance = 1.0
+
+[gmvae.model.vae]
+hidden = [16]
+latent = 2
+likelihood = "nb"
+batch_norm = true
+
+[gmvae.train]
+epochs = 1
+batch_size = 64
+learning_rate = 1e-2
+clip_grad_norm = 50.0
+
+[gmvae_init]
+pretrain_epochs = 1
+pseudo_label_epochs = 1
+
+[vae.model]
+hidden = [16]
+latent = 2
+likelihood = "nb"
+
+[vae.train]
+epochs = 1
+batch_size = 64
+learning_rate = 1e-2
+
+[tsne]
+perplexity = 10.0
+n_iter = 150
+early_exaggeration_iter = 50
+
+[scores]
+kmeans_restarts = 2
+"#;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../io/tests/fixtures")
+}
+
+fn scae(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_scae"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("the scae binary runs")
+}
+
+fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "scae failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).expect("file")).expect("JSON")
+}
+
+/// The set-up's Python (`SCAE_PYTHON`, set by `cargo xtask`); `None` outside CI when unset.
+fn python() -> Option<PathBuf> {
+    match std::env::var_os("SCAE_PYTHON") {
+        Some(p) if Path::new(&p).exists() => Some(p.into()),
+        _ => {
+            assert!(
+                !std::env::var("CI").is_ok_and(|v| v == "true" || v == "1"),
+                "CI=true and SCAE_PYTHON is not set: run the tests with `cargo xtask test`"
+            );
+            eprintln!("SKIPPED: SCAE_PYTHON is not set (run the tests with `cargo xtask test`)");
+            None
+        }
+    }
+}
+
+#[test]
+fn every_bad_hdf5_input_is_one_line_naming_file_and_dataset_with_nothing_written() {
+    let dir = fixtures().join("bad");
+    let cases = json(&dir.join("cases.json"));
+    let cases = cases.as_object().expect("cases");
+    assert!(cases.len() >= 10);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let config = tmp.path().join("vae.toml");
+    std::fs::write(&config, VAE).expect("config");
+    for (file, case) in cases {
+        let data = dir.join(file);
+        let out_dir = tmp.path().join("out");
+        let d = data.display().to_string();
+        let (c, o) = (config.display().to_string(), out_dir.display().to_string());
+        let mut args = vec!["vae", "--config", &c, "--data", &d, "--out", &o, "--h5ad"];
+        let extra: Vec<String> = case["args"]
+            .as_array()
+            .expect("args")
+            .iter()
+            .map(|a| a.as_str().expect("arg").to_owned())
+            .collect();
+        args.extend(extra.iter().map(String::as_str));
+        let out = scae(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{file}: accepted");
+        assert!(!stderr.contains("panicked"), "{file}: {stderr}");
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{file}: {stderr}");
+        let object = case["object"].as_str().expect("object");
+        assert!(
+            lines[0].contains(&d) && lines[0].contains(object),
+            "{file}: {stderr}"
+        );
+        let left: Vec<_> = std::fs::read_dir(tmp.path())
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(left, ["vae.toml"], "{file}: something was written");
+    }
+}
+
+#[test]
+fn vae_backed_from_the_file_gives_the_numbers_of_the_run_in_memory() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let config = tmp.path().join("vae.toml");
+    std::fs::write(&config, VAE).expect("config");
+    let c = config.display().to_string();
+    let data = fixtures().join("csr.h5ad").display().to_string();
+    let mut runs = Vec::new();
+    for backed in [false, true] {
+        let out = tmp.path().join(if backed { "backed" } else { "memory" });
+        let o = out.display().to_string();
+        let mut args = vec![
+            "vae",
+            "--config",
+            &c,
+            "--data",
+            &data,
+            "--out",
+            &o,
+            "--labels-key",
+            "cell_type",
+        ];
+        if backed {
+            args.push("--backed");
+        }
+        assert_ok(&scae(&args));
+        let m = json(&out.join("metrics.json"));
+        assert_eq!(
+            m["provenance"]["data"]["cells"], 39,
+            "the empty cell is dropped"
+        );
+        let latent = std::fs::read(out.join("latent.npy")).expect("latent");
+        let mut history = m["history"].clone();
+        for epoch in history["epochs"].as_array_mut().expect("epochs") {
+            let epoch = epoch.as_object_mut().expect("epoch");
+            epoch.remove("seconds");
+            epoch.remove("train_seconds");
+        }
+        runs.push((history, m["summary"]["test_elbo"].clone(), latent));
+    }
+    assert_eq!(runs[0].0, runs[1].0.clone(), "the same history");
+    assert_eq!(runs[0].1, runs[1].1);
+    assert_eq!(runs[0].2, runs[1].2, "the same latent means");
+}
+
+#[test]
+fn gmvae_real_on_worm_neuron_as_h5ad_gives_the_figures_of_the_10x_folder() {
+    let Some(worm) = common::shared_data("worm_neuron") else {
+        return;
+    };
+    let Some(python) = python() else { return };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let h5ad = tmp.path().join("worm.h5ad");
+    let convert = r#"
+import gzip, sys
+import anndata as ad, numpy as np, pandas as pd, scipy.io
+d, out = sys.argv[1], sys.argv[2]
+x = scipy.io.mmread(d + "/matrix.mtx.gz").T.tocsr().astype(np.float32)
+barcodes = [l.strip() for l in gzip.open(d + "/barcodes.tsv.gz", "rt")]
+genes = [l.split("\t")[0] for l in gzip.open(d + "/features.tsv.gz", "rt")]
+labels = [l.strip() for l in open(d + "/labels.txt")]
+obs = pd.DataFrame({"cell_type": pd.Categorical(labels)}, index=barcodes)
+ad.AnnData(X=x, obs=obs, var=pd.DataFrame(index=genes)).write_h5ad(out)
+"#;
+    let run = Command::new(&python)
+        .args(["-c", convert])
+        .arg(&worm)
+        .arg(&h5ad)
+        .output()
+        .expect("python runs");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let config = tmp.path().join("gmvae-real.toml");
+    std::fs::write(&config, GMVAE).expect("config");
+    let c = config.display().to_string();
+    let (tenx_out, h5ad_out) = (tmp.path().join("tenx"), tmp.path().join("h5ad"));
+    let w = worm.display().to_string();
+    let (t, h, f) = (
+        tenx_out.display().to_string(),
+        h5ad_out.display().to_string(),
+        h5ad.display().to_string(),
+    );
+    assert_ok(&scae(&[
+        "gmvae-real",
+        "--config",
+        &c,
+        "--data",
+        &w,
+        "--out",
+        &t,
+    ]));
+    assert_ok(&scae(&[
+        "gmvae-real",
+        "--config",
+        &c,
+        "--data",
+        &f,
+        "--labels-key",
+        "cell_type",
+        "--out",
+        &h,
+        "--h5ad",
+    ]));
+    let (a, b) = (
+        json(&tenx_out.join("metrics.json")),
+        json(&h5ad_out.join("metrics.json")),
+    );
+    assert_eq!(a["components"], b["components"]);
+    assert_eq!(a["scores"], b["scores"], "the same scores on the same seed");
+    assert_eq!(a["summary"], b["summary"]);
+    for (x, y) in a["runs"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .zip(b["runs"].as_array().expect("runs"))
+    {
+        assert_eq!(x["history"], y["history"]);
+    }
+    let check = r#"
+import json, sys
+import anndata as ad, numpy as np
+a = ad.read_h5ad(sys.argv[1])
+q = a.obsm["scae_q_y"]
+print(json.dumps({
+    "shape": list(a.shape), "first_obs": a.obs_names[0], "first_var": a.var_names[0],
+    "latent": list(a.obsm["X_scae"].shape), "q_y": list(q.shape),
+    "rows_sum_to_one": bool(np.allclose(q.sum(1), 1, atol=1e-4)),
+    "cluster_is_argmax": bool((a.obs["scae_cluster"].astype(int).to_numpy() == q.argmax(1)).all()),
+    "dtype": str(a.obs["scae_cluster"].dtype), "x_nnz": int(a.X.nnz),
+}))
+"#;
+    let run = Command::new(&python)
+        .args(["-c", check])
+        .arg(h5ad_out.join("adata.h5ad"))
+        .output()
+        .expect("python runs");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let got: Value = serde_json::from_slice(&run.stdout).expect("JSON");
+    assert_eq!(got["shape"], serde_json::json!([4186, 300]));
+    assert_eq!(got["latent"], serde_json::json!([4186, 2]));
+    assert_eq!(got["q_y"], serde_json::json!([4186, 10]));
+    assert_eq!(got["rows_sum_to_one"], true);
+    assert_eq!(got["cluster_is_argmax"], true);
+    assert_eq!(got["dtype"], "category");
+    let barcode = std::io::read_to_string(flate2::read::GzDecoder::new(
+        std::fs::File::open(worm.join("barcodes.tsv.gz")).expect("barcodes"),
+    ))
+    .expect("text");
+    assert_eq!(got["first_obs"], barcode.lines().next().expect("a barcode"));
+}
