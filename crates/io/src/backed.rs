@@ -173,13 +173,18 @@ fn read_ahead(shared: &Shared, order: &[usize], batch: usize, tx: &SyncSender<Re
     }
 }
 
-/// A block of consecutive positions, read from the file: the file rows from the block's first
-/// to its last, CSR.
+/// A block of consecutive positions, read from the file: row `i` is position `start + i`.
 #[derive(Debug)]
 struct Block {
-    first_row: usize,
+    start: usize,
     rows: CsMat<f32>,
 }
+
+/// File rows at most this far apart are read in one piece (the rows between are read and
+/// dropped); farther apart, separately. A training split's rows are nearly contiguous and read
+/// in one piece; a held-out split's are scattered and read run by run, so a block never holds
+/// more than its own cells.
+const GAP: usize = 32;
 
 impl Shared {
     /// The batch of `positions`, reading the blocks it needs that `blocks` lacks.
@@ -206,8 +211,8 @@ impl Shared {
             let block = &blocks[&(p / Blocks::CELLS)];
             let row = block
                 .rows
-                .outer_view(self.rows[p] - block.first_row)
-                .expect("a block holds the rows from its first to its last");
+                .outer_view(p - block.start)
+                .expect("a block holds a row per position");
             let start = values.len();
             for (j, &v) in row.iter() {
                 if v != 0.0 {
@@ -236,24 +241,48 @@ impl Shared {
 
     /// Block `b`: the file rows of its positions, every value checked to be a count.
     fn read_block(&self, b: usize) -> Result<Block> {
-        let from = b * Blocks::CELLS;
-        let to = (from + Blocks::CELLS).min(self.rows.len());
-        let (first_row, last_row) = (self.rows[from], self.rows[to - 1]);
-        let rows = self.file.read_rows(first_row..last_row + 1)?;
-        for (r, row) in rows.outer_iterator().enumerate() {
-            for (j, &v) in row.iter() {
-                if !(v >= 0.0 && v.fract() == 0.0 && v <= MAX_COUNT) {
-                    return Err(Error::Hdf5 {
-                        path: self.file.path().into(),
-                        object: self.file.element(),
-                        reason: format!(
-                            "value {v} at row {}, col {j} is not a count (a non-negative integer below 2^24)",
-                            first_row + r
-                        ),
-                    });
-                }
+        let start = b * Blocks::CELLS;
+        let end = (start + Blocks::CELLS).min(self.rows.len());
+        let rows = &self.rows[start..end];
+        let genes = self.file.shape().1;
+        let (mut indptr, mut indices, mut values) = (vec![0usize], Vec::new(), Vec::new());
+        let mut i = 0;
+        while i < rows.len() {
+            // A run of file rows with gaps of at most GAP, read in one piece.
+            let mut j = i + 1;
+            while j < rows.len() && rows[j] - rows[j - 1] <= GAP {
+                j += 1;
             }
+            let (first, last) = (rows[i], rows[j - 1]);
+            let piece = self.file.read_rows(first..last + 1)?;
+            for &row in &rows[i..j] {
+                let view = piece
+                    .outer_view(row - first)
+                    .expect("a piece holds the rows from its first to its last");
+                for (col, &v) in view.iter() {
+                    if !(v >= 0.0 && v.fract() == 0.0 && v <= MAX_COUNT) {
+                        return Err(Error::Hdf5 {
+                            path: self.file.path().into(),
+                            object: self.file.element(),
+                            reason: format!(
+                                "value {v} at row {row}, col {col} is not a count (a non-negative integer below 2^24)"
+                            ),
+                        });
+                    }
+                    indices.push(col);
+                    values.push(v);
+                }
+                indptr.push(indices.len());
+            }
+            i = j;
         }
-        Ok(Block { first_row, rows })
+        let rows =
+            CsMat::try_new((rows.len(), genes), indptr, indices, values).map_err(|(.., e)| {
+                Error::Inconsistent {
+                    path: self.file.path().into(),
+                    reason: format!("block {b}: {e}"),
+                }
+            })?;
+        Ok(Block { start, rows })
     }
 }
