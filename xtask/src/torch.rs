@@ -65,9 +65,13 @@ impl Libtorch {
         pip_install(&self.python, packages)
     }
 
-    /// The venv's `cmake`, which builds HDF5 from source (see [`ensure_cmake`]).
+    /// The `cmake` binary of the venv's CMake package, which builds HDF5 from source (see
+    /// [`ensure_cmake`]). The package's own executable, not pip's `bin/cmake` wrapper script:
+    /// that script names the Python it was installed with, which for a fresh install is the
+    /// staging folder renamed away afterwards.
     pub fn cmake(&self) -> PathBuf {
-        self.python.with_file_name("cmake")
+        let site_packages = self.root.parent().unwrap_or(&self.root);
+        site_packages.join("cmake/data/bin/cmake")
     }
 
     /// Sets the environment under which tch builds and the binaries run, and the CPU the
