@@ -53,12 +53,26 @@ struct Shared {
     labels: Option<Vec<i64>>,
 }
 
-/// A pass being read ahead: its order, how far the trainer got, and the queue of batches.
+/// A pass being read ahead: its order, how far the trainer got, the queue of batches and the
+/// reader thread.
 #[derive(Debug)]
 struct Ahead {
     order: Arc<Vec<usize>>,
     next: usize,
-    queue: Receiver<Result<Batch>>,
+    queue: Option<Receiver<Result<Batch>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Ahead {
+    /// Stops the reader and waits for it: closing the queue makes its next send fail (a send
+    /// waiting on a full queue fails at once), so it ends after the block it is reading, and no
+    /// thread outlives the pass (found by the `h5ad` fuzz target's leak check).
+    fn drop(&mut self) {
+        drop(self.queue.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl BackedRows {
@@ -125,12 +139,16 @@ impl BatchSource for BackedRows {
             .name("scae-read-ahead".into())
             .spawn(move || read_ahead(&shared, &thread_order, batch.max(1), &tx));
         // Without a thread, batches are read when asked for.
-        let ahead = spawned.is_ok().then_some(Ahead {
+        let ahead = spawned.ok().map(|thread| Ahead {
             order,
             next: 0,
-            queue: rx,
+            queue: Some(rx),
+            thread: Some(thread),
         });
-        *self.ahead.lock().unwrap_or_else(|e| e.into_inner()) = ahead;
+        let mut slot = self.ahead.lock().unwrap_or_else(|e| e.into_inner());
+        // The previous pass's reader is stopped and joined before the new one is kept.
+        *slot = None;
+        *slot = ahead;
     }
 
     fn batch(&self, positions: &[usize]) -> Result<Batch> {
@@ -139,7 +157,7 @@ impl BatchSource for BackedRows {
             let end = a.next + positions.len();
             if a.order.get(a.next..end) == Some(positions) {
                 a.next = end;
-                if let Ok(batch) = a.queue.recv() {
+                if let Some(Ok(batch)) = a.queue.as_ref().map(Receiver::recv) {
                     return batch;
                 }
             }

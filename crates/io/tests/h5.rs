@@ -353,6 +353,27 @@ fn backed_rows_give_the_batches_of_the_same_rows_in_memory() {
         );
         assert!(backed.batch(&[rows.len()]).is_err());
     }
+    // A source dropped in the middle of a pass stops and joins its reader thread.
+    let readers = || {
+        std::fs::read_dir("/proc/self/task")
+            .map(|tasks| {
+                tasks
+                    .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                    .filter(|name| name.trim() == "scae-read-ahead")
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let path = fixtures().join("csr.h5ad");
+    let file = Arc::new(H5adRows::open(&path, None).expect("opens"));
+    let backed = BackedRows::new(file, (0..40).collect(), None).expect("backed");
+    let order: Vec<usize> = (0..40).collect();
+    backed.plan(&order, 1);
+    backed.batch(&[0]).expect("the first batch");
+    backed.plan(&order, 1);
+    drop(backed);
+    assert_eq!(readers(), 0, "a reader thread outlived its source");
+
     let csc = Arc::new(H5adRows::open(&fixtures().join("csc.h5ad"), None).expect("opens"));
     let err = BackedRows::new(csc, vec![0, 1], None)
         .expect_err("CSC")
