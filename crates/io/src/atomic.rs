@@ -25,24 +25,12 @@ pub fn write_atomic(
         path: path.to_path_buf(),
         err,
     };
-    let tmp = temp_path(path).ok_or_else(|| {
-        wrap(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "path has no file name",
-        ))
+    write_atomic_path(path, |tmp| {
+        let mut writer = BufWriter::new(File::create(tmp).map_err(wrap)?);
+        write(&mut writer).map_err(wrap)?;
+        drop(writer.into_inner().map_err(|e| wrap(e.into_error()))?);
+        Ok(())
     })?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        fs::create_dir_all(dir).map_err(wrap)?;
-    }
-    let mut guard = TempFile {
-        path: tmp,
-        armed: true,
-    };
-    let mut writer = BufWriter::new(File::create(&guard.path).map_err(wrap)?);
-    write(&mut writer).map_err(wrap)?;
-    drop(writer.into_inner().map_err(|e| wrap(e.into_error()))?);
-    fs::rename(&guard.path, path).map_err(wrap)?;
-    guard.armed = false;
     tracing::debug!(path = %path.display(), "wrote file atomically");
     Ok(())
 }

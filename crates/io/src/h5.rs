@@ -51,6 +51,17 @@ impl H5 {
         Error::hdf5(&self.path, &absolute(object), reason)
     }
 
+    /// Checks an annotation at `name` has one entry per cell or gene of the matrix.
+    pub fn check_len(&self, name: &str, found: usize, expected: usize, what: &str) -> Result<()> {
+        if found == expected {
+            return Ok(());
+        }
+        Err(self.err(
+            name,
+            format!("{found} entries, but the matrix has {expected} {what}"),
+        ))
+    }
+
     /// Whether `name` (a path from the root) exists, checking each level so a missing parent is
     /// `false`, not an error.
     pub fn has(&self, name: &str) -> bool {

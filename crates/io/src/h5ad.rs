@@ -16,7 +16,7 @@ use sprs::CsMat;
 
 use crate::h5::{H5, field, one_line, type_name};
 use crate::sparse_h5::{Compressed, canonical, read_dense};
-use crate::{Error, Labels, Result};
+use crate::{Labels, Result};
 
 /// What to read from an `.h5ad` file.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -73,7 +73,7 @@ impl AnnMatrix {
 /// Reads an `.h5ad` file's matrix, names and labels.
 ///
 /// # Errors
-/// [`Error::Hdf5`] naming the file and the object: not HDF5, a missing matrix, layer or column
+/// [`crate::Error::Hdf5`] naming the file and the object: not HDF5, a missing matrix, layer or column
 /// (the message lists what exists), an unknown encoding, parts of a sparse matrix that do not
 /// fit, names or labels of the wrong length.
 pub fn read_h5ad(path: &Path, options: &H5adOptions) -> Result<AnnMatrix> {
@@ -225,7 +225,7 @@ impl H5adRows {
     /// Rows `rows` as CSR (`rows.len() x genes`), entries sorted within each row.
     ///
     /// # Errors
-    /// [`Error::Hdf5`] when the range is out of bounds, the matrix is CSC, or the file's parts do
+    /// [`crate::Error::Hdf5`] when the range is out of bounds, the matrix is CSC, or the file's parts do
     /// not fit together.
     pub fn read_rows(&self, rows: Range<usize>) -> Result<CsMat<f32>> {
         if rows.start > rows.end || rows.end > self.shape.0 {
@@ -268,7 +268,8 @@ impl H5adRows {
     /// The `obs` names.
     pub fn obs_names(&self) -> Result<Vec<String>> {
         let names = frame_index(&self.h5, "obs")?;
-        check_len(&self.h5, "obs", names.len(), self.shape.0, "cells")?;
+        self.h5
+            .check_len("obs", names.len(), self.shape.0, "cells")?;
         Ok(names)
     }
 
@@ -280,24 +281,20 @@ impl H5adRows {
             _ => "var",
         };
         let names = frame_index(&self.h5, frame)?;
-        check_len(&self.h5, frame, names.len(), self.shape.1, "genes")?;
+        self.h5
+            .check_len(frame, names.len(), self.shape.1, "genes")?;
         Ok(names)
     }
 
     /// The labels in the `obs` column `key`, one per cell.
     ///
     /// # Errors
-    /// [`Error::Hdf5`] when there is no such column (the message lists the columns), a cell has
+    /// [`crate::Error::Hdf5`] when there is no such column (the message lists the columns), a cell has
     /// no category, or the column is not categorical, strings or numbers.
     pub fn labels(&self, key: &str) -> Result<Labels> {
         let values = obs_column(&self.h5, key)?;
-        check_len(
-            &self.h5,
-            &format!("obs/{key}"),
-            values.len(),
-            self.shape.0,
-            "cells",
-        )?;
+        self.h5
+            .check_len(&format!("obs/{key}"), values.len(), self.shape.0, "cells")?;
         let refs: Vec<&str> = values.iter().map(String::as_str).collect();
         Ok(Labels::from_strings(&refs))
     }
@@ -545,16 +542,4 @@ fn compound_field(h5: &H5, name: &str, field_name: &str) -> Result<Vec<String>> 
             ));
         }
     })
-}
-
-/// Checks a dataframe has one row per cell or gene.
-fn check_len(h5: &H5, name: &str, found: usize, expected: usize, what: &str) -> Result<()> {
-    if found == expected {
-        return Ok(());
-    }
-    Err(Error::hdf5(
-        &h5.path,
-        &format!("/{name}"),
-        format!("{found} entries, but the matrix has {expected} {what}"),
-    ))
 }

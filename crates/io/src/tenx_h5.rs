@@ -12,13 +12,13 @@ use std::path::Path;
 
 use crate::h5::H5;
 use crate::sparse_h5::Compressed;
-use crate::{Error, Result, TenxFiles, TenxMatrix};
+use crate::{Result, TenxFiles, TenxMatrix};
 
 /// Reads a Cell Ranger `.h5` matrix (version 2 or 3) into raw counts, cells x genes; labels from
 /// a `labels.txt` beside the file when there is one.
 ///
 /// # Errors
-/// [`Error::Hdf5`] naming the file and the dataset when the file is not HDF5, a dataset is
+/// [`crate::Error::Hdf5`] naming the file and the dataset when the file is not HDF5, a dataset is
 /// missing, or the parts of the matrix do not fit together; the errors of
 /// [`crate::read_labels`] for a bad `labels.txt`.
 pub fn read_10x_h5(path: &Path) -> Result<TenxMatrix> {
@@ -43,27 +43,21 @@ pub fn read_10x_h5(path: &Path) -> Result<TenxMatrix> {
     };
     let counts = matrix.read(&h5, false)?;
     let barcodes = h5.strings(&part("barcodes"))?;
-    check_len(&h5, &part("barcodes"), barcodes.len(), cells, "cells")?;
+    h5.check_len(&part("barcodes"), barcodes.len(), cells, "cells")?;
     let (gene_ids, gene_names, feature_types) = if group == "matrix" {
         let ids = h5.strings(&part("features/id"))?;
         let names = h5.strings(&part("features/name"))?;
         let types = h5.strings(&part("features/feature_type"))?;
-        check_len(&h5, &part("features/id"), ids.len(), genes, "genes")?;
-        check_len(&h5, &part("features/name"), names.len(), genes, "genes")?;
-        check_len(
-            &h5,
-            &part("features/feature_type"),
-            types.len(),
-            genes,
-            "genes",
-        )?;
+        h5.check_len(&part("features/id"), ids.len(), genes, "genes")?;
+        h5.check_len(&part("features/name"), names.len(), genes, "genes")?;
+        h5.check_len(&part("features/feature_type"), types.len(), genes, "genes")?;
         (ids, names, Some(types))
     } else {
         let ids = h5.strings(&part("genes"))?;
-        check_len(&h5, &part("genes"), ids.len(), genes, "genes")?;
+        h5.check_len(&part("genes"), ids.len(), genes, "genes")?;
         let names = if h5.has(&part("gene_names")) {
             let names = h5.strings(&part("gene_names"))?;
-            check_len(&h5, &part("gene_names"), names.len(), genes, "genes")?;
+            h5.check_len(&part("gene_names"), names.len(), genes, "genes")?;
             names
         } else {
             ids.clone()
@@ -133,16 +127,4 @@ fn matrix_group(h5: &H5) -> Result<String> {
 /// A length from a `shape` dataset.
 fn dim(h5: &H5, name: &str, value: i64) -> Result<usize> {
     usize::try_from(value).map_err(|_| h5.err(name, format!("negative size {value}")))
-}
-
-/// Checks an annotation has one entry per cell or gene.
-fn check_len(h5: &H5, name: &str, found: usize, expected: usize, what: &str) -> Result<()> {
-    if found == expected {
-        return Ok(());
-    }
-    Err(Error::hdf5(
-        &h5.path,
-        &format!("/{name}"),
-        format!("{found} entries, but the matrix has {expected} {what}"),
-    ))
 }
