@@ -57,7 +57,7 @@ impl AnnMatrix {
     /// matrix (`counts.h5ad: /X: value 0.5 at row 2, col 7 is not a count ...`).
     ///
     /// # Errors
-    /// [`Error::NotCount`] (see [`crate::CountMatrix::new`]).
+    /// [`crate::Error::NotCount`] (see [`crate::CountMatrix::new`]).
     pub fn into_counts(self, path: &Path) -> Result<AnnCounts> {
         let source = Path::new(&format!("{}: {}", path.display(), self.element)).to_path_buf();
         Ok(AnnCounts {
