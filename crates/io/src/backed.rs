@@ -191,11 +191,25 @@ fn read_ahead(shared: &Shared, order: &[usize], batch: usize, tx: &SyncSender<Re
     }
 }
 
-/// A block of consecutive positions, read from the file: row `i` is position `start + i`.
+/// A block of consecutive positions, read from the file.
 #[derive(Debug)]
 struct Block {
     start: usize,
-    rows: CsMat<f32>,
+    /// The matrices the block's rows are in: runs of consecutive file rows as they were read,
+    /// and the rows copied out of sparser runs.
+    pieces: Vec<CsMat<f32>>,
+    /// Position `start + i` is row `rows[i].1` of piece `rows[i].0`.
+    rows: Vec<(usize, usize)>,
+}
+
+impl Block {
+    /// The row of position `p`.
+    fn row(&self, p: usize) -> sprs::CsVecView<'_, f32> {
+        let (piece, row) = self.rows[p - self.start];
+        self.pieces[piece]
+            .outer_view(row)
+            .expect("a block holds a row per position")
+    }
 }
 
 /// File rows at most this far apart are read in one piece (the rows between are read and
@@ -226,19 +240,20 @@ impl Shared {
         let mut library = Vec::with_capacity(positions.len());
         indptr.push(0);
         for &p in positions {
-            let block = &blocks[&(p / Blocks::CELLS)];
-            let row = block
-                .rows
-                .outer_view(p - block.start)
-                .expect("a block holds a row per position");
-            let start = values.len();
-            for (j, &v) in row.iter() {
-                if v != 0.0 {
-                    indices.push(j as i64);
-                    values.push(v);
+            let row = blocks[&(p / Blocks::CELLS)].row(p);
+            let (cols, counts) = (row.indices(), row.data());
+            if counts.iter().fold(true, |ok, &v| ok & (v != 0.0)) {
+                indices.extend(cols.iter().map(|&j| j as i64));
+                values.extend_from_slice(counts);
+            } else {
+                for (&j, &v) in cols.iter().zip(counts) {
+                    if v != 0.0 {
+                        indices.push(j as i64);
+                        values.push(v);
+                    }
                 }
             }
-            library.push(values[start..].iter().map(|&v| f64::from(v)).sum::<f64>() as f32);
+            library.push(counts.iter().map(|&v| f64::from(v)).sum::<f64>() as f32);
             indptr.push(indices.len() as i64);
         }
         Ok(Batch {
@@ -257,12 +272,17 @@ impl Shared {
         })
     }
 
-    /// Block `b`: the file rows of its positions, every value checked to be a count.
+    /// Block `b`: the file rows of its positions, every value checked to be a count. A run
+    /// that is mostly the block's own rows is kept as read; the rows of sparser runs are copied
+    /// out, so that a block holds little more than its own cells.
     fn read_block(&self, b: usize) -> Result<Block> {
         let start = b * Blocks::CELLS;
         let end = (start + Blocks::CELLS).min(self.rows.len());
         let rows = &self.rows[start..end];
         let genes = self.file.shape().1;
+        let mut pieces = Vec::new();
+        let mut at = Vec::with_capacity(rows.len());
+        // The copied rows, one more piece at the end.
         let (mut indptr, mut indices, mut values) = (vec![0usize], Vec::new(), Vec::new());
         let mut i = 0;
         while i < rows.len() {
@@ -273,34 +293,63 @@ impl Shared {
             }
             let (first, last) = (rows[i], rows[j - 1]);
             let piece = self.file.read_rows(first..last + 1)?;
-            for &row in &rows[i..j] {
-                let view = piece
-                    .outer_view(row - first)
-                    .expect("a piece holds the rows from its first to its last");
-                for (col, &v) in view.iter() {
-                    if !(v >= 0.0 && v.fract() == 0.0 && v <= MAX_COUNT) {
-                        return Err(Error::Hdf5 {
-                            path: self.file.path().into(),
-                            object: self.file.element(),
-                            reason: format!(
-                                "value {v} at row {row}, col {col} is not a count (a non-negative integer below 2^24)"
-                            ),
-                        });
-                    }
-                    indices.push(col);
-                    values.push(v);
+            self.check_counts(&piece, first)?;
+            if (j - i) * 8 >= (last + 1 - first) * 7 {
+                at.extend(rows[i..j].iter().map(|&row| (pieces.len(), row - first)));
+                pieces.push(piece);
+            } else {
+                for &row in &rows[i..j] {
+                    let view = piece
+                        .outer_view(row - first)
+                        .expect("a piece holds the rows from its first to its last");
+                    indices.extend_from_slice(view.indices());
+                    values.extend_from_slice(view.data());
+                    at.push((usize::MAX, indptr.len() - 1));
+                    indptr.push(indices.len());
                 }
-                indptr.push(indices.len());
             }
             i = j;
         }
-        let rows =
-            CsMat::try_new((rows.len(), genes), indptr, indices, values).map_err(|(.., e)| {
-                Error::Inconsistent {
+        if indptr.len() > 1 {
+            let copied = CsMat::try_new((indptr.len() - 1, genes), indptr, indices, values)
+                .map_err(|(.., e)| Error::Inconsistent {
                     path: self.file.path().into(),
                     reason: format!("block {b}: {e}"),
+                })?;
+            for (piece, _) in &mut at {
+                if *piece == usize::MAX {
+                    *piece = pieces.len();
                 }
-            })?;
-        Ok(Block { start, rows })
+            }
+            pieces.push(copied);
+        }
+        Ok(Block {
+            start,
+            pieces,
+            rows: at,
+        })
+    }
+
+    /// Every value of `piece` (file rows from `first`) a count: a non-negative integer at most
+    /// [`MAX_COUNT`].
+    fn check_counts(&self, piece: &CsMat<f32>, first: usize) -> Result<()> {
+        let is_count = |v: f32| v >= 0.0 && v == v.trunc() && v <= MAX_COUNT;
+        // A fold rather than `all`: without the early exit the check runs in SIMD.
+        if piece.data().iter().fold(true, |ok, &v| ok & is_count(v)) {
+            return Ok(());
+        }
+        for (r, row) in piece.outer_iterator().enumerate() {
+            if let Some((col, &v)) = row.iter().find(|&(_, &v)| !is_count(v)) {
+                return Err(Error::Hdf5 {
+                    path: self.file.path().into(),
+                    object: self.file.element(),
+                    reason: format!(
+                        "value {v} at row {}, col {col} is not a count (a non-negative integer below 2^24)",
+                        first + r
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 }

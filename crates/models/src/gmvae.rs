@@ -31,7 +31,7 @@ use tch::{Kind, Tensor, nn, nn::Module};
 use crate::autoencoder::torch_linear_init;
 use crate::decoder::{CountDecoder, DecoderShape};
 use crate::layers::Hidden;
-use crate::train::{Losses, Model, TensorBatch};
+use crate::train::{Losses, Model, SparseRows, TensorBatch};
 use crate::vae::{VaeConfig, kl_weight_at};
 use crate::{Error, Result};
 
@@ -294,7 +294,12 @@ impl Gmvae {
 
     /// `log q(y | x)`, `[cells, K]`.
     pub fn log_q_y(&self, x: &Tensor, train: bool) -> Tensor {
-        let h = Hidden::forward(&self.y_encoder, x, train);
+        self.log_q_y_counts(x, None, train)
+    }
+
+    /// [`Gmvae::log_q_y`] of counts whose nonzero entries `sparse` holds, when given.
+    fn log_q_y_counts(&self, x: &Tensor, sparse: Option<&SparseRows>, train: bool) -> Tensor {
+        let h = Hidden::forward_counts(&self.y_encoder, x, sparse, train);
         self.y_head.forward(&h).log_softmax(-1, Kind::Float)
     }
 
@@ -316,9 +321,9 @@ impl Gmvae {
         let x = &batch.x;
         let (k, latent) = (self.cfg.components as i64, self.cfg.vae.latent as i64);
         let cells = x.size()[0];
-        let log_q_y = self.log_q_y(x, train);
+        let log_q_y = self.log_q_y_counts(x, batch.sparse.as_ref(), train);
         let q_y = log_q_y.exp();
-        let (mean, log_var) = self.z_posterior(x, train);
+        let (mean, log_var) = self.z_posterior(x, batch.sparse.as_ref(), train);
         let eps = Tensor::randn(
             [samples as i64, k, cells, latent],
             (mean.kind(), mean.device()),
@@ -357,10 +362,16 @@ impl Gmvae {
 
     /// The mean and log-variance of `q(z | x, k)` for every component `k`, `[K, cells, latent]`
     /// each.
-    fn z_posterior(&self, x: &Tensor, train: bool) -> (Tensor, Tensor) {
+    fn z_posterior(
+        &self,
+        x: &Tensor,
+        sparse: Option<&SparseRows>,
+        train: bool,
+    ) -> (Tensor, Tensor) {
         let (k, latent) = (self.cfg.components as i64, self.cfg.vae.latent as i64);
         let cells = x.size()[0];
-        let h = Hidden::forward_offset(&self.z_encoder, x, &self.y_embedding.unsqueeze(1), train);
+        let offset = self.y_embedding.unsqueeze(1);
+        let h = Hidden::forward_offset(&self.z_encoder, x, sparse, &offset, train);
         let [lo, hi] = self.cfg.vae.log_var_range;
         let mean = self.z_mean.forward(&h).view([k, cells, latent]);
         let log_var = self
@@ -376,7 +387,7 @@ impl Gmvae {
     pub fn latent_means(&self, x: &Tensor, chunk: usize) -> Tensor {
         crate::map_rows(x, chunk, |rows| {
             let q_y = self.log_q_y(rows, false).exp();
-            let (mean, _) = self.z_posterior(rows, false);
+            let (mean, _) = self.z_posterior(rows, None, false);
             (mean * q_y.transpose(0, 1).unsqueeze(-1)).sum_dim_intlist(0, false, Kind::Float)
         })
     }
@@ -390,6 +401,11 @@ impl Gmvae {
 impl Model for Gmvae {
     fn name(&self) -> &'static str {
         "GMVAE"
+    }
+
+    fn add_sparse_grads(&self) {
+        Hidden::add_sparse_grads(&self.y_encoder);
+        Hidden::add_sparse_grads(&self.z_encoder);
     }
 
     fn input_genes(&self) -> usize {
@@ -546,8 +562,13 @@ mod tests {
         let mut cfg = GmvaeConfig::new(2, 1, Likelihood::Poisson);
         cfg.vae.hidden = vec![4];
         let model = Gmvae::new(&vs.root(), 6, &cfg).expect("valid");
-        let h =
-            Hidden::forward_offset(&model.z_encoder, &x, &model.y_embedding.unsqueeze(1), false);
+        let h = Hidden::forward_offset(
+            &model.z_encoder,
+            &x,
+            None,
+            &model.y_embedding.unsqueeze(1),
+            false,
+        );
         let mean = Vec::<f32>::try_from(model.z_mean.forward(&h).flatten(0, -1)).expect("mean");
         let log_var =
             Vec::<f32>::try_from(model.z_log_var.forward(&h).clamp(-12.0, 8.0).flatten(0, -1))

@@ -1,9 +1,12 @@
 //! The hidden layers the VAE and the GMVAE build on: linear (or, for raw counts on the CPU, a
 //! sparse `embedding_bag` over the nonzero counts), optional batch norm, ReLU, optional dropout.
 
+use std::sync::{Mutex, OnceLock, PoisonError};
+
 use tch::{Kind, Tensor, nn, nn::Module, nn::ModuleT};
 use wide::CmpEq;
 
+use crate::SparseRows;
 use crate::autoencoder::torch_linear_init;
 
 /// The linear map of a hidden layer.
@@ -11,95 +14,295 @@ use crate::autoencoder::torch_linear_init;
 pub(crate) enum Affine {
     Dense(nn::Linear),
     /// The encoder's first layer, `log1p(counts) W + b` with `W` stored `[genes, width]`: on the
-    /// CPU it runs over the nonzero counts only, as an `embedding_bag` sum weighted by
-    /// `log1p(count)` (single-cell counts are 90-99 % zeros), forward and backward.
+    /// CPU it runs over the nonzero counts only (single-cell counts are 90-99 % zeros), forward
+    /// and backward, in this module's own sparse kernels. Autograd sees the product `log1p(x) W`
+    /// of a training pass as a leaf, whose gradient `∂` [`Affine::add_weight_grad`] turns into
+    /// `W`'s, `log1p(x)ᵀ ∂`, after `backward`. libtorch's `embedding_bag`, which computes the
+    /// same, sorts every nonzero's gene in its backward pass: with its dense gradient that took
+    /// a third of a training step of scVI's model.
     Counts {
         weight: Tensor,
         bias: Tensor,
+        /// The training passes whose weight gradient is still to be added.
+        pending: Mutex<Vec<Pending>>,
     },
 }
 
+/// A training pass of [`Affine::Counts`]: its sparse input and the leaf autograd ends at.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    input: SparseLog1p,
+    product: Tensor,
+}
+
 impl Affine {
-    pub(crate) fn forward(&self, x: &Tensor) -> Tensor {
+    /// The map of `x`, whose nonzero entries `sparse` holds when given; `train` marks a pass
+    /// whose loss will be back-propagated.
+    pub(crate) fn forward(&self, x: &Tensor, sparse: Option<&SparseRows>, train: bool) -> Tensor {
         match self {
             Self::Dense(linear) => linear.forward(x),
-            Self::Counts { weight, bias } => {
-                if x.device() != tch::Device::Cpu || x.dim() != 2 {
+            Self::Counts {
+                weight,
+                bias,
+                pending,
+            } => {
+                if x.device() != tch::Device::Cpu || x.dim() != 2 || weight.kind() != Kind::Float {
                     return x.log1p().matmul(weight) + bias;
                 }
-                let bags = NonzeroBags::of(x);
-                let (gene, offsets, values) = (
-                    Tensor::from_slice(&bags.genes),
-                    Tensor::from_slice(&bags.offsets),
-                    Tensor::from_slice(&bags.weights),
-                );
-                let (sum, ..) = Tensor::embedding_bag(
-                    weight,
-                    &gene,
-                    &offsets,
-                    false,
-                    0,
-                    false,
-                    Some(&values),
-                    false,
-                );
-                sum + bias
+                let input = match sparse {
+                    Some(rows) => SparseLog1p::from_rows(rows, x.size()[1] as usize),
+                    None => SparseLog1p::of(x),
+                };
+                let product = with_host_f32(&weight.detach().contiguous(), |w| {
+                    input.times(w, weight.size()[1] as usize)
+                });
+                if !(train && weight.requires_grad()) {
+                    return product + bias;
+                }
+                let product = product.set_requires_grad(true);
+                let out = &product + bias;
+                pending
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(Pending { input, product });
+                out
+            }
+        }
+    }
+
+    /// Adds the weight gradient of every training pass since the last call (see
+    /// [`Affine::Counts`]); to be called after `backward`, before the optimiser step.
+    pub(crate) fn add_weight_grad(&self) {
+        let Self::Counts {
+            weight, pending, ..
+        } = self
+        else {
+            return;
+        };
+        let passes = std::mem::take(&mut *pending.lock().unwrap_or_else(PoisonError::into_inner));
+        for Pending { input, product } in passes {
+            let upstream = product.grad();
+            if !upstream.defined() {
+                continue;
+            }
+            let upstream = upstream.to_kind(Kind::Float).contiguous();
+            let width = weight.size()[1] as usize;
+            let grad = weight.grad();
+            if grad.defined() && grad.is_contiguous() && grad.kind() == Kind::Float {
+                let mut grad = grad;
+                with_host_f32(&upstream, |d| {
+                    with_host_f32_mut(&mut grad, |g| input.add_transpose_times(d, width, g));
+                });
+            } else {
+                // No gradient yet (or one set aside by another optimiser): autograd creates it
+                // from `∂/∂W Σ W ⊙ G = G`.
+                let mut g = vec![0.0f32; weight.numel()];
+                with_host_f32(&upstream, |d| input.add_transpose_times(d, width, &mut g));
+                let g = Tensor::from_slice(&g).view_(weight.size());
+                (weight * g).sum(Kind::Float).backward();
             }
         }
     }
 }
 
-/// The nonzero entries of a count matrix, row by row, as `embedding_bag` takes them: the column
-/// of each, where each row starts, and `log1p` of each count.
+/// `log1p` of the nonzero counts of a matrix, row by row (CSR).
 #[derive(Debug, Default)]
-struct NonzeroBags {
-    genes: Vec<i64>,
-    offsets: Vec<i64>,
-    weights: Vec<f32>,
+struct SparseLog1p {
+    rows: usize,
+    cols: usize,
+    /// Where each row starts in `genes` and `values`, and their length at the end.
+    starts: Vec<usize>,
+    genes: Vec<u32>,
+    values: Vec<f32>,
 }
 
-impl NonzeroBags {
-    /// Of a 2-D CPU `f32` matrix, scanned eight entries at a time (most are zero).
+/// Rows (or genes) per part of the parallel kernels.
+const PART: usize = 16;
+/// SIMD width.
+const LANES: usize = 8;
+/// Columns a kernel keeps in registers at once: eight `f32x8` accumulators.
+const PANEL: usize = 8 * LANES;
+
+impl SparseLog1p {
+    /// Of a 2-D CPU matrix, in two passes: the nonzero lanes of every eight entries as a bit
+    /// mask (most entries are zero), then the entries of the masks' set bits.
     fn of(x: &Tensor) -> Self {
         let x = x.detach().to_kind(Kind::Float).contiguous();
         let [rows, cols] = x.size()[..] else {
             return Self::default();
         };
         let (rows, cols) = (rows as usize, cols as usize);
-        let mut bags = Self {
-            offsets: Vec::with_capacity(rows),
-            ..Self::default()
-        };
+        let chunks = cols.div_ceil(LANES);
+        let mut masks = vec![0u8; rows * chunks];
+        let mut starts = Vec::with_capacity(rows + 1);
+        starts.push(0);
         with_host_f32(&x, |values| {
-            for row in values.chunks_exact(cols.max(1)).take(rows) {
-                bags.offsets.push(bags.genes.len() as i64);
-                let mut push = |j: usize, v: f32| {
-                    bags.genes.push(j as i64);
-                    bags.weights.push(v.ln_1p());
-                };
-                let mut chunks = row.chunks_exact(8);
-                for (c, chunk) in chunks.by_ref().enumerate() {
-                    let mut lanes = [0.0f32; 8];
-                    lanes.copy_from_slice(chunk);
-                    let mut nonzero = !wide::f32x8::new(lanes)
-                        .cmp_eq(wide::f32x8::ZERO)
-                        .move_mask()
-                        & 0xff;
-                    while nonzero != 0 {
-                        let k = nonzero.trailing_zeros() as usize;
-                        nonzero &= nonzero - 1;
-                        push(c * 8 + k, chunk[k]);
-                    }
+            for (row, masks) in values
+                .chunks_exact(cols.max(1))
+                .zip(masks.chunks_exact_mut(chunks.max(1)))
+            {
+                let mut count = 0;
+                for (mask, chunk) in masks.iter_mut().zip(row.chunks(LANES)) {
+                    *mask = nonzero_mask(chunk);
+                    count += mask.count_ones() as usize;
                 }
-                let tail = cols - chunks.remainder().len();
-                for (k, &v) in chunks.remainder().iter().enumerate() {
-                    if v != 0.0 {
-                        push(tail + k, v);
+                starts.push(starts.last().copied().unwrap_or(0) + count);
+            }
+            let nnz = starts[rows];
+            let (mut genes, mut logs) = (vec![0u32; nnz], vec![0.0f32; nnz]);
+            let table = log1p_table();
+            let mut k = 0;
+            for (row, masks) in values
+                .chunks_exact(cols.max(1))
+                .zip(masks.chunks_exact(chunks.max(1)))
+            {
+                for (c, &mask) in masks.iter().enumerate() {
+                    let mut bits = u32::from(mask);
+                    while bits != 0 {
+                        let j = c * LANES + bits.trailing_zeros() as usize;
+                        bits &= bits - 1;
+                        genes[k] = j as u32;
+                        logs[k] = log1p_count(row[j], table);
+                        k += 1;
                     }
                 }
             }
+            Self {
+                rows,
+                cols,
+                starts,
+                genes,
+                values: logs,
+            }
+        })
+    }
+
+    /// Of a matrix of `cols` columns given by its nonzero entries.
+    fn from_rows(m: &SparseRows, cols: usize) -> Self {
+        let table = log1p_table();
+        Self {
+            rows: m.indptr.len().saturating_sub(1),
+            cols,
+            starts: m.indptr.iter().map(|&k| k as usize).collect(),
+            genes: m.indices.iter().map(|&j| j as u32).collect(),
+            values: m.values.iter().map(|&v| log1p_count(v, table)).collect(),
+        }
+    }
+
+    /// `self · w` for `w` (`[cols, width]`, row-major): a `[rows, width]` tensor.
+    fn times(&self, w: &[f32], width: usize) -> Tensor {
+        let mut out = vec![0.0f32; self.rows * width];
+        if width > 0 {
+            let parts: Vec<_> = out.chunks_mut(PART * width).enumerate().collect();
+            scae_par::for_each(parts, |(part, out)| {
+                for (k, out) in out.chunks_exact_mut(width).enumerate() {
+                    let r = part * PART + k;
+                    let (from, to) = (self.starts[r], self.starts[r + 1]);
+                    add_weighted_rows(&self.genes[from..to], &self.values[from..to], w, out);
+                }
+            });
+        }
+        Tensor::from_slice(&out).view([self.rows as i64, width as i64])
+    }
+
+    /// `grad += selfᵀ · d` for `d` (`[rows, width]`) and `grad` (`[cols, width]`), both
+    /// row-major: per gene, the sum of its nonzeros times their rows of `d`.
+    fn add_transpose_times(&self, d: &[f32], width: usize, grad: &mut [f32]) {
+        if width == 0 {
+            return;
+        }
+        // The transpose, by a counting sort on the gene: the rows and values of each gene.
+        let mut starts = vec![0usize; self.cols + 1];
+        for &g in &self.genes {
+            starts[g as usize + 1] += 1;
+        }
+        for g in 0..self.cols {
+            starts[g + 1] += starts[g];
+        }
+        let mut fill = starts.clone();
+        let nnz = self.genes.len();
+        let (mut rows, mut values) = (vec![0u32; nnz], vec![0.0f32; nnz]);
+        for r in 0..self.rows {
+            for k in self.starts[r]..self.starts[r + 1] {
+                let slot = &mut fill[self.genes[k] as usize];
+                rows[*slot] = r as u32;
+                values[*slot] = self.values[k];
+                *slot += 1;
+            }
+        }
+        let parts: Vec<_> = grad.chunks_mut(PART * width).enumerate().collect();
+        scae_par::for_each(parts, |(part, grad)| {
+            for (k, grad) in grad.chunks_exact_mut(width).enumerate() {
+                let g = part * PART + k;
+                let (from, to) = (starts[g], starts[g + 1]);
+                if from < to {
+                    add_weighted_rows(&rows[from..to], &values[from..to], d, grad);
+                }
+            }
         });
-        bags
+    }
+}
+
+/// The nonzero lanes of up to eight values, as bits.
+#[inline]
+fn nonzero_mask(chunk: &[f32]) -> u8 {
+    if let Ok(lanes) = <[f32; LANES]>::try_from(chunk) {
+        !(wide::f32x8::new(lanes)
+            .cmp_eq(wide::f32x8::ZERO)
+            .move_mask() as u8)
+    } else {
+        chunk
+            .iter()
+            .enumerate()
+            .fold(0u8, |m, (k, &v)| m | (u8::from(v != 0.0) << k))
+    }
+}
+
+/// `out += Σ_k values[k] · m[index[k]]`, `m` row-major with `out.len()` columns: a panel of
+/// 64 columns at a time stays in eight SIMD registers while the rows stream past.
+fn add_weighted_rows(index: &[u32], values: &[f32], m: &[f32], out: &mut [f32]) {
+    use wide::f32x8;
+    let width = out.len();
+    let mut p = 0;
+    while p + PANEL <= width {
+        let mut acc = [f32x8::ZERO; PANEL / LANES];
+        for (&i, &v) in index.iter().zip(values) {
+            let v = f32x8::splat(v);
+            let row = &m[i as usize * width + p..][..PANEL];
+            for (a, lanes) in acc.iter_mut().zip(row.chunks_exact(LANES)) {
+                let lanes: [f32; LANES] = lanes.try_into().unwrap_or([0.0; LANES]);
+                *a = f32x8::new(lanes).mul_add(v, *a);
+            }
+        }
+        for (a, o) in acc.iter().zip(out[p..p + PANEL].chunks_exact_mut(LANES)) {
+            for (o, a) in o.iter_mut().zip(a.to_array()) {
+                *o += a;
+            }
+        }
+        p += PANEL;
+    }
+    if p < width {
+        for (&i, &v) in index.iter().zip(values) {
+            let row = &m[i as usize * width + p..(i as usize + 1) * width];
+            for (o, x) in out[p..].iter_mut().zip(row) {
+                *o += v * x;
+            }
+        }
+    }
+}
+
+/// `ln(1 + k)` for the integer counts `k` below 1024.
+fn log1p_table() -> &'static [f32] {
+    static TABLE: OnceLock<Vec<f32>> = OnceLock::new();
+    TABLE.get_or_init(|| (0..1024).map(|k| (k as f32).ln_1p()).collect())
+}
+
+/// `ln(1 + v)`, from `table` for the small integer counts most entries have.
+#[inline]
+fn log1p_count(v: f32, table: &[f32]) -> f32 {
+    match table.get(v as usize) {
+        Some(&t) if v == v.trunc() && v >= 0.0 => t,
+        _ => v.ln_1p(),
     }
 }
 
@@ -114,6 +317,21 @@ fn with_host_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> R {
     // SAFETY: `t` is a contiguous CPU f32 tensor (checked above), so `data_ptr` addresses `n`
     // f32 values; `t` is borrowed for the whole call and nothing writes to it meanwhile.
     f(unsafe { std::slice::from_raw_parts(t.data_ptr().cast::<f32>(), n) })
+}
+
+/// Runs `f` on the memory of a contiguous CPU `f32` tensor, to write it, while no other handle
+/// reads or writes it: a tensor just made, or a parameter's gradient between `backward` and
+/// the optimiser step, when autograd is idle.
+#[allow(unsafe_code)]
+pub(crate) fn with_host_f32_mut<R>(t: &mut Tensor, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    assert!(t.is_contiguous() && t.kind() == Kind::Float && t.device() == tch::Device::Cpu);
+    let n = t.numel();
+    if n == 0 {
+        return f(&mut []);
+    }
+    // SAFETY: `t` is a contiguous CPU f32 tensor (checked above), so `data_ptr` addresses `n`
+    // f32 values; the caller holds the only handle in use (see above) for the whole call.
+    f(unsafe { std::slice::from_raw_parts_mut(t.data_ptr().cast::<f32>(), n) })
 }
 
 /// A hidden layer: linear, optional batch norm, ReLU, optional dropout.
@@ -149,6 +367,7 @@ impl Hidden {
                             &[w[1] as i64],
                             init.bs_init.unwrap_or(nn::Init::Const(0.0)),
                         ),
+                        pending: Mutex::default(),
                     }
                 } else {
                     Affine::Dense(nn::linear(
@@ -179,8 +398,22 @@ impl Hidden {
     }
 
     pub(crate) fn forward(layers: &[Self], x: &Tensor, train: bool) -> Tensor {
-        layers.iter().fold(x.shallow_clone(), |h, layer| {
-            layer.finish(layer.linear.forward(&h), train)
+        Self::forward_counts(layers, x, None, train)
+    }
+
+    /// [`Hidden::forward`] of a batch whose nonzero entries `sparse` holds, when given.
+    pub(crate) fn forward_counts(
+        layers: &[Self],
+        x: &Tensor,
+        sparse: Option<&SparseRows>,
+        train: bool,
+    ) -> Tensor {
+        let Some((first, rest)) = layers.split_first() else {
+            return x.shallow_clone();
+        };
+        let h = first.finish(first.linear.forward(x, sparse, train), train);
+        rest.iter().fold(h, |h, layer| {
+            layer.finish(layer.linear.forward(&h, None, train), train)
         })
     }
 
@@ -190,16 +423,25 @@ impl Hidden {
     pub(crate) fn forward_offset(
         layers: &[Self],
         x: &Tensor,
+        sparse: Option<&SparseRows>,
         offset: &Tensor,
         train: bool,
     ) -> Tensor {
         let Some((first, rest)) = layers.split_first() else {
             return x.shallow_clone();
         };
-        let h = first.linear.forward(x).unsqueeze(0) + offset;
+        let h = first.linear.forward(x, sparse, train).unsqueeze(0) + offset;
         let width = h.size()[2];
         let h = first.finish(h.reshape([-1, width]), train);
         Self::forward(rest, &h, train)
+    }
+
+    /// Adds the gradients autograd leaves to the layers (see [`Affine::Counts`]): after
+    /// `backward`, before the optimiser step.
+    pub(crate) fn add_sparse_grads(layers: &[Self]) {
+        for layer in layers {
+            layer.linear.add_weight_grad();
+        }
     }
 
     /// Batch norm, ReLU and dropout after the linear map.
@@ -213,5 +455,98 @@ impl Hidden {
         } else {
             h
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tch::{Device, nn::VarStore};
+
+    use super::*;
+
+    /// Counts with about one entry in five nonzero, some above the `log1p` table and one
+    /// fractional, over 70 genes (a 64-column panel and a tail) and `width` 70.
+    fn counts() -> Tensor {
+        let _rng = crate::torch_rng_lock();
+        tch::manual_seed(3);
+        let opts = (Kind::Float, Device::Cpu);
+        let x =
+            (Tensor::rand([9, 70], opts) * 6.0).exp().floor() * Tensor::rand([9, 70], opts).lt(0.2);
+        let _ = x.get(0).get(1).fill_(2500.0);
+        let _ = x.get(1).get(2).fill_(0.5);
+        x
+    }
+
+    fn sparse_rows(x: &Tensor) -> SparseRows {
+        let (values, rows, cols) = crate::tensor_to_rows(x).expect("2-D");
+        let mut m = SparseRows {
+            indptr: vec![0],
+            indices: Vec::new(),
+            values: Vec::new(),
+        };
+        for row in values.chunks(cols).take(rows) {
+            for (j, &v) in row.iter().enumerate().filter(|&(_, &v)| v != 0.0) {
+                m.indices.push(j as i64);
+                m.values.push(v);
+            }
+            m.indptr.push(m.indices.len() as i64);
+        }
+        m
+    }
+
+    fn close(a: &Tensor, b: &Tensor, what: &str) {
+        let diff = (a - b).abs().max().double_value(&[]);
+        let scale = b.abs().max().double_value(&[]).max(1.0);
+        assert!(diff <= 1e-5 * scale, "{what}: {diff} (scale {scale})");
+    }
+
+    #[test]
+    fn the_sparse_first_layer_matches_the_dense_formula_and_its_gradients() {
+        let x = counts();
+        let rows = sparse_rows(&x);
+        let vs = VarStore::new(Device::Cpu);
+        let layer = &Hidden::stack(&vs.root(), &[70, 70], false, 0.0, true)[0];
+        let Affine::Counts { weight, bias, .. } = &layer.linear else {
+            panic!("the first layer of a counts encoder is sparse");
+        };
+        let upstream = Tensor::randn([9, 70], (Kind::Float, Device::Cpu));
+        // The reference: the dense formula through autograd, on copies of the parameters.
+        let w = weight.detach().copy().set_requires_grad(true);
+        let b = bias.detach().copy().set_requires_grad(true);
+        let dense = x.log1p().matmul(&w) + &b;
+        (&dense * &upstream).sum(Kind::Float).backward();
+        for sparse in [None, Some(&rows)] {
+            let out = layer.linear.forward(&x, sparse, false);
+            close(&out, &dense, "evaluation");
+            // Two training passes: the first creates the gradient, the second adds to it.
+            for pass in 1..=2 {
+                let out = layer.linear.forward(&x, sparse, true);
+                close(&out, &dense, "training");
+                (&out * &upstream).sum(Kind::Float).backward();
+                layer.linear.add_weight_grad();
+                close(&weight.grad(), &(w.grad() * pass as f64), "weight gradient");
+                close(&bias.grad(), &(b.grad() * pass as f64), "bias gradient");
+            }
+            let (mut wg, mut bg) = (weight.grad(), bias.grad());
+            let _ = wg.zero_();
+            let _ = bg.zero_();
+        }
+    }
+
+    #[test]
+    fn a_pass_without_backward_adds_no_gradient() {
+        let x = counts();
+        let vs = VarStore::new(Device::Cpu);
+        let layer = &Hidden::stack(&vs.root(), &[70, 5], false, 0.0, true)[0];
+        let _ = layer.linear.forward(&x, None, true);
+        layer.linear.add_weight_grad();
+        let Affine::Counts {
+            weight, pending, ..
+        } = &layer.linear
+        else {
+            panic!("the first layer of a counts encoder is sparse");
+        };
+        assert!(!weight.grad().defined());
+        assert!(pending.lock().expect("unpoisoned").is_empty());
     }
 }

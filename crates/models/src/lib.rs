@@ -33,8 +33,8 @@ pub use optim::Adam;
 pub use scae_dists::{CountLaw, Likelihood};
 pub use split::{Split, epoch_order, shuffled_indices};
 pub use train::{
-    EVAL_VALUES, EpochStats, History, Losses, Model, TensorBatch, Terms, TrainConfig, Trainer,
-    eval_chunk, evaluate, fit, map_cells,
+    EVAL_VALUES, EpochStats, History, Losses, Model, SparseRows, TensorBatch, Terms, TrainConfig,
+    Trainer, eval_chunk, evaluate, fit, map_cells,
 };
 pub use vae::{Dispersion, Library, Posterior, Vae, VaeConfig};
 

@@ -227,7 +227,7 @@ impl Net<Autoencoder> {
 impl Net<Vae> {
     /// The latent mean of every cell of `source`, in evaluation mode.
     pub fn latent_means(&self, source: &dyn BatchSource, chunk: usize) -> Result<Array2<f32>> {
-        self.map(source, chunk, |m, b| m.encode(&b.x, false).mean)
+        self.map(source, chunk, |m, b| m.encode_batch(b, false).mean)
     }
 
     /// The mean of `p(x | z)` of every cell of `source`, averaged over `samples` draws of `z`

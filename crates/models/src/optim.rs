@@ -71,22 +71,30 @@ impl Adam {
         }
     }
 
-    /// Back-propagates `loss` and updates every parameter; gradients start from zero. With
-    /// `clip`, the gradients are first rescaled so that their global L2 norm is at most `clip`
-    /// (as `torch.nn.utils.clip_grad_norm_` does, without reading the norm back to the host).
-    pub fn backward_step(&mut self, loss: &Tensor, clip: Option<f64>) {
+    /// Back-propagates `loss`, runs `complete` (which adds the gradients autograd does not
+    /// compute, see [`crate::Model::add_sparse_grads`]) and updates every parameter; gradients
+    /// start from zero. With `clip`, the gradients are first rescaled so that their global L2
+    /// norm is at most `clip` (as `torch.nn.utils.clip_grad_norm_` does, without reading the
+    /// norm back to the host).
+    pub fn backward_step(&mut self, loss: &Tensor, clip: Option<f64>, complete: impl FnOnce()) {
         match self {
             Self::Fused(adam) => {
                 loss.backward();
+                complete();
                 if let Some(max) = clip {
                     clip_grad_norm(&adam.params, max);
                 }
                 adam.step();
             }
-            Self::Torch(opt) => match clip {
-                Some(max) => opt.backward_step_clip_norm(loss, max),
-                None => opt.backward_step(loss),
-            },
+            Self::Torch(opt) => {
+                opt.zero_grad();
+                loss.backward();
+                complete();
+                if let Some(max) = clip {
+                    opt.clip_grad_norm(max);
+                }
+                opt.step();
+            }
         }
     }
 }
@@ -271,7 +279,7 @@ mod tests {
         assert_eq!(matches!(opt, Adam::Fused(_)), fused);
         for _ in 0..25 {
             let loss = layer.forward(&x).mse_loss(&y, tch::Reduction::Mean);
-            opt.backward_step(&loss, None);
+            opt.backward_step(&loss, None, || {});
         }
         Vec::<f32>::try_from(layer.ws.flatten(0, -1)).expect("weights")
     }

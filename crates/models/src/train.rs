@@ -34,6 +34,18 @@ pub struct TensorBatch {
     pub library: Option<Tensor>,
     /// Each cell's label, `[cells]` `int64` (sources with labels).
     pub labels: Option<Tensor>,
+    /// The nonzero entries of `x` on the host, when a sparse batch came to the CPU: a model's
+    /// sparse first layer reads them instead of scanning `x` for them.
+    pub sparse: Option<SparseRows>,
+}
+
+/// A batch's nonzero entries, row by row (CSR): row `r` holds `values[indptr[r]..indptr[r +
+/// 1]]` at columns `indices[..]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SparseRows {
+    pub indptr: Vec<i64>,
+    pub indices: Vec<i64>,
+    pub values: Vec<f32>,
 }
 
 impl TensorBatch {
@@ -43,16 +55,40 @@ impl TensorBatch {
             x,
             library: None,
             labels: None,
+            sparse: None,
         }
     }
 
     /// `batch` on `device`: sparse values are sent as their nonzeros and scattered into a zero
-    /// matrix there.
+    /// matrix there; on the CPU they are scattered on the host and also kept as they came
+    /// ([`TensorBatch::sparse`]).
     pub fn from_host(batch: &Batch, device: Device) -> Result<Self> {
         let (rows, genes) = (batch.rows as i64, batch.genes as i64);
+        let mut sparse = None;
         let x = match &batch.values {
             BatchValues::Dense(values) => {
                 crate::tensor_from_rows(values, batch.rows, batch.genes)?.to_device(device)
+            }
+            BatchValues::Sparse {
+                indptr,
+                indices,
+                values,
+            } if device == Device::Cpu => {
+                let mut x = Tensor::f_zeros([rows, genes], (Kind::Float, device))?;
+                crate::layers::with_host_f32_mut(&mut x, |dense| {
+                    for (r, row) in dense.chunks_exact_mut(batch.genes.max(1)).enumerate() {
+                        let (from, to) = (indptr[r] as usize, indptr[r + 1] as usize);
+                        for (&j, &v) in indices[from..to].iter().zip(&values[from..to]) {
+                            row[j as usize] = v;
+                        }
+                    }
+                });
+                sparse = Some(SparseRows {
+                    indptr: indptr.clone(),
+                    indices: indices.clone(),
+                    values: values.clone(),
+                });
+                x
             }
             BatchValues::Sparse {
                 indptr,
@@ -81,7 +117,12 @@ impl TensorBatch {
             .labels
             .as_ref()
             .map(|l| Tensor::from_slice(l).to_device(device));
-        Ok(Self { x, library, labels })
+        Ok(Self {
+            x,
+            library,
+            labels,
+            sparse,
+        })
     }
 
     /// Cells in the batch.
@@ -134,6 +175,11 @@ pub trait Model {
     /// When the batch does not suit the model (a missing label column, say); libtorch's own
     /// errors inside a step are caught by the trainer.
     fn losses(&self, batch: &TensorBatch, train: bool) -> Result<Losses>;
+
+    /// Adds the gradients autograd does not compute (a sparse first layer's weight, see
+    /// `layers::Affine::Counts`) for the training passes since the last call; the trainer calls
+    /// it after `backward`, before the optimiser step.
+    fn add_sparse_grads(&self) {}
 
     /// Called before every epoch (1-based, counted over every phase), for schedules such as KL
     /// warm-up.
@@ -429,7 +475,7 @@ impl Trainer {
                     _ => unreachable!("a batch comes from the host or from the device rows"),
                 };
                 let losses = model.losses(&batch, true)?;
-                opt.backward_step(&losses.total, clip);
+                opt.backward_step(&losses.total, clip, || model.add_sparse_grads());
                 batches.push(&losses, positions.len());
                 Ok(())
             })

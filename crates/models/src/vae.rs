@@ -22,7 +22,7 @@ use tch::{Kind, Tensor, nn, nn::Module};
 use crate::autoencoder::torch_linear_init;
 use crate::decoder::{CountDecoder, DecoderShape};
 use crate::layers::Hidden;
-use crate::train::{Losses, Model, TensorBatch};
+use crate::train::{Losses, Model, SparseRows, TensorBatch};
 use crate::{Error, Result};
 
 /// How the NB laws' inverse dispersion `theta` is parameterised.
@@ -259,10 +259,20 @@ impl Vae {
 
     /// `q(z | x)` for counts `x` (`[cells, genes]`).
     pub fn encode(&self, x: &Tensor, train: bool) -> Posterior {
+        self.encode_counts(x, None, train)
+    }
+
+    /// [`Vae::encode`] of a batch, reading its nonzero entries where it has them on the host.
+    pub fn encode_batch(&self, batch: &TensorBatch, train: bool) -> Posterior {
+        self.encode_counts(&batch.x, batch.sparse.as_ref(), train)
+    }
+
+    /// [`Vae::encode`] of counts whose nonzero entries `sparse` holds, when given.
+    fn encode_counts(&self, x: &Tensor, sparse: Option<&SparseRows>, train: bool) -> Posterior {
         let h = if self.encoder.is_empty() {
             x.log1p()
         } else {
-            Hidden::forward(&self.encoder, x, train)
+            Hidden::forward_counts(&self.encoder, x, sparse, train)
         };
         let [lo, hi] = self.cfg.log_var_range;
         Posterior {
@@ -288,7 +298,7 @@ impl Vae {
     /// the KL of each cell (`[cells]`).
     fn terms(&self, batch: &TensorBatch, samples: usize, train: bool) -> (Tensor, Tensor) {
         let x = &batch.x;
-        let q = self.encode(x, train);
+        let q = self.encode_batch(batch, train);
         let std = (&q.log_var * 0.5).exp();
         let (cells, latent) = (x.size()[0], self.cfg.latent as i64);
         let eps = Tensor::randn(
@@ -382,6 +392,10 @@ impl Model for Vae {
             total,
             terms: vec![("elbo", elbo), ("log_likelihood", ll), ("kl", kl)],
         })
+    }
+
+    fn add_sparse_grads(&self) {
+        Hidden::add_sparse_grads(&self.encoder);
     }
 
     fn begin_epoch(&mut self, epoch: usize) {
