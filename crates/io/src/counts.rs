@@ -4,7 +4,7 @@
 //! A [`CountMatrix`] is cells x genes in CSR, whose stored values are checked once, when it is
 //! made, to be non-negative integers that `f32` holds exactly (below 2^24), so the count
 //! likelihoods can trust them and nothing downstream checks again. Library sizes, log-normalisation
-//! ([`crate::preprocess`]), variable-gene selection and cell or gene subsets all work on the sparse
+//! ([`mod@crate::preprocess`]), variable-gene selection and cell or gene subsets all work on the sparse
 //! form; a minibatch is made dense only when it is handed to a model ([`crate::batch`]). A 10x
 //! matrix of 20,000 cells x 28,000 genes with 93 % zeros takes about 0.5 GB here where it would
 //! take 2.2 GB dense.
