@@ -465,9 +465,9 @@ mod tests {
     use super::*;
 
     /// Counts with about one entry in five nonzero, some above the `log1p` table and one
-    /// fractional, over 70 genes (a 64-column panel and a tail) and `width` 70.
+    /// fractional, over 70 genes (a 64-column panel and a tail) and `width` 70. The caller holds
+    /// [`crate::torch_rng_lock`] (as long as it draws from libtorch's generator: weights too).
     fn counts() -> Tensor {
-        let _rng = crate::torch_rng_lock();
         tch::manual_seed(3);
         let opts = (Kind::Float, Device::Cpu);
         let x =
@@ -502,6 +502,7 @@ mod tests {
 
     #[test]
     fn the_sparse_first_layer_matches_the_dense_formula_and_its_gradients() {
+        let _rng = crate::torch_rng_lock();
         let x = counts();
         let rows = sparse_rows(&x);
         let vs = VarStore::new(Device::Cpu);
@@ -535,6 +536,7 @@ mod tests {
 
     #[test]
     fn a_pass_without_backward_adds_no_gradient() {
+        let _rng = crate::torch_rng_lock();
         let x = counts();
         let vs = VarStore::new(Device::Cpu);
         let layer = &Hidden::stack(&vs.root(), &[70, 5], false, 0.0, true)[0];
