@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use sprs::CsMat;
 
-use crate::batch::{Batch, BatchSource, BatchValues};
+use crate::batch::{Batch, BatchSource};
 use crate::h5ad::H5adRows;
 use crate::{Error, MAX_COUNT, Result};
 
@@ -203,12 +203,13 @@ struct Block {
 }
 
 impl Block {
-    /// The row of position `p`.
-    fn row(&self, p: usize) -> sprs::CsVecView<'_, f32> {
+    /// The columns and values of position `p`'s row.
+    fn row(&self, p: usize) -> (&[usize], &[f32]) {
         let (piece, row) = self.rows[p - self.start];
         self.pieces[piece]
             .outer_view(row)
             .expect("a block holds a row per position")
+            .into_raw_storage()
     }
 }
 
@@ -234,42 +235,15 @@ impl Shared {
                 e.insert(self.read_block(b)?);
             }
         }
-        let mut indptr = Vec::with_capacity(positions.len() + 1);
-        let mut indices = Vec::new();
-        let mut values = Vec::new();
-        let mut library = Vec::with_capacity(positions.len());
-        indptr.push(0);
-        for &p in positions {
-            let row = blocks[&(p / Blocks::CELLS)].row(p);
-            let (cols, counts) = (row.indices(), row.data());
-            if counts.iter().fold(true, |ok, &v| ok & (v != 0.0)) {
-                indices.extend(cols.iter().map(|&j| j as i64));
-                values.extend_from_slice(counts);
-            } else {
-                for (&j, &v) in cols.iter().zip(counts) {
-                    if v != 0.0 {
-                        indices.push(j as i64);
-                        values.push(v);
-                    }
-                }
-            }
-            library.push(counts.iter().map(|&v| f64::from(v)).sum::<f64>() as f32);
-            indptr.push(indices.len() as i64);
-        }
-        Ok(Batch {
-            rows: positions.len(),
-            genes: self.file.shape().1,
-            values: BatchValues::Sparse {
-                indptr,
-                indices,
-                values,
-            },
-            library: Some(library),
-            labels: self
-                .labels
-                .as_ref()
-                .map(|l| positions.iter().map(|&p| l[p]).collect()),
-        })
+        let rows: Vec<_> = positions
+            .iter()
+            .map(|&p| blocks[&(p / Blocks::CELLS)].row(p))
+            .collect();
+        let labels = self
+            .labels
+            .as_ref()
+            .map(|l| positions.iter().map(|&p| l[p]).collect());
+        Ok(Batch::of_count_rows(self.file.shape().1, &rows, labels))
     }
 
     /// Block `b`: the file rows of its positions, every value checked to be a count. A run

@@ -184,36 +184,57 @@ impl BatchSource for CountRows<'_> {
 
     fn batch(&self, positions: &[usize]) -> Result<Batch> {
         check_positions(positions, self.cells())?;
-        let nnz: usize = positions
+        let rows: Vec<_> = positions
             .iter()
-            .map(|&p| self.counts.row(self.row_of(p)).0.len())
-            .sum();
-        let mut indptr = Vec::with_capacity(positions.len() + 1);
+            .map(|&p| self.counts.row(self.row_of(p)))
+            .collect();
+        let labels = self
+            .labels
+            .as_ref()
+            .map(|l| positions.iter().map(|&p| l[p]).collect());
+        Ok(Batch::of_count_rows(self.genes(), &rows, labels))
+    }
+}
+
+impl Batch {
+    /// A sparse batch of count rows (columns and values each), with each row's total as its
+    /// library size; stored zeros are left out.
+    pub(crate) fn of_count_rows(
+        genes: usize,
+        rows: &[(&[usize], &[f32])],
+        labels: Option<Vec<i64>>,
+    ) -> Self {
+        let nnz = rows.iter().map(|(cols, _)| cols.len()).sum();
+        let mut indptr = Vec::with_capacity(rows.len() + 1);
         let mut indices = Vec::with_capacity(nnz);
         let mut values = Vec::with_capacity(nnz);
-        let mut library = Vec::with_capacity(positions.len());
+        let mut library = Vec::with_capacity(rows.len());
         indptr.push(0);
-        for &p in positions {
-            let (cols, counts) = self.counts.row(self.row_of(p));
-            indices.extend(cols.iter().map(|&j| j as i64));
-            values.extend_from_slice(counts);
+        for &(cols, counts) in rows {
+            // A fold rather than `all`: without the early exit the check runs in SIMD.
+            if counts.iter().fold(true, |ok, &v| ok & (v != 0.0)) {
+                indices.extend(cols.iter().map(|&j| j as i64));
+                values.extend_from_slice(counts);
+            } else {
+                for (&j, &v) in cols.iter().zip(counts).filter(|&(_, &v)| v != 0.0) {
+                    indices.push(j as i64);
+                    values.push(v);
+                }
+            }
             library.push(counts.iter().map(|&v| f64::from(v)).sum::<f64>() as f32);
             indptr.push(indices.len() as i64);
         }
-        Ok(Batch {
-            rows: positions.len(),
-            genes: self.genes(),
+        Self {
+            rows: rows.len(),
+            genes,
             values: BatchValues::Sparse {
                 indptr,
                 indices,
                 values,
             },
             library: Some(library),
-            labels: self
-                .labels
-                .as_ref()
-                .map(|l| positions.iter().map(|&p| l[p]).collect()),
-        })
+            labels,
+        }
     }
 }
 
