@@ -884,14 +884,17 @@ fn peer(torch: &Libtorch) -> Command {
     cmd
 }
 
+/// Runs `cmd` and parses the last line of its stdout; a failure names the program, its status
+/// and its stderr (when captured: a caller may show it instead, `Stdio::inherit`).
 fn json_output(cmd: &mut Command) -> Result<Value> {
     let out = cmd
         .output()
         .with_context(|| format!("could not start {:?}", cmd.get_program()))?;
     if !out.status.success() {
         bail!(
-            "{:?} failed: {}",
+            "{:?} failed ({}): {}",
             cmd.get_program(),
+            out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }

@@ -32,7 +32,7 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
 
-use super::{ensure_scvi, provenance, python_peer, read_json, write_report};
+use super::{ensure_scvi, json_output, provenance, python_peer, read_json, write_report};
 use crate::project::{self, project_root};
 use crate::study;
 use crate::torch::Libtorch;
@@ -342,17 +342,5 @@ fn scae_summary(run: &ScaeRun) -> Value {
 
 /// Runs `cmd` with its stderr shown (progress, errors) and parses the last line of its stdout.
 fn json_stdout(cmd: &mut Command) -> Result<Value> {
-    let out = cmd
-        .stderr(Stdio::inherit())
-        .output()
-        .with_context(|| format!("could not start {:?}", cmd.get_program()))?;
-    if !out.status.success() {
-        bail!("{:?} failed ({})", cmd.get_program(), out.status);
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let last = text
-        .lines()
-        .last()
-        .with_context(|| format!("{:?} printed nothing", cmd.get_program()))?;
-    serde_json::from_str(last).with_context(|| format!("{:?} printed {last:?}", cmd.get_program()))
+    json_output(cmd.stderr(Stdio::inherit()))
 }
