@@ -4,11 +4,12 @@
 //! refusals of unlabelled data and of data with the wrong genes.
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use ndarray::Array2;
 
 mod common;
+
+use common::{assert_ok, scae};
 
 const TINY: &str = r#"
 seeds = [4, 5]
@@ -56,22 +57,6 @@ early_exaggeration_iter = 50
 [scores]
 kmeans_restarts = 3
 "#;
-
-fn scae(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_scae"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("the scae binary runs")
-}
-
-fn assert_ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "scae failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn metrics(dir: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("metrics.json")).expect("metrics"))

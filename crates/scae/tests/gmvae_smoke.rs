@@ -2,8 +2,11 @@
 //! every output written, the KL variant finds the mixture, the same numbers on the same seed, and
 //! a config whose component count disagrees with the mixture refused.
 
+mod common;
+
+use common::scae;
+
 use std::path::Path;
-use std::process::{Command, Output};
 
 const TINY: &str = r#"
 seed = 2
@@ -35,14 +38,6 @@ batch_size = 64
 learning_rate = 1e-2
 clip_grad_norm = 50.0
 "#;
-
-fn scae(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_scae"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("the scae binary runs")
-}
 
 fn metrics(dir: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("metrics.json")).expect("metrics"))

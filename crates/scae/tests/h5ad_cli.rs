@@ -5,11 +5,13 @@
 //! clusters and names in place.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use serde_json::Value;
 
 mod common;
+
+use common::{assert_ok, scae};
 
 /// A small NB VAE, 2 epochs.
 const VAE: &str = r#"
@@ -80,22 +82,6 @@ kmeans_restarts = 2
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../io/tests/fixtures")
-}
-
-fn scae(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_scae"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("the scae binary runs")
-}
-
-fn assert_ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "scae failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn json(path: &Path) -> Value {

@@ -3,11 +3,12 @@
 //! and refuses bad input with a one-line error.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use ndarray::{Array1, Array2};
 
 mod common;
+
+use common::{assert_ok, scae};
 
 const TINY_Q1: &str = r#"
 seed = 7
@@ -52,14 +53,6 @@ fn question_configs(configs: &Path) {
     std::fs::write(configs.join("q5.toml"), q5).expect("q5 config");
 }
 
-fn scae(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_scae"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("the scae binary runs")
-}
-
 /// A project root with tiny configs and small data (120 cells x 40 genes, 3 groups).
 fn project() -> tempfile::TempDir {
     let root = tempfile::tempdir().expect("temp dir");
@@ -87,14 +80,6 @@ fn project() -> tempfile::TempDir {
 
 fn root_arg(root: &Path) -> String {
     root.display().to_string()
-}
-
-fn assert_ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "scae failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn loss_columns(path: &Path) -> Vec<String> {

@@ -3,11 +3,12 @@
 //! real worm_neuron data when `../shared/data` is present, and clean refusals of bad counts.
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use ndarray::Array2;
 
 mod common;
+
+use common::{assert_ok, scae};
 
 const TINY_VAE: &str = r#"
 seed = 3
@@ -86,22 +87,6 @@ early_exaggeration_iter = 50
 [scores]
 kmeans_restarts = 2
 "#;
-
-fn scae(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_scae"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("the scae binary runs")
-}
-
-fn assert_ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "scae failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn metrics(dir: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("metrics.json")).expect("metrics"))

@@ -1,6 +1,28 @@
 //! What the integration tests share (`mod common;` in each test file that needs it).
 
+// Each test file is its own crate and uses only some of these.
+#![allow(dead_code)]
+
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Runs the `scae` binary with `args`, logging warnings only.
+pub fn scae(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_scae"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("the scae binary runs")
+}
+
+/// Fails the test with scae's stderr unless it exited with success.
+pub fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "scae failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
 
 /// `shared/data/<sub>` beside the workspace (`../shared/data` from its root), or `None` after
 /// printing that the calling test is skipped: the shared data is not part of a fresh clone. Under
