@@ -10,9 +10,10 @@
 //! `log θ` together; autograd receives them through a surrogate, `value + Σ logits · ∂ -
 //! stop_gradient(Σ logits · ∂)`, which has the right value and the right gradient. Counts of
 //! zero, most entries of single-cell data, need no `lgamma` at all: each row is first computed
-//! as if every count were zero, eight entries at a time with `wide`'s SIMD `exp` and `ln`; the
-//! entries with a count are then recomputed one by one with `statrs`'s `ln_gamma` and `digamma`
-//! in `f64` (their per-gene halves, `lgamma(θ)` and `ψ(θ)`, once per call). Rows run on
+//! without the `lgamma` and `digamma` terms, eight entries at a time with `wide`'s SIMD `exp`
+//! and `ln`; those terms of the entries with a count are then added, eight entries at a time as
+//! finite sums for the small integer counts most of them have, else with `statrs`'s `ln_gamma`
+//! and `digamma` in `f64`. Rows run on
 //! libtorch's own OpenMP threads ([`scae_par`]), and the inputs and outputs are read and
 //! written in place in tensor memory. Per entry, with `d = log μ − log θ`, `s = softplus(d)`,
 //! `σ = sigmoid(d)`:
@@ -99,7 +100,13 @@ pub fn softmax_rows_log_prob(
         return None;
     }
     // Contiguous views of the inputs; they own (or share) the memory the slices below read.
-    let dense = |t: &Tensor| t.detach().contiguous();
+    let dense = |t: &Tensor| {
+        if t.is_contiguous() {
+            t.shallow_clone()
+        } else {
+            t.detach().contiguous()
+        }
+    };
     let (h_t, x_t) = (dense(logits), dense(x));
     let lib_t = log_library.map(dense);
     let lt_t = log_theta.filter(|_| law == FusedLaw::Nb).map(dense);
@@ -123,6 +130,8 @@ pub fn softmax_rows_log_prob(
     let ctx = Row {
         genes: g,
         nb: genes_ctx.as_ref(),
+        // The mean's derivatives carry its 1 / rows.
+        grad_scale: if mean { (1.0 / r as f64) as f32 } else { 1.0 },
     };
     {
         let ll = host_mut(&mut ll_t);
@@ -145,16 +154,13 @@ pub fn softmax_rows_log_prob(
         }
         let summed_theta = grad_theta && mean;
         scae_par::for_each(blocks, |block| {
-            let mut scratch = vec![0.0f32; g];
-            let (mut dt_row, mut dt_block) = if summed_theta {
-                (vec![0.0f32; g], vec![0.0f32; g])
-            } else {
-                (Vec::new(), Vec::new())
-            };
+            let mut scratch = Scratch::new(g);
+            // The block's sum of its rows' `log θ` derivatives, for the mean.
+            let mut dt_block = vec![0.0f32; if summed_theta { g } else { 0 }];
             for (row, (((ll, dh), dt), dz)) in block {
                 let cell = row % cells as usize;
                 let dt = if summed_theta {
-                    Some(dt_row.as_mut_slice())
+                    Some(dt_block.as_mut_slice())
                 } else {
                     dt
                 };
@@ -166,11 +172,13 @@ pub fn softmax_rows_log_prob(
                         zi: zi.map(|z| &z[row * g..(row + 1) * g]),
                     },
                     &mut scratch,
-                    RowGrads { dh, dt, dz },
+                    RowGrads {
+                        dh,
+                        dt,
+                        dz,
+                        dt_adds: summed_theta,
+                    },
                 ) as f32;
-                for (acc, d) in dt_block.iter_mut().zip(&dt_row) {
-                    *acc += d;
-                }
             }
             if summed_theta {
                 let mut total = dt_sum
@@ -183,26 +191,36 @@ pub fn softmax_rows_log_prob(
         });
     }
     if mean {
-        // Each surrogate carries ∂(mean)/∂input = ∂/∂input / rows; its value cancels.
-        let dot = |input: &Tensor, d: &Tensor| input.reshape([-1]).dot(&d.view([-1])) / rows as f64;
-        let mut out = ll_t.mean(Kind::Float);
+        // One surrogate, Σ input · ∂ over every input (the derivatives already carry the mean's
+        // 1 / rows); its value cancels.
+        let mut surrogate: Option<Tensor> = None;
+        let mut add = |s: Tensor| {
+            surrogate = Some(match surrogate.take() {
+                Some(t) => t + s,
+                None => s,
+            });
+        };
+        let dot = |input: &Tensor, d: &Tensor| input.reshape([-1]).dot(&d.view([-1]));
         if let Some(d) = &dh_t {
-            let surrogate = dot(logits, d);
-            out = out + &surrogate - surrogate.detach();
+            add(dot(logits, d));
         }
         if let (true, Some(log_theta)) = (grad_theta, log_theta) {
-            let sum = dt_sum
+            let sum: Vec<f32> = dt_sum
                 .into_inner()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let d = Tensor::from_slice(&sum).to_kind(Kind::Float);
-            let surrogate = dot(log_theta, &d);
-            out = out + &surrogate - surrogate.detach();
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .iter()
+                .map(|&d| d as f32)
+                .collect();
+            add(log_theta.dot(&Tensor::from_slice(&sum)));
         }
         if let (Some(d), Some(zi_logit)) = (&dz_t, zi_logit) {
-            let surrogate = dot(zi_logit, d);
-            out = out + &surrogate - surrogate.detach();
+            add(dot(zi_logit, d));
         }
-        return Some(out);
+        let out = ll_t.mean(Kind::Float);
+        return Some(match surrogate {
+            Some(s) => out + &s - s.detach(),
+            None => out,
+        });
     }
     let mut out = ll_t;
     // Σ_g input_g ∂_g per row, as a batched dot product; its value is cancelled below.
@@ -337,6 +355,8 @@ struct Row<'a> {
     genes: usize,
     /// Present for [`FusedLaw::Nb`].
     nb: Option<&'a PerGene<'a>>,
+    /// The factor every derivative is written with.
+    grad_scale: f32,
 }
 
 /// Entries' log-likelihood (`L`) and derivatives (`T`) with respect to `log μ`, `log θ` and
@@ -350,62 +370,86 @@ struct Entry<L, T> {
 }
 
 impl Row<'_> {
-    /// The log-likelihood of one row; fills its derivatives when asked for. `p` is scratch space
-    /// of one row: the softmax proportions.
+    /// The log-likelihood of one row; fills its derivatives when asked for. `scratch` holds the
+    /// softmax proportions and the row's counted entries.
     ///
-    /// One vectorised pass treats every entry as a zero count (most are); the lanes whose count
-    /// is not zero, and the last `genes % 8` entries, are then recomputed one by one.
-    fn run(&self, input: RowIn<'_>, p: &mut [f32], mut grads: RowGrads<'_>) -> f64 {
+    /// One vectorised pass computes every entry's terms that have a closed form (eight at a
+    /// time, the last `genes % 8` padded) and notes the entries with a count; a second pass adds
+    /// their `lgamma` and `digamma` parts ([`Row::add_counted`]).
+    fn run(&self, input: RowIn<'_>, scratch: &mut Scratch, mut grads: RowGrads<'_>) -> f64 {
         let RowIn {
             h,
             log_library,
             x,
             zi,
         } = input;
+        let Scratch { p, counted } = scratch;
         let (offset, scale) = proportions(h, log_library, p);
-        let scale_v = f32x8::splat(scale);
-        let bulk = self.genes / LANES * LANES;
-        let mut total = 0.0f64;
-        let mut acc = f32x8::ZERO;
-        for (chunk, c) in (0..bulk).step_by(LANES).enumerate() {
-            let xv = load(&x[c..]);
-            let mu = load(&p[c..]) * scale_v;
+        counted.clear();
+        let (mut total, mut grad_sum) = (0.0f64, 0.0f64);
+        let (mut acc, mut grad_acc) = (f32x8::ZERO, f32x8::ZERO);
+        for (chunk, c) in (0..self.genes).step_by(LANES).enumerate() {
+            let n = LANES.min(self.genes - c);
+            let lanes = Lanes { c, n };
+            let xv = lanes.load(x, 0.0);
+            let mu = lanes.load(p, 0.0) * f32x8::splat(scale);
+            let log_mu = lanes.load(h, 0.0) + f32x8::splat(offset);
             let mut e = match self.nb {
-                Some(nb) => nb_zero(mu, load(&nb.theta[c..]), load(&nb.inv_theta[c..])),
+                Some(nb) => nb_entries(
+                    xv,
+                    mu,
+                    log_mu,
+                    lanes.load(&nb.theta, 1.0),
+                    lanes.load(&nb.inv_theta, 1.0),
+                    lanes.load(nb.lt, 0.0),
+                ),
                 None => Entry {
-                    l: -mu,
-                    lm: -mu,
+                    l: xv * log_mu - mu,
+                    lm: xv - mu,
                     lt: f32x8::ZERO,
                     z: f32x8::ZERO,
                 },
             };
-            if let Some(zi) = zi {
-                e = zero_inflated_zero(e, load(&zi[c..]));
-            }
             let zero = xv.cmp_eq(f32x8::ZERO);
-            acc += zero.blend(e.l, f32x8::ZERO);
-            store(&mut grads.dh, c, e.lm);
-            store(&mut grads.dt, c, e.lt);
-            store(&mut grads.dz, c, e.z);
-            let mut counted = !zero.move_mask() & 0xff;
-            while counted != 0 {
-                let j = c + counted.trailing_zeros() as usize;
-                counted &= counted - 1;
-                total += self.scalar(j, p[j] * scale, h[j] + offset, x[j], zi, &mut grads);
+            if let Some(zi) = zi {
+                e = zero_inflated(e, lanes.load(zi, 0.0), zero);
+            }
+            if self.grad_scale != 1.0 {
+                let c = f32x8::splat(self.grad_scale);
+                (e.lm, e.lt, e.z) = (e.lm * c, e.lt * c, e.z * c);
+            }
+            if n == LANES {
+                acc += e.l;
+                grad_acc += e.lm;
+            } else {
+                let valid = lanes.valid();
+                acc += valid.blend(e.l, f32x8::ZERO);
+                grad_acc += valid.blend(e.lm, f32x8::ZERO);
+            }
+            lanes.store(&mut grads.dh, e.lm);
+            if grads.dt_adds {
+                lanes.add(&mut grads.dt, e.lt);
+            } else {
+                lanes.store(&mut grads.dt, e.lt);
+            }
+            lanes.store(&mut grads.dz, e.z);
+            let mut bits = !zero.move_mask() & ((1 << n) - 1);
+            while bits != 0 {
+                counted.push((c + bits.trailing_zeros() as usize) as u32);
+                bits &= bits - 1;
             }
             // Flush the f32 lanes into the f64 total now and then, to bound rounding.
             if chunk % 64 == 63 {
                 total += f64::from(acc.reduce_add());
-                acc = f32x8::ZERO;
+                grad_sum += f64::from(grad_acc.reduce_add());
+                (acc, grad_acc) = (f32x8::ZERO, f32x8::ZERO);
             }
         }
         total += f64::from(acc.reduce_add());
-        for j in bulk..self.genes {
-            total += self.scalar(j, p[j] * scale, h[j] + offset, x[j], zi, &mut grads);
-        }
+        grad_sum += f64::from(grad_acc.reduce_add());
+        total += self.add_counted(x, counted, &mut grads.dt);
         if let (Some(dh), Some(lib)) = (grads.dh, log_library) {
             // ∂/∂logit_g = ∂/∂log μ_g − (μ_g / library) Σ_h ∂/∂log μ_h
-            let grad_sum = sum(dh);
             let factor = (grad_sum * f64::from(scale) / f64::from(lib).exp()) as f32;
             for (d, &p) in dh.iter_mut().zip(p.iter()) {
                 *d -= p * factor;
@@ -414,87 +458,118 @@ impl Row<'_> {
         total
     }
 
-    /// Entry `j` with mean `mu`, log-mean `lm` and count `xj`: writes its derivatives and
-    /// returns its log-likelihood.
-    fn scalar(
-        &self,
-        j: usize,
-        mu: f32,
-        lm: f32,
-        xj: f32,
-        zi: Option<&[f32]>,
-        grads: &mut RowGrads<'_>,
-    ) -> f64 {
-        let mut e = match self.nb {
-            None => {
-                let mut l = f64::from(-mu);
-                if xj > 0.0 {
-                    l += f64::from(xj * lm) - ln_factorial(xj);
-                }
-                Entry {
-                    l,
-                    lm: xj - mu,
-                    lt: 0.0,
-                    z: 0.0,
-                }
-            }
-            Some(nb) => {
-                // s = softplus(d) = log(1 + μ/θ), σ = sigmoid(d) = μ / (μ + θ)
+    /// The terms of the entries `counted` (counts above zero) that the vectorised pass left
+    /// out: `−lgamma(x + 1)`, and for the negative binomial `lgamma(x + θ) − lgamma(θ)` and,
+    /// in the `log θ` derivative, `θ (ψ(x + θ) − ψ(θ))`. Small integer counts (most of them)
+    /// take eight at a time through [`rising_v`]; other counts, and extreme `θ`, `lgamma` and
+    /// `digamma` in `f64`. Returns the log-likelihood part.
+    fn add_counted(&self, x: &[f32], counted: &[u32], dt: &mut Option<&mut [f32]>) -> f64 {
+        let mut total = 0.0f64;
+        for group in counted.chunks(LANES) {
+            let (mut xs, mut thetas) = ([0.0f32; LANES], [1.0f32; LANES]);
+            for (lane, &j) in group.iter().enumerate() {
+                let (j, xj) = (j as usize, x[j as usize]);
+                total -= ln_factorial(xj);
+                let Some(nb) = self.nb else { continue };
                 let theta = nb.theta[j];
-                let y = mu * nb.inv_theta[j];
-                let sp = ln_1p(y);
-                let sig = y / (1.0 + y);
-                let mut l = f64::from(-theta * sp);
-                let mut g_lt = theta * (sig - sp);
-                if xj > 0.0 {
-                    let d = lm - nb.lt[j];
+                if f64::from(xj) <= SMALL_COUNT
+                    && xj.fract() == 0.0
+                    && (1e-30..1e8).contains(&theta)
+                {
+                    (xs[lane], thetas[lane]) = (xj, theta);
+                } else {
                     let (rising, harmonic) =
                         rising_log_and_harmonic(f64::from(xj), f64::from(theta));
-                    l += f64::from(xj * (d - sp)) + rising - ln_factorial(xj);
-                    g_lt += (f64::from(theta) * harmonic) as f32 - xj * (1.0 - sig);
-                }
-                Entry {
-                    l,
-                    lm: xj * (1.0 - sig) - theta * sig,
-                    lt: g_lt,
-                    z: 0.0,
+                    total += rising;
+                    if let Some(dt) = dt.as_deref_mut() {
+                        dt[j] += (f64::from(theta) * harmonic) as f32 * self.grad_scale;
+                    }
                 }
             }
-        };
-        if let Some(zi) = zi {
-            // log(1 - π) = -softplus(z); at x = 0, log(π + (1 - π) p0) =
-            // logaddexp(z, log p0) - softplus(z), whose weight on log p0 is w.
-            let z = zi[j];
-            let ez = (-z.abs()).exp();
-            let softplus = z.max(0.0) + ez.ln_1p();
-            let pi = if z >= 0.0 {
-                1.0 / (1.0 + ez)
-            } else {
-                ez / (1.0 + ez)
-            };
-            if xj > 0.0 {
-                e.l -= f64::from(softplus);
-                e.z = -pi;
-            } else {
-                let base = e.l as f32;
-                let m = z.max(base);
-                let (ez, eb) = ((z - m).exp(), (base - m).exp());
-                let w = eb / (ez + eb);
-                e.l = f64::from(m + (ez + eb).ln() - softplus);
-                e.lm *= w;
-                e.lt *= w;
-                e.z = ez / (ez + eb) - pi;
+            if self.nb.is_none() || xs == [0.0; LANES] {
+                continue;
+            }
+            let (rising, harmonic) = rising_v(xs, thetas);
+            total += rising.to_array().iter().map(|&r| f64::from(r)).sum::<f64>();
+            if let Some(dt) = dt.as_deref_mut() {
+                let terms =
+                    (harmonic * f32x8::new(thetas) * f32x8::splat(self.grad_scale)).to_array();
+                for ((&j, &xj), term) in group.iter().zip(&xs).zip(terms) {
+                    if xj > 0.0 {
+                        dt[j as usize] += term;
+                    }
+                }
             }
         }
-        let put = |d: &mut Option<&mut [f32]>, v: f32| {
-            if let Some(d) = d.as_deref_mut() {
-                d[j] = v;
+        total
+    }
+}
+
+/// A row's working memory, kept from row to row.
+struct Scratch {
+    /// The softmax proportions.
+    p: Vec<f32>,
+    /// The genes whose count is not zero.
+    counted: Vec<u32>,
+}
+
+impl Scratch {
+    fn new(genes: usize) -> Self {
+        Self {
+            p: vec![0.0; genes],
+            counted: Vec::with_capacity(genes),
+        }
+    }
+}
+
+/// The `n` (at most eight) entries of a row from column `c`.
+#[derive(Clone, Copy)]
+struct Lanes {
+    c: usize,
+    n: usize,
+}
+
+impl Lanes {
+    /// The entries of `s`; lanes past `n` hold `fill`.
+    #[inline]
+    fn load(self, s: &[f32], fill: f32) -> f32x8 {
+        if self.n == LANES {
+            load(&s[self.c..])
+        } else {
+            let mut a = [fill; LANES];
+            a[..self.n].copy_from_slice(&s[self.c..self.c + self.n]);
+            f32x8::new(a)
+        }
+    }
+
+    /// Adds the first `n` lanes of `v` to `d`, when present.
+    #[inline]
+    fn add(self, d: &mut Option<&mut [f32]>, v: f32x8) {
+        if let Some(d) = d.as_deref_mut() {
+            let d = &mut d[self.c..self.c + self.n];
+            if let Ok(lanes) = <&mut [f32; LANES]>::try_from(&mut *d) {
+                *lanes = (f32x8::new(*lanes) + v).to_array();
+            } else {
+                for (d, v) in d.iter_mut().zip(v.to_array()) {
+                    *d += v;
+                }
             }
-        };
-        put(&mut grads.dh, e.lm);
-        put(&mut grads.dt, e.lt);
-        put(&mut grads.dz, e.z);
-        e.l
+        }
+    }
+
+    /// Writes the first `n` lanes of `v` into `d`, when present.
+    #[inline]
+    fn store(self, d: &mut Option<&mut [f32]>, v: f32x8) {
+        if let Some(d) = d.as_deref_mut() {
+            d[self.c..self.c + self.n].copy_from_slice(&v.to_array()[..self.n]);
+        }
+    }
+
+    /// All bits set in the first `n` lanes.
+    fn valid(self) -> f32x8 {
+        let mut a = [0.0f32; LANES];
+        a[..self.n].fill(f32::from_bits(u32::MAX));
+        f32x8::new(a)
     }
 }
 
@@ -506,7 +581,7 @@ fn proportions(h: &[f32], log_library: Option<f32>, p: &mut [f32]) -> (f32, f32)
         Some(_) => {
             let mut m = f32x8::splat(f32::NEG_INFINITY);
             for c in (0..bulk).step_by(LANES) {
-                m = m.max(load(&h[c..]));
+                m = m.fast_max(load(&h[c..]));
             }
             h[bulk..].iter().copied().fold(
                 m.to_array().into_iter().fold(f32::NEG_INFINITY, f32::max),
@@ -542,42 +617,38 @@ fn proportions(h: &[f32], log_library: Option<f32>, p: &mut [f32]) -> (f32, f32)
     }
 }
 
-/// `Σ v`, eight lanes at a time in `f32`, gathered into `f64` every 512 values.
-fn sum(v: &[f32]) -> f64 {
-    let mut total = 0.0f64;
-    let mut blocks = v.chunks_exact(LANES * 64);
-    for block in blocks.by_ref() {
-        let lanes = block
-            .chunks_exact(LANES)
-            .fold(f32x8::ZERO, |acc, c| acc + load(c));
-        total += f64::from(lanes.reduce_add());
-    }
-    total
-        + blocks
-            .remainder()
-            .iter()
-            .map(|&x| f64::from(x))
-            .sum::<f64>()
-}
-
-/// The negative binomial at a zero count, eight entries at once:
-/// `ℓ = −θ s`, `∂ℓ/∂log μ = −θ σ`, `∂ℓ/∂log θ = θ (σ − s)`.
+/// The negative binomial's closed-form terms, eight entries at once, with `d = log μ − log θ`:
+/// `ℓ = −θ s + x (d − s)`, `∂ℓ/∂log μ = x (1 − σ) − θ σ`, `∂ℓ/∂log θ = θ (σ − s) − x (1 − σ)`;
+/// [`Row::add_counted`] adds the `lgamma` and `digamma` parts of the entries with a count.
 #[inline]
-fn nb_zero(mu: f32x8, theta: f32x8, inv_theta: f32x8) -> Entry<f32x8, f32x8> {
+fn nb_entries(
+    x: f32x8,
+    mu: f32x8,
+    log_mu: f32x8,
+    theta: f32x8,
+    inv_theta: f32x8,
+    log_theta: f32x8,
+) -> Entry<f32x8, f32x8> {
     let y = mu * inv_theta;
-    let sp = ln_1p_v(y);
-    let sig = y / (f32x8::ONE + y);
+    // s = ln(1 + y) from ln(u), u = 1 + y rounded, corrected by the rounding of u (exact to a
+    // few ulp for every y >= 0); 1 − σ = 1 / u.
+    let u = f32x8::ONE + y;
+    let inv_u = f32x8::ONE / u;
+    let sp = u.ln() - ((u - f32x8::ONE) - y) * inv_u;
+    let sig = y * inv_u;
+    let x_rest = x * inv_u;
     Entry {
-        l: -(theta * sp),
-        lm: -(theta * sig),
-        lt: theta * (sig - sp),
+        l: x * (log_mu - log_theta - sp) - theta * sp,
+        lm: x_rest - theta * sig,
+        lt: theta * (sig - sp) - x_rest,
         z: f32x8::ZERO,
     }
 }
 
-/// Zero inflation of a base law's zero-count entries `e`, eight at once (see the scalar path).
+/// Zero inflation of a base law's entries `e`, eight at once; `zero` marks the lanes whose
+/// count is zero (see the module's formulas).
 #[inline]
-fn zero_inflated_zero(e: Entry<f32x8, f32x8>, z: f32x8) -> Entry<f32x8, f32x8> {
+fn zero_inflated(e: Entry<f32x8, f32x8>, z: f32x8, zero: f32x8) -> Entry<f32x8, f32x8> {
     let ez = (-z.abs()).exp();
     let softplus = z.max(f32x8::ZERO) + ln_1p_v(ez);
     let non_negative = !z.cmp_lt(f32x8::ZERO);
@@ -586,13 +657,36 @@ fn zero_inflated_zero(e: Entry<f32x8, f32x8>, z: f32x8) -> Entry<f32x8, f32x8> {
     let (ez, eb) = ((z - m).exp(), (e.l - m).exp());
     // Not `recip`, which is a 12-bit approximation on x86.
     let inv = f32x8::ONE / (ez + eb);
-    let w = eb * inv;
+    let w = zero.blend(eb * inv, f32x8::ONE);
     Entry {
-        l: m + (ez + eb).ln() - softplus,
+        l: zero.blend(m + (ez + eb).ln(), e.l) - softplus,
         lm: e.lm * w,
         lt: e.lt * w,
-        z: ez * inv - pi,
+        z: zero.blend(ez * inv, f32x8::ZERO) - pi,
     }
+}
+
+/// `lgamma(x + θ) − lgamma(θ)` and `ψ(x + θ) − ψ(θ)` for eight small integer counts `x`
+/// (lanes of zero give zero): the finite sums `Σ_{k<x} ln(θ + k)` (the log of each product
+/// of four terms) and `Σ_{k<x} 1 / (θ + k)`. `θ` within `[1e-30, 1e8)` keeps every product of
+/// four terms within `f32`'s range.
+#[inline]
+fn rising_v(x: [f32; LANES], theta: [f32; LANES]) -> (f32x8, f32x8) {
+    let most = x.iter().copied().fold(0.0f32, f32::max) as usize;
+    let (x, theta) = (f32x8::new(x), f32x8::new(theta));
+    let (mut rising, mut harmonic, mut product) = (f32x8::ZERO, f32x8::ZERO, f32x8::ONE);
+    for k in 0..most {
+        let k_v = f32x8::splat(k as f32);
+        let active = k_v.cmp_lt(x);
+        let term = theta + k_v;
+        product *= active.blend(term, f32x8::ONE);
+        harmonic += active.blend(f32x8::ONE / term, f32x8::ZERO);
+        if k % 4 == 3 {
+            rising += product.ln();
+            product = f32x8::ONE;
+        }
+    }
+    (rising + product.ln(), harmonic)
 }
 
 #[inline]
@@ -600,13 +694,6 @@ fn load(s: &[f32]) -> f32x8 {
     let mut a = [0.0f32; LANES];
     a.copy_from_slice(&s[..LANES]);
     f32x8::new(a)
-}
-
-#[inline]
-fn store(d: &mut Option<&mut [f32]>, at: usize, v: f32x8) {
-    if let Some(d) = d.as_deref_mut() {
-        d[at..at + LANES].copy_from_slice(&v.to_array());
-    }
 }
 
 /// One row's inputs.
@@ -623,21 +710,14 @@ struct RowGrads<'a> {
     dh: Option<&'a mut [f32]>,
     dt: Option<&'a mut [f32]>,
     dz: Option<&'a mut [f32]>,
+    /// Whether the row's `log θ` derivatives are added to `dt` (a sum over rows) rather than
+    /// written.
+    dt_adds: bool,
 }
 
-/// `ln(1 + y)` for `y >= 0`: four terms of the series below `1e-2` (relative error under
-/// `y^4 / 5`), else `ln` of `1 + y`, whose rounding costs at most `6e-6` relative there, and which
-/// is several times faster than `log1pf`.
-#[inline]
-fn ln_1p(y: f32) -> f32 {
-    if y < 1e-2 {
-        y * (1.0 - y * (0.5 - y * (1.0 / 3.0 - y * 0.25)))
-    } else {
-        (1.0 + y).ln()
-    }
-}
-
-/// [`ln_1p`], eight at once.
+/// `ln(1 + y)` for `y >= 0`, eight at once: four terms of the series below `1e-2` (relative
+/// error under `y^4 / 5`), else `ln` of `1 + y`, whose rounding costs at most `6e-6` relative
+/// there, and which is several times faster than `log1pf`.
 #[inline]
 fn ln_1p_v(y: f32x8) -> f32x8 {
     let series = y

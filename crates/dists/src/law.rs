@@ -7,7 +7,7 @@ use crate::likelihood::Likelihood;
 use crate::special::{log_factorial, log_nb_coefficient, softplus};
 
 /// One count law with its parameters, all as tensors broadcastable against the
-/// counts (e.g. `log_mean` [cells, genes], `log_theta` [genes] or [cells, genes],
+/// counts (e.g. `log_mean` `[cells, genes]`, `log_theta` `[genes]` or `[cells, genes]`,
 /// `zi_logit` [cells, genes]). Parameters are unconstrained: μ = exp(log_mean),
 /// θ = exp(log_theta), π = sigmoid(zi_logit).
 #[derive(Debug)]

@@ -28,10 +28,11 @@ use scae_dists::{Likelihood, Reduction};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor, nn, nn::Module};
 
+use crate::SparseRows;
 use crate::autoencoder::torch_linear_init;
 use crate::decoder::{CountDecoder, DecoderShape};
 use crate::layers::Hidden;
-use crate::train::{Losses, Model, SparseRows, TensorBatch};
+use crate::train::{Losses, Model, TensorBatch};
 use crate::vae::{VaeConfig, kl_weight_at};
 use crate::{Error, Result};
 

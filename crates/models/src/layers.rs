@@ -1,12 +1,14 @@
-//! The hidden layers the VAE and the GMVAE build on: linear (or, for raw counts on the CPU, a
-//! sparse `embedding_bag` over the nonzero counts), optional batch norm, ReLU, optional dropout.
+//! The hidden layers the VAE and the GMVAE build on: linear (or, for raw counts on the CPU, this
+//! module's sparse kernels over the nonzero counts), optional batch norm, ReLU, optional dropout
+//! (its mask drawn here on the CPU).
 
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use tch::{Kind, Tensor, nn, nn::Module, nn::ModuleT};
 use wide::CmpEq;
 
-use crate::SparseRows;
 use crate::autoencoder::torch_linear_init;
 
 /// The linear map of a hidden layer.
@@ -31,8 +33,48 @@ pub(crate) enum Affine {
 /// A training pass of [`Affine::Counts`]: its sparse input and the leaf autograd ends at.
 #[derive(Debug)]
 pub(crate) struct Pending {
-    input: SparseLog1p,
+    input: Arc<SparseLog1p>,
     product: Tensor,
+}
+
+/// A batch's nonzero counts as the sparse first layer of a counts encoder reads them: `log1p`
+/// of each, row by row and, for the backward pass, gene by gene. Built once per batch (see
+/// [`crate::TensorBatch::from_host`]), off the training thread when a trainer reads ahead, and
+/// shared by every layer that reads the batch (the GMVAE's two encoders); cloning is cheap.
+#[derive(Debug, Clone)]
+pub struct SparseRows(Arc<SparseLog1p>);
+
+impl SparseRows {
+    /// The rows of a `cols`-column matrix given as CSR: row `r` holds the values
+    /// `values[indptr[r]..indptr[r + 1]]` at the columns `indices[indptr[r]..indptr[r + 1]]`, each
+    /// below `cols`.
+    pub fn from_csr(indptr: &[i64], indices: &[i64], values: &[f32], cols: usize) -> Self {
+        let table = log1p_table();
+        Self(Arc::new(SparseLog1p {
+            rows: indptr.len().saturating_sub(1),
+            cols,
+            starts: indptr.iter().map(|&k| k as usize).collect(),
+            genes: indices.iter().map(|&j| j as u32).collect(),
+            values: values.iter().map(|&v| log1p_count(v, table)).collect(),
+            by_gene: OnceLock::new(),
+        }))
+    }
+
+    /// Builds now what a training pass's backward reads later (the entries gene by gene), so
+    /// that a batch made on a reading thread spares the training thread that work.
+    pub fn prepare_backward(&self) {
+        let _ = self.0.by_gene();
+    }
+
+    /// Rows of the matrix.
+    pub fn rows(&self) -> usize {
+        self.0.rows
+    }
+
+    /// Its nonzero entries.
+    pub fn nonzeros(&self) -> usize {
+        self.0.genes.len()
+    }
 }
 
 impl Affine {
@@ -50,8 +92,8 @@ impl Affine {
                     return x.log1p().matmul(weight) + bias;
                 }
                 let input = match sparse {
-                    Some(rows) => SparseLog1p::from_rows(rows, x.size()[1] as usize),
-                    None => SparseLog1p::of(x),
+                    Some(rows) if rows.0.cols == x.size()[1] as usize => Arc::clone(&rows.0),
+                    _ => Arc::new(SparseLog1p::of(x)),
                 };
                 let product = with_host_f32(&weight.detach().contiguous(), |w| {
                     input.times(w, weight.size()[1] as usize)
@@ -114,6 +156,17 @@ struct SparseLog1p {
     starts: Vec<usize>,
     genes: Vec<u32>,
     values: Vec<f32>,
+    /// The same entries gene by gene (the transpose), made when first needed.
+    by_gene: OnceLock<ByGene>,
+}
+
+/// The entries of a [`SparseLog1p`] gene by gene (CSC).
+#[derive(Debug)]
+struct ByGene {
+    /// Where each gene starts in `rows` and `values`, and their length at the end.
+    starts: Vec<usize>,
+    rows: Vec<u32>,
+    values: Vec<f32>,
 }
 
 /// Rows (or genes) per part of the parallel kernels.
@@ -173,20 +226,9 @@ impl SparseLog1p {
                 starts,
                 genes,
                 values: logs,
+                by_gene: OnceLock::new(),
             }
         })
-    }
-
-    /// Of a matrix of `cols` columns given by its nonzero entries.
-    fn from_rows(m: &SparseRows, cols: usize) -> Self {
-        let table = log1p_table();
-        Self {
-            rows: m.indptr.len().saturating_sub(1),
-            cols,
-            starts: m.indptr.iter().map(|&k| k as usize).collect(),
-            genes: m.indices.iter().map(|&j| j as u32).collect(),
-            values: m.values.iter().map(|&v| log1p_count(v, table)).collect(),
-        }
     }
 
     /// `self · w` for `w` (`[cols, width]`, row-major): a `[rows, width]` tensor.
@@ -205,31 +247,46 @@ impl SparseLog1p {
         Tensor::from_slice(&out).view([self.rows as i64, width as i64])
     }
 
+    /// The entries gene by gene, by a counting sort on the gene (made once).
+    fn by_gene(&self) -> &ByGene {
+        self.by_gene.get_or_init(|| {
+            let mut starts = vec![0usize; self.cols + 1];
+            for &g in &self.genes {
+                starts[g as usize + 1] += 1;
+            }
+            for g in 0..self.cols {
+                starts[g + 1] += starts[g];
+            }
+            let mut fill = starts.clone();
+            let nnz = self.genes.len();
+            let (mut rows, mut values) = (vec![0u32; nnz], vec![0.0f32; nnz]);
+            for r in 0..self.rows {
+                for k in self.starts[r]..self.starts[r + 1] {
+                    let slot = &mut fill[self.genes[k] as usize];
+                    rows[*slot] = r as u32;
+                    values[*slot] = self.values[k];
+                    *slot += 1;
+                }
+            }
+            ByGene {
+                starts,
+                rows,
+                values,
+            }
+        })
+    }
+
     /// `grad += selfᵀ · d` for `d` (`[rows, width]`) and `grad` (`[cols, width]`), both
     /// row-major: per gene, the sum of its nonzeros times their rows of `d`.
     fn add_transpose_times(&self, d: &[f32], width: usize, grad: &mut [f32]) {
         if width == 0 {
             return;
         }
-        // The transpose, by a counting sort on the gene: the rows and values of each gene.
-        let mut starts = vec![0usize; self.cols + 1];
-        for &g in &self.genes {
-            starts[g as usize + 1] += 1;
-        }
-        for g in 0..self.cols {
-            starts[g + 1] += starts[g];
-        }
-        let mut fill = starts.clone();
-        let nnz = self.genes.len();
-        let (mut rows, mut values) = (vec![0u32; nnz], vec![0.0f32; nnz]);
-        for r in 0..self.rows {
-            for k in self.starts[r]..self.starts[r + 1] {
-                let slot = &mut fill[self.genes[k] as usize];
-                rows[*slot] = r as u32;
-                values[*slot] = self.values[k];
-                *slot += 1;
-            }
-        }
+        let ByGene {
+            starts,
+            rows,
+            values,
+        } = self.by_gene();
         let parts: Vec<_> = grad.chunks_mut(PART * width).enumerate().collect();
         scae_par::for_each(parts, |(part, grad)| {
             for (k, grad) in grad.chunks_exact_mut(width).enumerate() {
@@ -340,6 +397,9 @@ pub(crate) struct Hidden {
     linear: Affine,
     norm: Option<nn::BatchNorm>,
     dropout: f64,
+    /// The dropout masks' generator on the CPU (see [`Hidden::finish`]), seeded from
+    /// libtorch's generator when the layer is made, so the run's seed fixes it.
+    masks: Mutex<ChaCha8Rng>,
 }
 
 impl Hidden {
@@ -392,6 +452,10 @@ impl Hidden {
                         )
                     }),
                     dropout,
+                    masks: Mutex::new(ChaCha8Rng::seed_from_u64(
+                        Tensor::randint(i64::MAX, [1], (Kind::Int64, tch::Device::Cpu))
+                            .int64_value(&[0]) as u64,
+                    )),
                 }
             })
             .collect()
@@ -444,17 +508,35 @@ impl Hidden {
         }
     }
 
-    /// Batch norm, ReLU and dropout after the linear map.
+    /// Batch norm, ReLU and dropout after the linear map. On the CPU the dropout mask is drawn
+    /// here (`1 / (1 − p)` with probability `1 − p`, else 0), not by libtorch's `bernoulli_`,
+    /// which draws one 64-bit number per entry on one thread: a tenth of a VAE training step.
     fn finish(&self, mut h: Tensor, train: bool) -> Tensor {
         if let Some(norm) = &self.norm {
             h = norm.forward_t(&h, train);
         }
         let h = h.relu();
-        if self.dropout > 0.0 {
-            h.dropout(self.dropout, train)
-        } else {
-            h
+        if !(train && self.dropout > 0.0) {
+            return h;
         }
+        if h.device() != tch::Device::Cpu || h.kind() != Kind::Float || self.dropout >= 1.0 {
+            return h.dropout(self.dropout, train);
+        }
+        let keep = 1.0 - self.dropout;
+        // A 32-bit draw below `threshold` keeps its entry.
+        let threshold = (keep * 4_294_967_296.0).min(u32::MAX as f64) as u32;
+        let scale = (1.0 / keep) as f32;
+        let mut mask = vec![0.0f32; h.numel()];
+        {
+            let mut rng = self.masks.lock().unwrap_or_else(PoisonError::into_inner);
+            for m in &mut mask {
+                if rng.random::<u32>() < threshold {
+                    *m = scale;
+                }
+            }
+        }
+        let mask = Tensor::from_slice(&mask).view_(h.size());
+        h * mask
     }
 }
 
@@ -479,19 +561,15 @@ mod tests {
 
     fn sparse_rows(x: &Tensor) -> SparseRows {
         let (values, rows, cols) = crate::tensor_to_rows(x).expect("2-D");
-        let mut m = SparseRows {
-            indptr: vec![0],
-            indices: Vec::new(),
-            values: Vec::new(),
-        };
+        let (mut indptr, mut indices, mut nonzeros) = (vec![0i64], Vec::new(), Vec::new());
         for row in values.chunks(cols).take(rows) {
             for (j, &v) in row.iter().enumerate().filter(|&(_, &v)| v != 0.0) {
-                m.indices.push(j as i64);
-                m.values.push(v);
+                indices.push(j as i64);
+                nonzeros.push(v);
             }
-            m.indptr.push(m.indices.len() as i64);
+            indptr.push(indices.len() as i64);
         }
-        m
+        SparseRows::from_csr(&indptr, &indices, &nonzeros, cols)
     }
 
     fn close(a: &Tensor, b: &Tensor, what: &str) {
@@ -550,5 +628,34 @@ mod tests {
         };
         assert!(!weight.grad().defined());
         assert!(pending.lock().expect("unpoisoned").is_empty());
+    }
+
+    #[test]
+    fn dropout_keeps_one_minus_p_of_the_entries_scaled_and_repeats_on_the_same_seed() {
+        let _rng = crate::torch_rng_lock();
+        let layer = |seed| {
+            tch::manual_seed(seed);
+            let vs = VarStore::new(Device::Cpu);
+            Hidden::stack(&vs.root(), &[4, 4], false, 0.25, false)
+                .pop()
+                .expect("one layer")
+        };
+        let h = Tensor::ones([200, 50], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        let (a, b) = (layer(7), layer(7));
+        let out = a.finish(h.shallow_clone(), true);
+        let values = Vec::<f32>::try_from(out.view([-1])).expect("values");
+        assert!(values.iter().all(|&v| v == 0.0 || v == 1.0 / 0.75));
+        // 10,000 entries: the kept share's standard deviation is 0.0043.
+        let kept = values.iter().filter(|&&v| v > 0.0).count() as f64 / values.len() as f64;
+        assert!((kept - 0.75).abs() < 0.02, "kept {kept}");
+        let again =
+            Vec::<f32>::try_from(b.finish(h.shallow_clone(), true).view([-1])).expect("values");
+        assert_eq!(values, again);
+        let other = layer(8).finish(h.shallow_clone(), true);
+        assert!(!other.equal(&out));
+        out.sum(Kind::Float).backward();
+        let grad = Vec::<f32>::try_from(h.grad().view([-1])).expect("gradient");
+        assert_eq!(grad, values);
+        assert!(a.finish(h.shallow_clone(), false).equal(&h));
     }
 }

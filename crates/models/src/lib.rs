@@ -27,14 +27,15 @@ pub use autoencoder::{AeConfig, Autoencoder};
 pub use device::{DeviceChoice, select_device};
 pub use error::{Error, Result};
 pub use gmvae::{Gmvae, GmvaeConfig, GmvaeTerms, YRegulariser};
+pub use layers::SparseRows;
 pub use loss::{ReconLoss, mse_loss, nonzero_mse_loss};
 pub use net::{Build, ComputeDevice, Net, row_argmax, seed_torch};
 pub use optim::Adam;
 pub use scae_dists::{CountLaw, Likelihood};
 pub use split::{Split, epoch_order, shuffled_indices};
 pub use train::{
-    EVAL_VALUES, EpochStats, History, Losses, Model, SparseRows, TensorBatch, Terms, TrainConfig,
-    Trainer, eval_chunk, evaluate, fit, map_cells,
+    EVAL_VALUES, EpochStats, History, Losses, Model, TensorBatch, Terms, TrainConfig, Trainer,
+    eval_chunk, evaluate, fit, map_cells,
 };
 pub use vae::{Dispersion, Library, Posterior, Vae, VaeConfig};
 

@@ -9,7 +9,9 @@
 //! go on from one phase to the next.
 //!
 //! A batch reaches the model as a [`TensorBatch`], made dense on the model's device only then:
-//! the counts travel as their nonzeros. Loss values stay on the device during an epoch and are
+//! the counts travel as their nonzeros. Batches from a [`BatchSource`] are read and made tensors
+//! on a thread of the epoch's own, [`READ_AHEAD`] batches ahead of the step that trains on them,
+//! in the epoch's order, so the numbers do not depend on that thread's timing. Loss values stay on the device during an epoch and are
 //! read once at its end, so a GPU is not synchronised after every step. A libtorch error inside a
 //! step (a shape that does not fit, memory running out on a GPU) ends training with
 //! [`Error::Step`], naming the model, the phase, the epoch and the batch, instead of a panic.
@@ -22,8 +24,12 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor, nn};
 
 use crate::error::catch_torch;
+use crate::layers::SparseRows;
 use crate::optim::Adam;
 use crate::{Error, Result, epoch_order};
+
+/// Batches a trainer reads ahead of the step that trains on them.
+const READ_AHEAD: usize = 2;
 
 /// A minibatch on the model's device.
 #[derive(Debug)]
@@ -37,15 +43,6 @@ pub struct TensorBatch {
     /// The nonzero entries of `x` on the host, when a sparse batch came to the CPU: a model's
     /// sparse first layer reads them instead of scanning `x` for them.
     pub sparse: Option<SparseRows>,
-}
-
-/// A batch's nonzero entries, row by row (CSR): row `r` holds `values[indptr[r]..indptr[r +
-/// 1]]` at columns `indices[..]`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SparseRows {
-    pub indptr: Vec<i64>,
-    pub indices: Vec<i64>,
-    pub values: Vec<f32>,
 }
 
 impl TensorBatch {
@@ -74,8 +71,11 @@ impl TensorBatch {
                 indices,
                 values,
             } if device == Device::Cpu => {
-                let mut x = Tensor::f_zeros([rows, genes], (Kind::Float, device))?;
+                // Zeroed here rather than by `Tensor::zeros`, whose fill would start an OpenMP
+                // team of its own on a reading thread.
+                let mut x = Tensor::f_empty([rows, genes], (Kind::Float, device))?;
                 crate::layers::with_host_f32_mut(&mut x, |dense| {
+                    dense.fill(0.0);
                     for (r, row) in dense.chunks_exact_mut(batch.genes.max(1)).enumerate() {
                         let (from, to) = (indptr[r] as usize, indptr[r + 1] as usize);
                         for (&j, &v) in indices[from..to].iter().zip(&values[from..to]) {
@@ -83,11 +83,7 @@ impl TensorBatch {
                         }
                     }
                 });
-                sparse = Some(SparseRows {
-                    indptr: indptr.clone(),
-                    indices: indices.clone(),
-                    values: values.clone(),
-                });
+                sparse = Some(SparseRows::from_csr(indptr, indices, values, batch.genes));
                 x
             }
             BatchValues::Sparse {
@@ -456,31 +452,72 @@ impl Trainer {
             Tensor::from_slice(&order).to_device(self.device)
         });
         let mut batches = BatchLosses::default();
-        for (b, positions) in order.chunks(self.cfg.batch_size).enumerate() {
-            let begin = b * self.cfg.batch_size;
-            let host = match sources.train_rows {
-                Some(_) => None,
-                None => Some(sources.train.batch(positions)?),
-            };
-            let (opt, clip) = (&mut self.opt, self.cfg.clip_grad_norm);
-            catch_torch(|| {
-                let batch = match (&host, sources.train_rows, &device_order) {
-                    (Some(host), ..) => TensorBatch::from_host(host, self.device)?,
-                    (None, Some(rows), Some(order)) => {
-                        TensorBatch::from_tensor(rows.f_index_select(
-                            0,
-                            &order.narrow(0, begin as i64, positions.len() as i64),
-                        )?)
+        let batch_size = self.cfg.batch_size;
+        let device = self.device;
+        std::thread::scope(|scope| -> Result<()> {
+            // Batches from a source are read, made tensors and prepared for the sparse layer's
+            // backward pass on a thread of their own, a few ahead of the step that trains on them.
+            let ahead = sources.train_rows.is_none().then(|| {
+                let (send, receive) = std::sync::mpsc::sync_channel(READ_AHEAD);
+                let (train, order) = (sources.train, &order);
+                scope.spawn(move || {
+                    for positions in order.chunks(batch_size) {
+                        let batch = train
+                            .batch(positions)
+                            .map_err(Error::from)
+                            .and_then(|host| {
+                                let batch = catch_torch(|| TensorBatch::from_host(&host, device))?;
+                                if let Some(sparse) = &batch.sparse {
+                                    sparse.prepare_backward();
+                                }
+                                Ok(batch)
+                            });
+                        let failed = batch.is_err();
+                        // The receiver is gone when a step failed: stop reading.
+                        if send.send(batch).is_err() || failed {
+                            break;
+                        }
                     }
-                    _ => unreachable!("a batch comes from the host or from the device rows"),
+                });
+                receive
+            });
+            for (b, positions) in order.chunks(batch_size).enumerate() {
+                let begin = b * batch_size;
+                let host = match &ahead {
+                    Some(ahead) => Some(
+                        ahead
+                            .recv()
+                            .map_err(|_| {
+                                Error::Config(
+                                    "the batch reader stopped before the epoch ended".into(),
+                                )
+                            })
+                            .and_then(|batch| batch)
+                            .map_err(|e| at_batch(e, b + 1))?,
+                    ),
+                    None => None,
                 };
-                let losses = model.losses(&batch, true)?;
-                opt.backward_step(&losses.total, clip, || model.add_sparse_grads());
-                batches.push(&losses, positions.len());
-                Ok(())
-            })
-            .map_err(|e| at_batch(e, b + 1))?;
-        }
+                let (opt, clip) = (&mut self.opt, self.cfg.clip_grad_norm);
+                catch_torch(|| {
+                    let batch = match (host, sources.train_rows, &device_order) {
+                        (Some(batch), ..) => batch,
+                        (None, Some(rows), Some(order)) => {
+                            TensorBatch::from_tensor(rows.f_index_select(
+                                0,
+                                &order.narrow(0, begin as i64, positions.len() as i64),
+                            )?)
+                        }
+                        _ => unreachable!("a batch comes from the host or from the device rows"),
+                    };
+                    let losses = model.losses(&batch, true)?;
+                    opt.backward_step(&losses.total, clip, || model.add_sparse_grads());
+                    batches.push(&losses, positions.len());
+                    Ok(())
+                })
+                .map_err(|e| at_batch(e, b + 1))?;
+            }
+            Ok(())
+        })?;
         let (train_loss, train_terms) = batches.reduce(epoch, "train")?;
         let figures = catch_torch(|| model.epoch_figures())?;
         let train_seconds = start.elapsed().as_secs_f64();
@@ -685,7 +722,7 @@ impl BatchLosses {
         self.values.extend(
             std::iter::once(&losses.total)
                 .chain(losses.terms.iter().map(|(_, t)| t))
-                .map(|t| t.detach().reshape([1])),
+                .map(Tensor::detach),
         );
         self.rows.push(rows);
     }
@@ -693,9 +730,14 @@ impl BatchLosses {
     /// Row-weighted means of total and terms; fails on the first non-finite batch.
     fn reduce(self, epoch: usize, split: &'static str) -> Result<(f64, Terms)> {
         let width = 1 + self.names.len();
-        let all = Tensor::f_cat(&self.values, 0)?
-            .to_kind(Kind::Double)
-            .to_device(Device::Cpu);
+        // Scalars each (one op per value spared in every step), else flattened here.
+        let all = if self.values.iter().all(|v| v.dim() == 0) {
+            Tensor::f_stack(&self.values, 0)?
+        } else {
+            let flat: Vec<Tensor> = self.values.iter().map(|v| v.reshape([-1])).collect();
+            Tensor::f_cat(&flat, 0)?
+        };
+        let all = all.to_kind(Kind::Double).to_device(Device::Cpu);
         let values = Vec::<f64>::try_from(&all)?;
         if let Some(i) = values.iter().position(|v| !v.is_finite()) {
             return Err(Error::NonFiniteLoss {

@@ -19,10 +19,11 @@ use scae_dists::{CountLaw, Likelihood, Reduction};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor, nn, nn::Module};
 
+use crate::SparseRows;
 use crate::autoencoder::torch_linear_init;
 use crate::decoder::{CountDecoder, DecoderShape};
 use crate::layers::Hidden;
-use crate::train::{Losses, Model, SparseRows, TensorBatch};
+use crate::train::{Losses, Model, TensorBatch};
 use crate::{Error, Result};
 
 /// How the NB laws' inverse dispersion `theta` is parameterised.
@@ -386,7 +387,7 @@ impl Model for Vae {
         let (ll, kl) = self.terms(batch, self.cfg.mc_samples, train);
         let kl = kl.mean(Kind::Float);
         let beta = if train { self.beta } else { 1.0 };
-        let total = -&ll + &kl * beta;
+        let total = &kl * beta - &ll;
         let elbo = &ll - &kl;
         Ok(Losses {
             total,
