@@ -65,16 +65,6 @@ impl SparseRows {
     pub fn prepare_backward(&self) {
         let _ = self.0.by_gene();
     }
-
-    /// Rows of the matrix.
-    pub fn rows(&self) -> usize {
-        self.0.rows
-    }
-
-    /// Its nonzero entries.
-    pub fn nonzeros(&self) -> usize {
-        self.0.genes.len()
-    }
 }
 
 impl Affine {
@@ -91,10 +81,7 @@ impl Affine {
                 if x.device() != tch::Device::Cpu || x.dim() != 2 || weight.kind() != Kind::Float {
                     return x.log1p().matmul(weight) + bias;
                 }
-                let input = match sparse {
-                    Some(rows) if rows.0.cols == x.size()[1] as usize => Arc::clone(&rows.0),
-                    _ => Arc::new(SparseLog1p::of(x)),
-                };
+                let input = SparseLog1p::of_batch(x, sparse);
                 let product = with_host_f32(&weight.detach().contiguous(), |w| {
                     input.times(w, weight.size()[1] as usize)
                 });
@@ -182,6 +169,15 @@ const LANES: usize = 8;
 const PANEL: usize = 8 * LANES;
 
 impl SparseLog1p {
+    /// Of the 2-D CPU matrix `x`, from its nonzero entries `sparse` when given (shared, not
+    /// rebuilt), else by a scan of its memory.
+    fn of_batch(x: &Tensor, sparse: Option<&SparseRows>) -> Arc<Self> {
+        match sparse {
+            Some(rows) if rows.0.cols == x.size()[1] as usize => Arc::clone(&rows.0),
+            _ => Arc::new(Self::of(x)),
+        }
+    }
+
     /// Of a 2-D CPU matrix, in two passes: the nonzero lanes of every eight entries as a bit
     /// mask (most entries are zero), then the entries of the masks' set bits.
     fn of(x: &Tensor) -> Self {
@@ -630,10 +626,7 @@ impl Hidden {
         {
             return None;
         }
-        let input = match sparse {
-            Some(s) if s.0.cols == x.size()[1] as usize => Arc::clone(&s.0),
-            _ => Arc::new(SparseLog1p::of(x)),
-        };
+        let input = SparseLog1p::of_batch(x, sparse);
         let width = weight.size()[1] as usize;
         let mut h = with_host_f32(&weight.detach().contiguous(), |w| {
             input.times_host(w, width)
