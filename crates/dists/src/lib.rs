@@ -33,6 +33,8 @@
 //! and `exp(log θ)` are representable and positive. The golden tests compare with
 //! scipy and with mpmath at 50 digits (`tests/fixtures/make_fixtures.py`).
 
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 mod fused;
 mod law;
 mod likelihood;
