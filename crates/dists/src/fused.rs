@@ -71,6 +71,60 @@ pub fn softmax_rows_log_prob(
     x: &Tensor,
     reduction: Reduction,
 ) -> Option<Tensor> {
+    fused(
+        law,
+        logits,
+        log_library,
+        log_theta,
+        zi_logit,
+        x,
+        reduction,
+        false,
+    )
+    .map(|(ll, _)| ll)
+}
+
+/// [`softmax_rows_log_prob`] with the derivatives with respect to `logits` returned
+/// (`[rows, genes]`, carrying [`Reduction::Mean`]'s `1 / rows`) rather than handed to
+/// autograd, for a caller that back-propagates through the layer making the logits itself;
+/// `logits` need not require grad. Gradients still flow to `log_theta` and `zi_logit`.
+pub fn softmax_rows_log_prob_logit_grad(
+    law: FusedLaw,
+    logits: &Tensor,
+    log_library: Option<&Tensor>,
+    log_theta: Option<&Tensor>,
+    zi_logit: Option<&Tensor>,
+    x: &Tensor,
+    reduction: Reduction,
+) -> Option<(Tensor, Tensor)> {
+    match fused(
+        law,
+        logits,
+        log_library,
+        log_theta,
+        zi_logit,
+        x,
+        reduction,
+        true,
+    )? {
+        (ll, Some(d_logits)) => Some((ll, d_logits)),
+        (_, None) => None,
+    }
+}
+
+/// The fused pass; with `return_d_logits` the logits' derivatives are returned, not passed to
+/// autograd.
+#[allow(clippy::too_many_arguments)]
+fn fused(
+    law: FusedLaw,
+    logits: &Tensor,
+    log_library: Option<&Tensor>,
+    log_theta: Option<&Tensor>,
+    zi_logit: Option<&Tensor>,
+    x: &Tensor,
+    reduction: Reduction,
+    return_d_logits: bool,
+) -> Option<(Tensor, Option<Tensor>)> {
     let cpu_f32 = |t: &Tensor| t.device() == Device::Cpu && t.kind() == Kind::Float;
     let [rows, genes] = logits.size()[..] else {
         return None;
@@ -115,7 +169,7 @@ pub fn softmax_rows_log_prob(
     let lib = lib_t.as_ref().map(host);
     let zi = zi_t.as_ref().map(host);
     let grad_zi = zi_logit.is_some_and(Tensor::requires_grad);
-    let grad_logits = logits.requires_grad();
+    let grad_logits = return_d_logits || logits.requires_grad();
     let grad_theta = law == FusedLaw::Nb && log_theta.is_some_and(Tensor::requires_grad);
     let (g, r) = (genes as usize, rows as usize);
     let genes_ctx = lt_t.as_ref().map(|t| PerGene::new(host(t)));
@@ -202,7 +256,7 @@ pub fn softmax_rows_log_prob(
             });
         };
         let dot = |input: &Tensor, d: &Tensor| input.reshape([-1]).dot(&d.view([-1]));
-        if let Some(d) = &dh_t {
+        if let (false, Some(d)) = (return_d_logits, &dh_t) {
             add(dot(logits, d));
         }
         if let (true, Some(log_theta)) = (grad_theta, log_theta) {
@@ -218,10 +272,11 @@ pub fn softmax_rows_log_prob(
             add(dot(zi_logit, d));
         }
         let out = ll_t.mean(Kind::Float);
-        return Some(match surrogate {
+        let out = match surrogate {
             Some(s) => out + &s - s.detach(),
             None => out,
-        });
+        };
+        return Some((out, dh_t.filter(|_| return_d_logits)));
     }
     let mut out = ll_t;
     // Σ_g input_g ∂_g per row, as a batched dot product; its value is cancelled below.
@@ -231,7 +286,7 @@ pub fn softmax_rows_log_prob(
             .bmm(&d.view([rows, genes, 1]))
             .view([rows])
     };
-    if let Some(d) = &dh_t {
+    if let (false, Some(d)) = (return_d_logits, &dh_t) {
         let surrogate = dot(logits, d);
         out = out + &surrogate - surrogate.detach();
     }
@@ -243,7 +298,7 @@ pub fn softmax_rows_log_prob(
         let surrogate = dot(zi_logit, d);
         out = out + &surrogate - surrogate.detach();
     }
-    Some(out)
+    Some((out, dh_t.filter(|_| return_d_logits)))
 }
 
 /// The memory of a contiguous CPU `f32` tensor.

@@ -40,7 +40,7 @@ mod law;
 mod likelihood;
 mod special;
 
-pub use fused::{FusedLaw, Reduction, softmax_rows_log_prob};
+pub use fused::{FusedLaw, Reduction, softmax_rows_log_prob, softmax_rows_log_prob_logit_grad};
 pub use law::{CountLaw, log_prob_rows};
 pub use likelihood::{Likelihood, ParseLikelihoodError};
 pub use special::log_factorial;

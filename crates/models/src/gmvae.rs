@@ -407,6 +407,7 @@ impl Model for Gmvae {
     fn add_sparse_grads(&self) {
         Hidden::add_sparse_grads(&self.y_encoder);
         Hidden::add_sparse_grads(&self.z_encoder);
+        self.decoder.add_head_grads();
     }
 
     fn input_genes(&self) -> usize {

@@ -397,6 +397,7 @@ impl Model for Vae {
 
     fn add_sparse_grads(&self) {
         Hidden::add_sparse_grads(&self.encoder);
+        self.decoder.add_head_grads();
     }
 
     fn begin_epoch(&mut self, epoch: usize) {
