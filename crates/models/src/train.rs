@@ -511,7 +511,7 @@ impl Trainer {
                     };
                     let losses = model.losses(&batch, true)?;
                     opt.backward_step(&losses.total, clip, || model.add_sparse_grads());
-                    batches.push(&losses, positions.len());
+                    batches.push(&losses, positions.len())?;
                     Ok(())
                 })
                 .map_err(|e| at_batch(e, b + 1))?;
@@ -660,7 +660,7 @@ fn evaluate_chunks<'a, M: Model>(
         let make = chunk_of(from, len)?;
         catch_torch(|| {
             let batch = make()?;
-            batches.push(&model.losses(&batch, false)?, len);
+            batches.push(&model.losses(&batch, false)?, len)?;
             Ok(())
         })
         .map_err(|e| at_batch(e, b + 1))?;
@@ -705,40 +705,53 @@ pub fn map_cells(
         .map_err(|e| Error::Config(format!("a {rows} x {cols} result: {e}")))
 }
 
-/// The losses of an epoch's minibatches, kept on the device until [`BatchLosses::reduce`].
+/// The losses of an epoch's minibatches. On a GPU they stay there until
+/// [`BatchLosses::reduce`] (reading one back each step would wait for the device); on the CPU
+/// they are read as they come, so that an epoch of millions of cells does not keep a tensor
+/// per batch and value alive (tens of thousands of small allocations between the batches' large
+/// ones, which kept the heap from being reused: about 100 MiB over 10,000 batches).
 #[derive(Debug, Default)]
 struct BatchLosses {
-    /// `[total, terms..]` of each batch, detached scalars, batch after batch.
+    /// `[total, terms..]` of each batch still on a device, detached scalars, batch after batch.
     values: Vec<Tensor>,
+    /// `[total, terms..]` of each batch read on the host, batch after batch.
+    read: Vec<f64>,
     names: Vec<&'static str>,
     rows: Vec<usize>,
 }
 
 impl BatchLosses {
-    fn push(&mut self, losses: &Losses, rows: usize) {
+    fn push(&mut self, losses: &Losses, rows: usize) -> Result<()> {
         if self.names.is_empty() {
             self.names = losses.terms.iter().map(|&(n, _)| n).collect();
         }
-        self.values.extend(
-            std::iter::once(&losses.total)
-                .chain(losses.terms.iter().map(|(_, t)| t))
-                .map(Tensor::detach),
-        );
+        let values = std::iter::once(&losses.total).chain(losses.terms.iter().map(|(_, t)| t));
+        if losses.total.device() == Device::Cpu && losses.total.dim() == 0 {
+            for v in values {
+                self.read.push(v.f_double_value(&[])?);
+            }
+        } else {
+            self.values.extend(values.map(Tensor::detach));
+        }
         self.rows.push(rows);
+        Ok(())
     }
 
     /// Row-weighted means of total and terms; fails on the first non-finite batch.
     fn reduce(self, epoch: usize, split: &'static str) -> Result<(f64, Terms)> {
         let width = 1 + self.names.len();
-        // Scalars each (one op per value spared in every step), else flattened here.
-        let all = if self.values.iter().all(|v| v.dim() == 0) {
-            Tensor::f_stack(&self.values, 0)?
-        } else {
-            let flat: Vec<Tensor> = self.values.iter().map(|v| v.reshape([-1])).collect();
-            Tensor::f_cat(&flat, 0)?
-        };
-        let all = all.to_kind(Kind::Double).to_device(Device::Cpu);
-        let values = Vec::<f64>::try_from(&all)?;
+        let mut values = self.read;
+        if !self.values.is_empty() {
+            // Scalars each (one op per value spared in every step), else flattened here.
+            let all = if self.values.iter().all(|v| v.dim() == 0) {
+                Tensor::f_stack(&self.values, 0)?
+            } else {
+                let flat: Vec<Tensor> = self.values.iter().map(|v| v.reshape([-1])).collect();
+                Tensor::f_cat(&flat, 0)?
+            };
+            let all = all.to_kind(Kind::Double).to_device(Device::Cpu);
+            values.extend(Vec::<f64>::try_from(&all)?);
+        }
         if let Some(i) = values.iter().position(|v| !v.is_finite()) {
             return Err(Error::NonFiniteLoss {
                 epoch,
