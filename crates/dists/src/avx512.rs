@@ -139,14 +139,7 @@ unsafe fn proportions_512(h: &[f32], log_library: Option<f32>, p: &mut [f32]) ->
         }
     }
     sum += f64::from(_mm512_reduce_add_ps(acc));
-    match log_library {
-        Some(lib) => {
-            let lse = f64::from(max) + sum.ln();
-            let offset = (f64::from(lib) - lse) as f32;
-            (offset, (f64::from(lib).exp() / sum) as f32)
-        }
-        None => (0.0, 1.0),
-    }
+    crate::fused::offset_and_scale(log_library, max, sum)
 }
 
 /// The per-gene negative binomial constants: `θ`, `1 / θ`, `log θ`.

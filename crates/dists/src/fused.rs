@@ -737,6 +737,12 @@ fn proportions(h: &[f32], log_library: Option<f32>, p: &mut [f32]) -> (f32, f32)
         p[j] = (h[j] - max).exp();
         sum += f64::from(p[j]);
     }
+    offset_and_scale(log_library, max, sum)
+}
+
+/// `log μ`'s offset and `μ`'s scale for proportions `exp(h − max)` summing to `sum` (see
+/// [`proportions`]).
+pub(crate) fn offset_and_scale(log_library: Option<f32>, max: f32, sum: f64) -> (f32, f32) {
     match log_library {
         Some(lib) => {
             let lse = f64::from(max) + sum.ln();
