@@ -13,10 +13,9 @@
 
 use std::arch::x86_64::*;
 
-/// Whether this CPU runs the AVX-512 passes, checked once.
+/// Whether this CPU runs the AVX-512 passes (`std` caches the answer).
 pub(crate) fn available() -> bool {
-    static FOUND: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *FOUND.get_or_init(|| is_x86_feature_detected!("avx512f"))
+    is_x86_feature_detected!("avx512f")
 }
 
 /// Chunks of sixteen between two flushes of the `f32` lane sums into `f64` (512 entries, as

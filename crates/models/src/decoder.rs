@@ -11,7 +11,7 @@ use scae_dists::{CountLaw, FusedLaw, Likelihood, Reduction};
 use tch::{Device, Kind, Tensor, nn, nn::Module};
 
 use crate::autoencoder::torch_linear_init;
-use crate::layers::Hidden;
+use crate::layers::{Hidden, grad_of};
 use crate::vae::{Dispersion, Library};
 
 /// `p(x | z)` (see the module documentation).
@@ -270,27 +270,13 @@ impl CountDecoder {
             if !upstream.defined() {
                 continue;
             }
-            add_into_grad(&self.mean_head.ws, |g| {
-                let _ = g.addmm_(&d_logits.tr(), &(h * &upstream));
-            });
+            let _ = grad_of(&self.mean_head.ws).addmm_(&d_logits.tr(), &(h * &upstream));
             if let Some(b) = &self.mean_head.bs {
-                add_into_grad(b, |g| {
-                    let _ =
-                        g.g_add_(&(d_logits.sum_dim_intlist(0, false, Kind::Float) * &upstream));
-                });
+                let _ = grad_of(b)
+                    .g_add_(&(d_logits.sum_dim_intlist(0, false, Kind::Float) * &upstream));
             }
         }
     }
-}
-
-/// Runs `add` on `param`'s gradient, which is created (zeros) first where it is missing.
-fn add_into_grad(param: &Tensor, add: impl FnOnce(&mut Tensor)) {
-    let mut grad = param.grad();
-    if !grad.defined() {
-        tch::with_grad(|| (param * 0.0).sum(Kind::Float).backward());
-        grad = param.grad();
-    }
-    add(&mut grad);
 }
 
 /// The decoder's outputs before they become a [`CountLaw`].

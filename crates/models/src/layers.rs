@@ -123,13 +123,24 @@ impl Affine {
     }
 }
 
-/// Adds to `param`'s gradient what `add` adds to a buffer of its shape: in place when the
-/// gradient exists, else (no gradient yet, or one set aside by another optimiser) autograd
-/// creates it from `∂/∂p Σ p ⊙ G = G`. Called between `backward` and the optimiser step.
-fn add_grad(param: &Tensor, add: impl FnOnce(&mut [f32])) {
+/// `param`'s gradient, which autograd creates (zeros, from `∂/∂p Σ 0 p`) where it is missing.
+/// Called between `backward` and the optimiser step.
+pub(crate) fn grad_of(param: &Tensor) -> Tensor {
     let grad = param.grad();
-    if grad.defined() && grad.is_contiguous() && grad.kind() == Kind::Float {
-        let mut grad = grad;
+    if grad.defined() {
+        return grad;
+    }
+    tch::with_grad(|| (param * 0.0).sum(Kind::Float).backward());
+    param.grad()
+}
+
+/// Adds to `param`'s gradient what `add` adds to a buffer of its shape: in place in the
+/// gradient ([`grad_of`]) when it is contiguous `f32`, else (one set aside by another
+/// optimiser) through autograd, from `∂/∂p Σ p ⊙ G = G`. Called between `backward` and the
+/// optimiser step.
+fn add_grad(param: &Tensor, add: impl FnOnce(&mut [f32])) {
+    let mut grad = grad_of(param);
+    if grad.is_contiguous() && grad.kind() == Kind::Float {
         with_host_f32_mut(&mut grad, add);
     } else {
         let mut g = vec![0.0f32; param.numel()];

@@ -11,8 +11,9 @@
 //! A batch reaches the model as a [`TensorBatch`], made dense on the model's device only then:
 //! the counts travel as their nonzeros. Batches from a [`BatchSource`] are read and made tensors
 //! on a thread of the epoch's own, [`READ_AHEAD`] batches ahead of the step that trains on them,
-//! in the epoch's order, so the numbers do not depend on that thread's timing. Loss values stay on the device during an epoch and are
-//! read once at its end, so a GPU is not synchronised after every step. A libtorch error inside a
+//! in the epoch's order, so the numbers do not depend on that thread's timing. On a GPU, loss
+//! values stay on the device during an epoch and are read once at its end, so the device is not
+//! synchronised after every step; on the CPU they are read as they come (see `BatchLosses`). A libtorch error inside a
 //! step (a shape that does not fit, memory running out on a GPU) ends training with
 //! [`Error::Step`], naming the model, the phase, the epoch and the batch, instead of a panic.
 
