@@ -62,6 +62,15 @@ pub enum ParamError {
     /// A learning rate that is not finite and > 0.
     #[error("learning_rate must be finite and > 0, got {0}")]
     LearningRate(f64),
+    /// A neighbour graph needs the cell itself and at least one other.
+    #[error("n_neighbors must be at least 2 (the cell itself and one other), got {0}")]
+    NNeighbors(usize),
+    /// A Leiden resolution that is not finite and > 0.
+    #[error("resolution must be finite and > 0, got {0}")]
+    Resolution(f64),
+    /// Leiden asked for zero passes.
+    #[error("n_iterations must be at least 1 (or unset, to run until no improvement), got 0")]
+    ZeroLeidenIterations,
 }
 
 /// Everything that can go wrong when computing a metric.
@@ -158,6 +167,44 @@ pub enum Error {
         /// The largest valid number of components.
         max: usize,
     },
+    /// A neighbour graph asked for as many neighbours as there are cells, or more.
+    #[error(
+        "n_neighbors = {n_neighbors} (the cell itself included) needs more than {n_neighbors} cells, got {n_samples}"
+    )]
+    TooManyNeighbors {
+        /// Requested neighbours per cell, the cell itself included.
+        n_neighbors: usize,
+        /// Cells in the data.
+        n_samples: usize,
+    },
+    /// An edge names a node the graph does not have.
+    #[error("edge ({}, {}) names a node outside the graph's {n_nodes} nodes", edge.0, edge.1)]
+    EdgeNode {
+        /// The edge's ends, as given.
+        edge: (usize, usize),
+        /// Nodes in the graph.
+        n_nodes: usize,
+    },
+    /// An edge weight that is negative, NaN or infinite.
+    #[error("edge ({}, {}) has weight {weight}: weights must be finite and >= 0", edge.0, edge.1)]
+    EdgeWeight {
+        /// The edge's ends, as given.
+        edge: (usize, usize),
+        /// The offending weight.
+        weight: f64,
+    },
+    /// A clustering does not have one label per node of the graph.
+    #[error("{labels} cluster labels for a graph of {nodes} nodes")]
+    MembershipLength {
+        /// Nodes in the graph.
+        nodes: usize,
+        /// Length of the label vector.
+        labels: usize,
+    },
+    /// The `leiden-rs` crate refused the graph (not expected: the graph is
+    /// validated when it is built).
+    #[error("leiden-rs: {0}")]
+    Leiden(String),
     /// A rayon thread pool could not be built.
     #[error("cannot start a pool of {threads} threads: {reason}")]
     ThreadPool {

@@ -1,7 +1,8 @@
 //! Metrics for scae on plain `ndarray` matrices: reconstruction error of a
 //! count matrix, convergence summaries of a loss history, and the clustering
 //! and embedding toolkit used to judge latent spaces (k-means, agreement
-//! scores, silhouette, PCA as the linear baseline).
+//! scores, silhouette, PCA as the linear baseline, Leiden clusters on a
+//! neighbour graph as scanpy makes them).
 //!
 //! This crate never touches tch: models hand over `ArrayView2<f32>` (cells x genes
 //! or cells x latent dims) or `&[f64]` loss histories, so the metrics can be
@@ -22,25 +23,39 @@
 //!   scikit-learn's sign convention.
 //! - [`mod@tsne`]: 2-D t-SNE (Barnes-Hut or FFT-interpolated repulsion, exact
 //!   neighbours, PCA start), the non-linear view of an embedding.
+//! - [`mod@graph`]: [`WeightedGraph`], an undirected weighted graph in
+//!   compressed sparse rows.
+//! - [`neighbors`]: [`knn_graph`], scanpy's `pp.neighbors` graph (exact
+//!   Euclidean neighbours, umap's fuzzy simplicial set).
+//! - [`mod@leiden`]: Leiden clustering with leidenalg's RBConfiguration
+//!   quality (scanpy's `tl.leiden`), through the `leiden-rs` crate;
+//!   [`leiden_knn`] goes from a cells x dims matrix to clusters in one call.
 //! - [`error`]: the crate's [`Error`], with parameter errors apart in
 //!   [`ParamError`].
 
 pub mod convergence;
 mod dense;
 pub mod error;
+pub mod graph;
 pub mod kmeans;
+mod knn;
+pub mod leiden;
 pub mod metrics;
+pub mod neighbors;
 pub mod pca;
 pub mod reconstruction;
 pub mod tsne;
 
 pub use convergence::{Convergence, convergence, first_epoch_within};
 pub use error::{Error, ParamError, Result};
+pub use graph::WeightedGraph;
 pub use kmeans::{KMeans, KMeansParams};
+pub use leiden::{Leiden, LeidenParams, leiden, leiden_knn, rb_configuration_quality};
 pub use metrics::{
     SILHOUETTE_MAX_CELLS, adjusted_rand_index, hungarian_accuracy, hungarian_matching,
     normalized_mutual_info, silhouette_samples, silhouette_score,
 };
+pub use neighbors::{check_n_neighbors, knn_graph};
 pub use pca::{Pca, pca};
 pub use reconstruction::{ReconstructionError, mse, reconstruction_error};
 pub use tsne::{Tsne, TsneInit, TsneMethod, TsneParams, tsne};

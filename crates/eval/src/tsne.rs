@@ -7,7 +7,8 @@
 //! 2. the `k = floor(3 * perplexity)` exact nearest neighbours of every cell
 //!    (Euclidean), found by blocked brute force: one `block x n` matrix product
 //!    per block of rows, `|a|^2 + |b|^2 - 2 a.b` to pick candidates, and the
-//!    distances of the chosen ones recomputed from the differences. In 10 to 50
+//!    distances of the chosen ones recomputed from the differences (the search
+//!    that [`crate::knn_graph`] uses too). In 10 to 50
 //!    dimensions this beats `bhtsne`'s vantage-point tree, which degenerates to
 //!    a scan with extra bookkeeping there (5000 cells, 2 threads: 0.2 s against
 //!    0.5 s on 10 PCs and 1.2 s on 50 PCs);
@@ -45,7 +46,7 @@
 use std::time::Instant;
 
 use bhtsne::{Neighbor, tSNE};
-use ndarray::{Array2, ArrayView2, Axis, s};
+use ndarray::{Array2, ArrayView2, s};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
@@ -489,94 +490,28 @@ fn initial_embedding(
     }
 }
 
-/// Candidates kept per cell beyond `k`, rescored from exact differences, so that
-/// rounding in the Gram-matrix distances cannot push a true neighbour out.
-const KNN_SLACK: usize = 8;
-/// Rows per block of the brute-force search: a `256 x n` block of products.
-const KNN_BLOCK: usize = 256;
-
-/// The `k` nearest other cells of every cell, ascending by Euclidean distance
-/// (ties by index), found by blocked brute force. Deterministic for any
-/// thread count: each row is computed by one thread, in a fixed order.
+/// The `k` nearest other cells of every cell as `bhtsne` takes them
+/// ([`crate::knn::exact_knn`]: ascending, ties by index, thread-count free).
 fn exact_knn(x: ArrayView2<'_, f32>, k: usize) -> Vec<Vec<Neighbor<f32>>> {
-    let n = x.nrows();
-    let norms: Vec<f32> = x.rows().into_iter().map(|r| r.dot(&r)).collect();
-    let mut out: Vec<Vec<Neighbor<f32>>> = vec![Vec::new(); n];
-    out.par_chunks_mut(KNN_BLOCK)
-        .enumerate()
-        .for_each(|(b, rows)| {
-            let start = b * KNN_BLOCK;
-            let block = x.slice(s![start..start + rows.len(), ..]);
-            let gram = block.dot(&x.t());
-            let mut cand: Vec<(f32, u32)> = Vec::with_capacity(n);
-            let keep = (k + KNN_SLACK).min(n - 1);
-            for (r, (row, g)) in rows.iter_mut().zip(gram.axis_iter(Axis(0))).enumerate() {
-                let i = start + r;
-                cand.clear();
-                cand.extend(
-                    g.iter()
-                        .zip(&norms)
-                        .enumerate()
-                        .filter(|&(j, _)| j != i)
-                        .map(|(j, (&dot, &nj))| (norms[i] + nj - 2.0 * dot, j as u32)),
-                );
-                let by_dist =
-                    |a: &(f32, u32), b: &(f32, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
-                if keep < cand.len() {
-                    cand.select_nth_unstable_by(keep, by_dist);
-                    cand.truncate(keep);
-                }
-                let xi = x.row(i);
-                let mut exact: Vec<(f32, u32)> = cand
-                    .iter()
-                    .map(|&(_, j)| {
-                        let d2: f64 = xi
-                            .iter()
-                            .zip(x.row(j as usize))
-                            .map(|(&a, &b)| (f64::from(a) - f64::from(b)).powi(2))
-                            .sum();
-                        (d2.sqrt() as f32, j)
-                    })
-                    .collect();
-                exact.sort_unstable_by(by_dist);
-                *row = exact
-                    .iter()
-                    .take(k)
-                    .map(|&(distance, j)| Neighbor {
-                        index: j as usize,
-                        distance,
-                    })
-                    .collect();
-            }
-        });
-    out
+    let knn = crate::knn::exact_knn(x, k);
+    (0..x.nrows())
+        .map(|i| {
+            let (indices, distances) = knn.row(i);
+            indices
+                .iter()
+                .zip(distances)
+                .map(|(&j, &distance)| Neighbor {
+                    index: j as usize,
+                    distance,
+                })
+                .collect()
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn knn_matches_a_naive_scan() {
-        let x = Array2::from_shape_fn((300, 5), |(i, j)| ((i * 37 + j * 11) % 29) as f32 * 0.1);
-        let k = 7;
-        let fast = exact_knn(x.view(), k);
-        for i in [0, 1, 150, 299] {
-            let mut all: Vec<(f64, usize)> = (0..300)
-                .filter(|&j| j != i)
-                .map(|j| {
-                    let d: f64 = (0..5)
-                        .map(|c| (f64::from(x[[i, c]]) - f64::from(x[[j, c]])).powi(2))
-                        .sum();
-                    (d.sqrt(), j)
-                })
-                .collect();
-            all.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-            let want: Vec<usize> = all.iter().take(k).map(|&(_, j)| j).collect();
-            let got: Vec<usize> = fast[i].iter().map(|nb| nb.index).collect();
-            assert_eq!(got, want, "row {i}");
-        }
-    }
 
     #[test]
     fn bad_parameters_are_param_errors() {
