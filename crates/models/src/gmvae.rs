@@ -1,9 +1,17 @@
-//! The Gaussian-mixture VAE (scVAE's GMVAE): the mixture components are cell clusters.
+//! The Gaussian-mixture VAE (scVAE's GMVAE, or VaDE's): the mixture components are cell clusters.
+//!
+//! With scVAE's posterior ([`MixturePosterior::PerComponent`]):
 //!
 //! * `q(y | x)`: an MLP on `log1p(counts)` with a softmax over `K` components.
 //! * `q(z | x, y)`: an MLP on `[x, one-hot y]` to the mean and log-variance of `z`. Its first
 //!   layer is `W_x log1p(x) + W_y onehot(y) + b`, so the wide counts part runs once per cell and
 //!   each component adds its own column of `W_y` ([`Hidden::forward_offset`]).
+//!
+//! With VaDE's ([`MixturePosterior::Shared`]), one `q(z | x)` serves every component and
+//! `q(y | x)` is the ELBO's optimum given it, `q(k | x) ∝ p(k) exp(−KL(q(z | x) ‖ p(z | k)))`: the
+//! two KL terms below then add up to `−log Σ_k p(k) exp(−KL_k)`, and `E log p(x | z)` is the same
+//! for every component, so the decoder runs once per cell, as a VAE's. Both share:
+//!
 //! * `p(z | y)`: a learned mean per component and unit variances (learned too with
 //!   `learn_prior_variance`); `p(y)` uniform, or learned logits with `learn_prior`.
 //! * `p(x | z)`: the VAE's count decoder ([`CountDecoder`]), any `scae-dists` law.
@@ -49,6 +57,20 @@ pub enum YRegulariser {
     Supervised,
 }
 
+/// How the GMVAE's posterior is parameterised.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MixturePosterior {
+    /// scVAE's: `q(y | x)` a network of its own, `q(z | x, y)` one Gaussian per component, so
+    /// the decoder runs once per component.
+    #[default]
+    PerComponent,
+    /// VaDE's mean field: one `q(z | x)` for every component, and `q(y | x)` the ELBO's optimum
+    /// given it, `q(k | x) ∝ p(k) exp(−KL(q(z | x) ‖ p(z | k)))`, with no network of its own. The
+    /// decoder runs once per cell, as a VAE's.
+    Shared,
+}
+
 /// A GMVAE (the `[model]` table of a GMVAE study config): the mixture, and the VAE it extends
 /// (its `[model.vae]` table, every key of a VAE's `[model]`: encoder widths, used by both
 /// `q(y | x)` and `q(z | x, y)`, latent size, decoder, likelihood, warm-up, ...).
@@ -67,6 +89,9 @@ pub struct GmvaeConfig {
     pub learn_prior_variance: bool,
     #[serde(default)]
     pub y_regulariser: YRegulariser,
+    /// Per component (scVAE, the default) or shared (VaDE).
+    #[serde(default)]
+    pub posterior: MixturePosterior,
     /// Weight of an extra training term, `y_balance · KL(q̄(y) ‖ p(y))`, with `q̄(y)` the mean of
     /// `q(y | x)` over the minibatch: it penalises leaving components empty without pushing each
     /// cell's `q(y | x)` towards `p(y)` as the ELBO's per-cell term does. 0 (the default) trains
@@ -85,6 +110,7 @@ impl GmvaeConfig {
             learn_prior: false,
             learn_prior_variance: false,
             y_regulariser: YRegulariser::Kl,
+            posterior: MixturePosterior::PerComponent,
             y_balance: 0.0,
             vae: VaeConfig::new(latent, likelihood),
         }
@@ -117,11 +143,12 @@ impl GmvaeConfig {
 pub struct Gmvae {
     cfg: GmvaeConfig,
     genes: i64,
+    /// `q(y | x)`'s network: empty layers and no head with a shared posterior.
     y_encoder: Vec<Hidden>,
-    y_head: nn::Linear,
+    y_head: Option<nn::Linear>,
     z_encoder: Vec<Hidden>,
-    /// `[K, width]`: each component's column of `W_y`.
-    y_embedding: Tensor,
+    /// `[K, width]`: each component's column of `W_y`; none with a shared posterior.
+    y_embedding: Option<Tensor>,
     z_mean: nn::Linear,
     z_log_var: nn::Linear,
     /// `[K, latent]` each.
@@ -174,15 +201,21 @@ impl Gmvae {
                 true,
             )
         };
-        let y_encoder = stack("y_encoder");
-        let y_head = head("y_head", cfg.components);
+        let per_component = cfg.posterior == MixturePosterior::PerComponent;
+        let (y_encoder, y_head) = if per_component {
+            (stack("y_encoder"), Some(head("y_head", cfg.components)))
+        } else {
+            (Vec::new(), None)
+        };
         let z_encoder = stack("z_encoder");
         // W_y of the first layer of q(z | x, y), initialised as that layer's other weights.
-        let y_embedding = p.var(
-            "y_embedding",
-            &[k, cfg.vae.hidden[0] as i64],
-            torch_linear_init(genes + cfg.components).ws_init,
-        );
+        let y_embedding = per_component.then(|| {
+            p.var(
+                "y_embedding",
+                &[k, cfg.vae.hidden[0] as i64],
+                torch_linear_init(genes + cfg.components).ws_init,
+            )
+        });
         let z_mean = head("z_mean", cfg.vae.latent);
         let z_log_var = head("z_log_var", cfg.vae.latent);
         // Component means start apart (unit normal draws), variances at 1.
@@ -300,8 +333,24 @@ impl Gmvae {
 
     /// [`Gmvae::log_q_y`] of counts whose nonzero entries `sparse` holds, when given.
     fn log_q_y_counts(&self, x: &Tensor, sparse: Option<&SparseRows>, train: bool) -> Tensor {
-        let h = Hidden::forward_counts(&self.y_encoder, x, sparse, train);
-        self.y_head.forward(&h).log_softmax(-1, Kind::Float)
+        match &self.y_head {
+            Some(head) => {
+                let h = Hidden::forward_counts(&self.y_encoder, x, sparse, train);
+                head.forward(&h).log_softmax(-1, Kind::Float)
+            }
+            None => {
+                let (mean, log_var) = self.z_posterior(x, sparse, train);
+                self.shared_log_q_y(&self.kl_to_components(&mean, &log_var))
+            }
+        }
+    }
+
+    /// The shared posterior's `log q(y | x)`, `[cells, K]`: `log p(y) − KL_k` normalised over
+    /// the components, for `kl` of `[K, cells]`.
+    fn shared_log_q_y(&self, kl: &Tensor) -> Tensor {
+        (self.log_p_y().unsqueeze(1) - kl)
+            .log_softmax(0, Kind::Float)
+            .transpose(0, 1)
     }
 
     /// `log p(y)`, `[K]`.
@@ -316,36 +365,72 @@ impl Gmvae {
         }
     }
 
+    /// `KL(N(mean, exp(log_var)) ‖ p(z | k))` summed over latent dimensions, `[K, cells]`, for a
+    /// posterior of `[K, cells, latent]` (one per component) or `[cells, latent]` (shared).
+    fn kl_to_components(&self, mean: &Tensor, log_var: &Tensor) -> Tensor {
+        let prior_mean = self.prior_mean.unsqueeze(1);
+        let prior_log_var = self.prior_log_var.unsqueeze(1);
+        ((&prior_log_var - log_var)
+            + (log_var.exp() + (mean - &prior_mean).square()) * (-&prior_log_var).exp()
+            - 1.0)
+            .sum_dim_intlist(-1, false, Kind::Float)
+            * 0.5
+    }
+
     /// The ELBO of each cell of counts `x` (`[cells, genes]`) and its terms, with `samples`
     /// latent draws per cell and component.
     pub fn terms(&self, batch: &TensorBatch, samples: usize, train: bool) -> GmvaeTerms {
+        self.terms_with(batch, samples, train, Reduction::Rows)
+    }
+
+    /// [`Gmvae::terms`]; with [`Reduction::Mean`] and a shared posterior, `log_likelihood` is
+    /// the mean over cells (a scalar, which lets a training step take the decoder's fast path)
+    /// and `elbo` broadcasts it.
+    fn terms_with(
+        &self,
+        batch: &TensorBatch,
+        samples: usize,
+        train: bool,
+        reduction: Reduction,
+    ) -> GmvaeTerms {
         let x = &batch.x;
+        let sparse = batch.sparse.as_ref();
         let (k, latent) = (self.cfg.components as i64, self.cfg.vae.latent as i64);
         let cells = x.size()[0];
-        let log_q_y = self.log_q_y_counts(x, batch.sparse.as_ref(), train);
+        let (mean, log_var) = self.z_posterior(x, sparse, train);
+        let kl_z = self.kl_to_components(&mean, &log_var);
+        let (log_q_y, lead) = match self.cfg.posterior {
+            MixturePosterior::PerComponent => (self.log_q_y_counts(x, sparse, train), vec![k]),
+            MixturePosterior::Shared => (self.shared_log_q_y(&kl_z), vec![]),
+        };
         let q_y = log_q_y.exp();
-        let (mean, log_var) = self.z_posterior(x, batch.sparse.as_ref(), train);
-        let eps = Tensor::randn(
-            [samples as i64, k, cells, latent],
-            (mean.kind(), mean.device()),
-        );
+        let shape: Vec<i64> = std::iter::once(samples as i64)
+            .chain(lead.iter().copied())
+            .chain([cells, latent])
+            .collect();
+        let eps = Tensor::randn(shape.as_slice(), (mean.kind(), mean.device()));
         let z = &mean + eps * (&log_var * 0.5).exp();
-        // E log p(x | z) per component and cell: [K, cells].
-        let ll = self
-            .decoder
-            .log_lik(&z, x, &batch.log_library(), train, Reduction::Rows)
-            .mean_dim(0, false, Kind::Float);
-        // KL(N(m, v) ‖ N(m_k, v_k)), summed over latent dimensions: [K, cells].
-        let prior_mean = self.prior_mean.unsqueeze(1);
-        let prior_log_var = self.prior_log_var.unsqueeze(1);
-        let kl_z = ((&prior_log_var - &log_var)
-            + (log_var.exp() + (&mean - &prior_mean).square()) * (-&prior_log_var).exp()
-            - 1.0)
-            .sum_dim_intlist(-1, false, Kind::Float)
-            * 0.5;
         let weighted =
             |t: &Tensor| (t.transpose(0, 1) * &q_y).sum_dim_intlist(-1, false, Kind::Float);
-        let log_likelihood = weighted(&ll);
+        let log_likelihood = match self.cfg.posterior {
+            // E log p(x | z) per component and cell, [K, cells], weighted by q(y | x).
+            MixturePosterior::PerComponent => weighted(
+                &self
+                    .decoder
+                    .log_lik(&z, x, &batch.log_library(), train, Reduction::Rows)
+                    .mean_dim(0, false, Kind::Float),
+            ),
+            // One z for every component: the same term whatever y.
+            MixturePosterior::Shared => {
+                let ll = self
+                    .decoder
+                    .log_lik(&z, x, &batch.log_library(), train, reduction);
+                match reduction {
+                    Reduction::Rows => ll.mean_dim(0, false, Kind::Float),
+                    Reduction::Mean => ll,
+                }
+            }
+        };
         let kl_z = weighted(&kl_z);
         let kl_y = (&q_y * (&log_q_y - self.log_p_y().unsqueeze(0))).sum_dim_intlist(
             -1,
@@ -361,25 +446,34 @@ impl Gmvae {
         }
     }
 
-    /// The mean and log-variance of `q(z | x, k)` for every component `k`, `[K, cells, latent]`
-    /// each.
+    /// The mean and log-variance of `q(z | x, k)`: `[K, cells, latent]` each for a posterior per
+    /// component, `[cells, latent]` for a shared one.
     fn z_posterior(
         &self,
         x: &Tensor,
         sparse: Option<&SparseRows>,
         train: bool,
     ) -> (Tensor, Tensor) {
-        let (k, latent) = (self.cfg.components as i64, self.cfg.vae.latent as i64);
-        let cells = x.size()[0];
-        let offset = self.y_embedding.unsqueeze(1);
-        let h = Hidden::forward_offset(&self.z_encoder, x, sparse, &offset, train);
+        let latent = self.cfg.vae.latent as i64;
+        let (h, lead) = match &self.y_embedding {
+            Some(embedding) => {
+                let offset = embedding.unsqueeze(1);
+                let h = Hidden::forward_offset(&self.z_encoder, x, sparse, &offset, train);
+                (h, vec![self.cfg.components as i64])
+            }
+            None => (
+                Hidden::forward_counts(&self.z_encoder, x, sparse, train),
+                vec![],
+            ),
+        };
+        let shape: Vec<i64> = lead.into_iter().chain([x.size()[0], latent]).collect();
         let [lo, hi] = self.cfg.vae.log_var_range;
-        let mean = self.z_mean.forward(&h).view([k, cells, latent]);
+        let mean = self.z_mean.forward(&h).view(shape.as_slice());
         let log_var = self
             .z_log_var
             .forward(&h)
             .clamp(lo, hi)
-            .view([k, cells, latent]);
+            .view(shape.as_slice());
         (mean, log_var)
     }
 
@@ -387,8 +481,11 @@ impl Gmvae {
     /// of `x` (`[cells, latent]`), in evaluation mode, `chunk` rows at a time.
     pub fn latent_means(&self, x: &Tensor, chunk: usize) -> Tensor {
         crate::map_rows(x, chunk, |rows| {
-            let q_y = self.log_q_y(rows, false).exp();
             let (mean, _) = self.z_posterior(rows, None, false);
+            if self.y_embedding.is_none() {
+                return mean;
+            }
+            let q_y = self.log_q_y(rows, false).exp();
             (mean * q_y.transpose(0, 1).unsqueeze(-1)).sum_dim_intlist(0, false, Kind::Float)
         })
     }
@@ -415,7 +512,12 @@ impl Model for Gmvae {
     }
 
     fn losses(&self, batch: &TensorBatch, train: bool) -> Result<Losses> {
-        let t = self.terms(batch, self.cfg.vae.mc_samples, train);
+        let reduction = if train {
+            Reduction::Mean
+        } else {
+            Reduction::Rows
+        };
+        let t = self.terms_with(batch, self.cfg.vae.mc_samples, train, reduction);
         let beta = if train { self.beta } else { 1.0 };
         let y_term = match (self.cfg.y_regulariser, &batch.labels) {
             (YRegulariser::Kl, _) => &t.kl_y * beta,
@@ -520,15 +622,21 @@ mod tests {
         }
     }
 
+    /// 3 components over 9 genes, a latent of 2 and a learned p(y).
+    fn small(vs: &VarStore, posterior: MixturePosterior) -> Gmvae {
+        let mut cfg = GmvaeConfig::new(3, 2, Likelihood::Poisson);
+        cfg.vae.hidden = vec![8];
+        cfg.learn_prior = true;
+        cfg.posterior = posterior;
+        Gmvae::new(&vs.root(), 9, &cfg).expect("valid")
+    }
+
     #[test]
     fn the_elbo_is_the_q_y_weighted_sum_of_its_components() {
         let _rng = crate::torch_rng_lock();
         let (x, _) = mixture(12, 9, 3, 1);
         let vs = VarStore::new(Device::Cpu);
-        let mut cfg = GmvaeConfig::new(3, 2, Likelihood::Poisson);
-        cfg.vae.hidden = vec![8];
-        cfg.learn_prior = true;
-        let model = Gmvae::new(&vs.root(), 9, &cfg).expect("valid");
+        let model = small(&vs, MixturePosterior::PerComponent);
         tch::manual_seed(4);
         let t = model.terms(&batch(&x), 1, false);
         let q_y = t.log_q_y.exp();
@@ -556,6 +664,35 @@ mod tests {
     }
 
     #[test]
+    fn the_shared_posterior_puts_q_y_at_the_elbos_optimum() {
+        let _rng = crate::torch_rng_lock();
+        let (x, _) = mixture(12, 9, 3, 1);
+        let vs = VarStore::new(Device::Cpu);
+        let mut model = small(&vs, MixturePosterior::Shared);
+        model.set_prior_weights(&[3.0, 0.5, 1.5]).expect("valid");
+        tch::manual_seed(4);
+        let t = model.terms(&batch(&x), 1, false);
+        // With one q(z | x), q(k | x) ∝ p(k) exp(-KL_k), and the two KL terms together are
+        // -log Σ_k p(k) exp(-KL_k): the ELBO is E log p(x | z) + logsumexp_k(log p(k) - KL_k).
+        let (mean, log_var) = model.z_posterior(&x, None, false);
+        assert_eq!(mean.size(), [12, 2]);
+        let kl = model.kl_to_components(&mean, &log_var);
+        let bound = (model.log_p_y().unsqueeze(1) - &kl).logsumexp([0], false);
+        let diff = f64::try_from((&t.kl_z + &t.kl_y + &bound).abs().max()).expect("scalar");
+        assert!(diff < 1e-4, "KL terms differ from -logsumexp by {diff}");
+        // Any other q(y | x) gives a smaller bound: uniform, for one.
+        let uniform =
+            kl.mean_dim(0, false, Kind::Float) - model.log_p_y().mean(Kind::Float) + (-(3f64).ln());
+        assert!(bool::try_from((-&uniform).le_tensor(&bound).all()).expect("scalar"));
+        // No network of its own for q(y | x), and the decoder runs once per cell.
+        assert!(model.y_head.is_none() && model.y_embedding.is_none());
+        assert!(vs.variables().keys().all(|name| !name.starts_with("y_")));
+        // The latent mean is the shared posterior's.
+        let means = model.latent_means(&x, 5);
+        assert!(means.allclose(&mean, 1e-6, 1e-6, false));
+    }
+
+    #[test]
     fn the_gaussian_kl_matches_its_closed_form() {
         let _rng = crate::torch_rng_lock();
         // One latent dimension: KL(N(m, v) || N(m2, v2)) = ln(s2/s) + (v + (m - m2)^2) / (2 v2) - 1/2.
@@ -568,7 +705,11 @@ mod tests {
             &model.z_encoder,
             &x,
             None,
-            &model.y_embedding.unsqueeze(1),
+            &model
+                .y_embedding
+                .as_ref()
+                .expect("per component")
+                .unsqueeze(1),
             false,
         );
         let mean = Vec::<f32>::try_from(model.z_mean.forward(&h).flatten(0, -1)).expect("mean");
@@ -593,6 +734,15 @@ mod tests {
 
     #[test]
     fn training_finds_the_mixture_components() {
+        finds_the_mixture_components(MixturePosterior::PerComponent);
+    }
+
+    #[test]
+    fn training_with_a_shared_posterior_finds_the_mixture_components() {
+        finds_the_mixture_components(MixturePosterior::Shared);
+    }
+
+    fn finds_the_mixture_components(posterior: MixturePosterior) {
         let _rng = crate::torch_rng_lock();
         tch::set_num_threads(1);
         let (x, truth) = mixture(600, 30, 3, 3);
@@ -601,6 +751,7 @@ mod tests {
         let mut cfg = GmvaeConfig::new(3, 2, Likelihood::Poisson);
         cfg.vae.hidden = vec![32];
         cfg.vae.library = Library::None;
+        cfg.posterior = posterior;
         let mut model = Gmvae::new(&vs.root(), 30, &cfg).expect("valid");
         let (values, rows, cols) = crate::tensor_to_rows(&x).expect("2-D");
         let host = ndarray::Array2::from_shape_vec((rows, cols), values).expect("shape");

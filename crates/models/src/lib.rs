@@ -26,7 +26,7 @@ mod vae;
 pub use autoencoder::{AeConfig, Autoencoder};
 pub use device::{DeviceChoice, select_device};
 pub use error::{Error, Result};
-pub use gmvae::{Gmvae, GmvaeConfig, GmvaeTerms, YRegulariser};
+pub use gmvae::{Gmvae, GmvaeConfig, GmvaeTerms, MixturePosterior, YRegulariser};
 pub use layers::SparseRows;
 pub use loss::{ReconLoss, mse_loss, nonzero_mse_loss};
 pub use net::{Build, ComputeDevice, Net, row_argmax, seed_torch};

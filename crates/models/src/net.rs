@@ -291,6 +291,52 @@ impl Net<Gmvae> {
         self.model.set_prior_weights(sizes)
     }
 
+    /// Starts a GMVAE with a shared posterior from a trained VAE of the same shape: the VAE's
+    /// encoder becomes `q(z | x)` and its decoder `p(x | z)` (weights and batch-norm
+    /// statistics); the mixture (`p(z | y)`, `p(y)`) keeps its own values, for
+    /// [`Net::start_components`] to set.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the GMVAE's posterior is per component, or when the VAE has no
+    /// variable of the same name and shape for one of the GMVAE's.
+    pub fn start_from_vae(&mut self, vae: &Net<Vae>) -> Result<()> {
+        if self.model.config().posterior != crate::MixturePosterior::Shared {
+            return Err(Error::Config(
+                "only a GMVAE with a shared posterior starts from a VAE".into(),
+            ));
+        }
+        let source = vae.vs.variables();
+        let mut target: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
+        target.sort_by(|a, b| a.0.cmp(&b.0));
+        // Every variable is checked before any is copied: a mismatch leaves the GMVAE as it was.
+        let mut pairs = Vec::with_capacity(target.len());
+        for (name, var) in &mut target {
+            if name.starts_with("prior_") {
+                continue;
+            }
+            // q(z | x)'s layers are the VAE encoder's; every other name is the same.
+            let from = match name.strip_prefix("z_encoder.") {
+                Some(rest) => format!("encoder.{rest}"),
+                None => name.clone(),
+            };
+            match source.get(&from) {
+                Some(v) if v.size() == var.size() => pairs.push((var, v)),
+                _ => {
+                    return Err(Error::Config(format!(
+                        "the VAE has no {from} of shape {:?} to start the GMVAE's {name} from",
+                        var.size()
+                    )));
+                }
+            }
+        }
+        tch::no_grad(|| {
+            for (var, v) in pairs {
+                var.copy_(&v.to_device(var.device()));
+            }
+        });
+        Ok(())
+    }
+
     /// See [`Gmvae::set_y_regulariser`].
     pub fn set_y_regulariser(&mut self, y_regulariser: YRegulariser) {
         self.model.set_y_regulariser(y_regulariser);
@@ -347,6 +393,52 @@ mod tests {
         assert!(net.latent_means(&DenseRows::all(narrow.view()), 2).is_err());
         let log_px = net.importance_log_px(&source, 10, 0).expect("k >= 1");
         assert!(log_px.is_finite() && log_px < 0.0);
+    }
+
+    #[test]
+    fn a_shared_gmvae_starts_from_a_vae() {
+        let _rng = crate::torch_rng_lock();
+        let x = array![[1.0f32, 0.0, 3.0], [0.0, 2.0, 0.0], [4.0, 1.0, 0.0]];
+        let source = DenseRows::all(x.view());
+        let mut vae_cfg = VaeConfig::new(2, Likelihood::Nb);
+        vae_cfg.hidden = vec![4];
+        vae_cfg.batch_norm = true;
+        let vae = Net::<Vae>::new(3, &vae_cfg, ComputeDevice::cpu(), 4).expect("valid");
+        let mut cfg = GmvaeConfig::new(2, 2, Likelihood::Nb);
+        cfg.vae = vae_cfg.clone();
+        cfg.posterior = crate::MixturePosterior::Shared;
+        let mut gmvae = Net::<Gmvae>::new(3, &cfg, ComputeDevice::cpu(), 9).expect("valid");
+        let before = gmvae.latent_means(&source, 2).expect("means");
+        assert_ne!(before, vae.latent_means(&source, 2).expect("means"));
+        gmvae.start_from_vae(&vae).expect("same shape");
+        // q(z | x) is the VAE's encoder, and p(x | z) its decoder.
+        assert_eq!(
+            gmvae.latent_means(&source, 2).expect("means"),
+            vae.latent_means(&source, 2).expect("means")
+        );
+        let vars = vae.vs.variables();
+        for (name, var) in gmvae.vs.variables() {
+            if name.starts_with("decoder") || name.starts_with("log_theta") {
+                assert!(var.equal(&vars[&name]), "{name}");
+            }
+        }
+        // A VAE of another shape, or a GMVAE per component, cannot.
+        let mut wide = vae_cfg.clone();
+        wide.hidden = vec![5];
+        let other = Net::<Vae>::new(3, &wide, ComputeDevice::cpu(), 4).expect("valid");
+        let err = gmvae.start_from_vae(&other).expect_err("other shape");
+        assert!(
+            err.to_string().contains("the VAE has no decoder.0"),
+            "{err}"
+        );
+        assert_eq!(
+            gmvae.latent_means(&source, 2).expect("means"),
+            vae.latent_means(&source, 2).expect("means"),
+            "left as it was"
+        );
+        cfg.posterior = crate::MixturePosterior::PerComponent;
+        let mut per = Net::<Gmvae>::new(3, &cfg, ComputeDevice::cpu(), 9).expect("valid");
+        assert!(per.start_from_vae(&vae).is_err());
     }
 
     #[test]

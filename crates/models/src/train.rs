@@ -349,6 +349,22 @@ impl History {
     pub fn last_train_term(&self, name: &str) -> Option<f64> {
         self.epochs.last()?.train_terms.get(name)
     }
+
+    /// The median wall time of an epoch's training steps (the test evaluation left out), 0
+    /// without epochs: a figure of the step's cost that a slow first epoch does not sway.
+    pub fn median_train_seconds(&self) -> f64 {
+        let mut s: Vec<f64> = self.epochs.iter().map(|e| e.train_seconds).collect();
+        if s.is_empty() {
+            return 0.0;
+        }
+        s.sort_by(f64::total_cmp);
+        let n = s.len();
+        if n % 2 == 1 {
+            s[n / 2]
+        } else {
+            0.5 * (s[n / 2 - 1] + s[n / 2])
+        }
+    }
 }
 
 /// Trains one model: Adam over the variables of its `VarStore`, a seeded minibatch order, and
