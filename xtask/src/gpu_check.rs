@@ -108,7 +108,6 @@ fn configs(configs: &Path) -> Result<Vec<(&'static str, String)>> {
     for (table, key, value) in [
         ("", "seeds", "[0]"),
         ("gmvae.train", "epochs", "3"),
-        ("gmvae_init", "pretrain_epochs", "1"),
         ("gmvae_init", "pseudo_label_epochs", "1"),
         ("vae.train", "epochs", "1"),
         ("tsne", "n_iter", "250"),

@@ -86,9 +86,18 @@ enum Task {
         args: Vec<String>,
     },
     /// The GMVAE on labelled raw counts: its clusters against k-means on the GMVAE latent, on an
-    /// NB VAE's latent and on PCA, over 3 seeds (results/gmvae-real/); on data/counts_raw.npy
-    /// unless --data names labelled raw counts (.npy or a 10x folder).
+    /// NB VAE's latent and on PCA, and with K found against Leiden, over 3 seeds
+    /// (results/gmvae-real/); on data/counts_raw.npy unless --data names labelled raw counts
+    /// (.npy or a 10x folder); `--all DIR`: every labelled dataset under DIR and one table
+    /// (results/gmvae-real-all/).
     GmvaeReal {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// What each choice of the GMVAE's recipe adds (configs/gmvae-ablation.toml), over every
+    /// labelled dataset of a folder (`--all ../shared/data`) and 3 seeds
+    /// (results/gmvae-ablation/).
+    GmvaeAblation {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -151,6 +160,7 @@ fn main() -> ExitCode {
         Task::VaeLikelihoods { args } => study::run("vae-likelihoods", &args),
         Task::GmvaeSynth { args } => study::run_synthetic("gmvae-synth", &args),
         Task::GmvaeReal { args } => study::run("gmvae-real", &args),
+        Task::GmvaeAblation { args } => study::run("gmvae-ablation", &args),
         Task::Test { args } => test::run(&args),
         Task::Bench { which } => bench::run(which),
         Task::GpuCheck { cpu_run } => gpu_check::run(cpu_run),

@@ -50,6 +50,9 @@ pub enum Command {
     /// The GMVAE on labelled raw counts: its clusters against k-means baselines, over seeds.
     #[command(mut_arg("data", |a| a.help(LABELLED_RAW_COUNTS)))]
     GmvaeReal(study::gmvae_real::GmvaeRealArgs),
+    /// What each choice of the GMVAE's recipe adds: variants of gmvae-real on labelled datasets.
+    #[command(mut_arg("data", |a| a.help(LABELLED_RAW_COUNTS)))]
+    GmvaeAblation(study::gmvae_ablation::GmvaeAblationArgs),
     /// Assemble results/REPORT.md from the questions' results.
     Report(study::report::ReportArgs),
     /// Train one autoencoder on your own data and save it as a model folder.
@@ -98,6 +101,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::VaeLikelihoods(args) => study::vae_likelihoods::run(&args),
         Command::GmvaeSynth(args) => study::gmvae_synth::run(&args),
         Command::GmvaeReal(args) => study::gmvae_real::run(&args),
+        Command::GmvaeAblation(args) => study::gmvae_ablation::run(&args),
         Command::Report(args) => study::report::run(&args),
         Command::Train(args) => commands::train(&args),
         Command::Embed(args) => commands::embed(&args),

@@ -213,7 +213,7 @@ macro_rules! configs {
 }
 
 /// The shipped configs, by file name: `configs/` of the source tree is their one source.
-pub const BUILT_IN: [(&str, &str); 10] = configs![
+pub const BUILT_IN: [(&str, &str); 11] = configs![
     "q1.toml",
     "q2.toml",
     "q3.toml",
@@ -224,6 +224,7 @@ pub const BUILT_IN: [(&str, &str); 10] = configs![
     "vae-likelihoods.toml",
     "gmvae-synth.toml",
     "gmvae-real.toml",
+    "gmvae-ablation.toml",
 ];
 
 /// The folder the built-in configs appear in: `<built-in>/configs/q1.toml` names the compiled-in

@@ -9,7 +9,7 @@ use ndarray::Array2;
 
 mod common;
 
-use common::{assert_ok, scae};
+use common::{assert_ok, scae, without_seconds};
 
 const TINY: &str = r#"
 seeds = [4, 5]
@@ -21,7 +21,8 @@ top_genes = 24
 pca_components = 5
 
 [gmvae.model]
-y_balance = 1.0
+learn_prior = true
+posterior = "shared"
 
 [gmvae.model.vae]
 hidden = [16]
@@ -36,13 +37,19 @@ learning_rate = 1e-2
 clip_grad_norm = 50.0
 
 [gmvae_init]
-pretrain_epochs = 10
+from_vae = true
 pseudo_label_epochs = 5
+
+[leiden]
+neighbours = 15
+resolution = 1.0
+start = "vae"
 
 [vae.model]
 hidden = [16]
 latent = 2
 likelihood = "nb"
+batch_norm = true
 
 [vae.train]
 epochs = 5
@@ -85,7 +92,7 @@ fn project() -> tempfile::TempDir {
 }
 
 #[test]
-fn gmvae_real_scores_four_methods_and_its_model_clusters_new_cells() {
+fn gmvae_real_scores_every_method_and_its_model_clusters_new_cells() {
     let root = project();
     let r = root.path().display().to_string();
     assert_ok(&scae(&["gmvae-real", "--root", &r]));
@@ -104,6 +111,8 @@ fn gmvae_real_scores_four_methods_and_its_model_clusters_new_cells() {
         "seed_4/gmvae/weights.safetensors",
         "seed_4/gmvae/q_y.npy",
         "seed_5/gmvae/clusters.csv",
+        "seed_4/gmvae_found_k/model.json",
+        "seed_5/gmvae_found_k/q_y.npy",
     ] {
         assert!(dir.join(file).is_file(), "missing {file}");
     }
@@ -111,11 +120,32 @@ fn gmvae_real_scores_four_methods_and_its_model_clusters_new_cells() {
     assert_eq!(m["components"], 3, "K = the number of labels");
     assert_eq!(m["genes"], 24);
     let scores = m["scores"].as_array().expect("scores");
-    assert_eq!(scores.len(), 2 * 4, "four methods per seed");
+    assert_eq!(scores.len(), 2 * 8, "eight methods per seed");
     for s in scores {
-        for key in ["ari", "nmi", "accuracy", "silhouette"] {
+        for key in ["ari", "nmi", "accuracy", "silhouette", "seconds"] {
             assert!(s[key].as_f64().is_some_and(f64::is_finite), "{key}: {s}");
         }
+    }
+    // (a) starts from (c)'s clusters, and (e) from (g)'s, with as many components.
+    let of = |seed: u64, method: &str| {
+        scores
+            .iter()
+            .find(|s| s["seed"] == seed && s["method"] == method)
+            .unwrap_or_else(|| panic!("no {method} for seed {seed}"))
+    };
+    for seed in [4, 5] {
+        assert_eq!(
+            of(seed, "gmvae_start")["ari"],
+            of(seed, "vae_latent_kmeans")["ari"]
+        );
+        let run = m["runs"]
+            .as_array()
+            .expect("runs")
+            .iter()
+            .find(|r| r["seed"] == seed)
+            .expect("run");
+        assert_eq!(run["found_k"], of(seed, "leiden_vae")["clusters"]);
+        assert!(run["gmvae_epoch_seconds"].as_f64().is_some_and(|s| s > 0.0));
     }
     // The three cell types are far apart: the GMVAE's own clusters find them.
     let summary = m["summary"].as_array().expect("summary");
@@ -127,7 +157,7 @@ fn gmvae_real_scores_four_methods_and_its_model_clusters_new_cells() {
             .expect("scores.csv")
             .lines()
             .count(),
-        9
+        17
     );
     let q_y: Array2<f32> = ndarray_npy::read_npy(dir.join("seed_4/gmvae/q_y.npy")).expect("q_y");
     assert_eq!(q_y.dim(), (240, 3));
@@ -139,7 +169,10 @@ fn gmvae_real_scores_four_methods_and_its_model_clusters_new_cells() {
     let again = root.path().join("again");
     let a = again.display().to_string();
     assert_ok(&scae(&["gmvae-real", "--root", &r, "--out", &a]));
-    assert_eq!(m["scores"], metrics(&again)["scores"]);
+    assert_eq!(
+        without_seconds(&m["scores"]),
+        without_seconds(&metrics(&again)["scores"])
+    );
 
     // The saved model assigns the same clusters to the same cells.
     let model = dir.join("seed_4/gmvae").display().to_string();
@@ -222,4 +255,83 @@ fn worm_neuron_runs_every_method() {
         assert!(run["gmvae_test_elbo"].as_f64().is_some_and(f64::is_finite));
         assert!(run["init_ari"].as_f64().is_some_and(f64::is_finite));
     }
+}
+
+/// `--all`: every labelled `.h5ad` under a folder, each in its own results folder, and one table.
+#[test]
+fn gmvae_real_all_runs_every_labelled_dataset_and_writes_one_table() {
+    let root = project();
+    let data = root.path().join("datasets");
+    std::fs::create_dir_all(&data).expect("dir");
+    let x = counts().mapv(|v| v as f32);
+    let csr = scae_io::CsMat::csr_from_dense(x.view(), 0.0);
+    let obs: Vec<String> = (0..240).map(|i| format!("cell{i}")).collect();
+    let var: Vec<String> = (0..30).map(|j| format!("gene{j}")).collect();
+    let types: Vec<String> = (0..3).map(|t| format!("type{t}")).collect();
+    for name in ["first", "second"] {
+        let out = scae_io::AnnOutput {
+            obs_names: &obs,
+            var_names: &var,
+            x: Some(&csr),
+            obs_categorical: vec![(
+                "cell_type",
+                (0..240).map(|i| i % 3).collect(),
+                types.clone(),
+            )],
+            ..Default::default()
+        };
+        scae_io::write_h5ad(&data.join(format!("{name}.h5ad")), &out).expect("h5ad");
+    }
+    std::fs::write(data.join("notes.txt"), "not a dataset").expect("file");
+    let (r, d) = (
+        root.path().display().to_string(),
+        data.display().to_string(),
+    );
+    assert_ok(&scae(&[
+        "gmvae-real",
+        "--root",
+        &r,
+        "--all",
+        &d,
+        "--labels-key",
+        "cell_type",
+    ]));
+    let out = root.path().join("results/gmvae-real-all");
+    for name in ["first", "second"] {
+        let m = metrics(&out.join(name));
+        assert_eq!(m["components"], 3, "{name}");
+    }
+    let table = std::fs::read_to_string(out.join("table.md")).expect("table.md");
+    assert!(table.contains("| first (240 cells, 3 labels) | second (240 cells, 3 labels) |"));
+    for check in [
+        "(a) ≥ the best of (c) and (d)",
+        "(a) ≥ its start (a0)",
+        "(e) ≥ (f)",
+    ] {
+        assert!(table.contains(check), "{check} missing from\n{table}");
+    }
+    let csv = std::fs::read_to_string(out.join("table.csv")).expect("table.csv");
+    assert_eq!(csv.lines().count(), 1 + 2 * 8, "8 methods per dataset");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("table.json")).expect("json"))
+            .expect("valid");
+    assert_eq!(json["datasets"].as_array().expect("datasets").len(), 2);
+
+    // A folder without any labelled dataset is refused in one line, and nothing is written.
+    let empty = root.path().join("empty");
+    std::fs::create_dir_all(&empty).expect("dir");
+    let refused = root.path().join("refused");
+    let run = scae(&[
+        "gmvae-real",
+        "--root",
+        &r,
+        "--all",
+        &empty.display().to_string(),
+        "--out",
+        &refused.display().to_string(),
+    ]);
+    assert!(!run.status.success());
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(err.contains("empty: no labelled dataset found"), "{err}");
+    assert!(!refused.exists());
 }

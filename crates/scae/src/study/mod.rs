@@ -9,8 +9,10 @@
 
 pub mod ae;
 pub mod embed;
+pub mod gmvae_ablation;
 pub mod gmvae_real;
 pub mod gmvae_synth;
+pub mod gmvae_table;
 pub mod q1;
 pub mod q2;
 pub mod q3;

@@ -41,3 +41,18 @@ pub fn shared_data(sub: &str) -> Option<PathBuf> {
     eprintln!("SKIPPED: shared data {} is absent", path.display());
     None
 }
+
+/// `value` without its timings (every `seconds` key, at any depth): what the same seed must give
+/// again.
+pub fn without_seconds(value: &serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => map
+            .iter()
+            .filter(|(k, _)| k.as_str() != "seconds")
+            .map(|(k, v)| (k.clone(), without_seconds(v)))
+            .collect::<serde_json::Map<_, _>>()
+            .into(),
+        serde_json::Value::Array(items) => items.iter().map(without_seconds).collect(),
+        other => other.clone(),
+    }
+}
