@@ -196,15 +196,15 @@ impl StudyConfig for GmvaeRealStudy {
                 );
             }
         }
-        if let Some(leiden) = &self.leiden {
-            if leiden.neighbours < 2 || !(leiden.resolution.is_finite() && leiden.resolution > 0.0)
-            {
-                bail!(
-                    "leiden.neighbours must be at least 2 and leiden.resolution above 0, got {} and {}",
-                    leiden.neighbours,
-                    leiden.resolution
-                );
-            }
+        if let Some(leiden) = &self.leiden
+            && (leiden.neighbours < 2
+                || !(leiden.resolution.is_finite() && leiden.resolution > 0.0))
+        {
+            bail!(
+                "leiden.neighbours must be at least 2 and leiden.resolution above 0, got {} and {}",
+                leiden.neighbours,
+                leiden.resolution
+            );
         }
         self.vae.model.validate()?;
         self.vae.train.validate()?;
