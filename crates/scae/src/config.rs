@@ -213,7 +213,7 @@ macro_rules! configs {
 }
 
 /// The shipped configs, by file name: `configs/` of the source tree is their one source.
-pub const BUILT_IN: [(&str, &str); 11] = configs![
+pub const BUILT_IN: [(&str, &str); 12] = configs![
     "q1.toml",
     "q2.toml",
     "q3.toml",
@@ -225,6 +225,7 @@ pub const BUILT_IN: [(&str, &str); 11] = configs![
     "gmvae-synth.toml",
     "gmvae-real.toml",
     "gmvae-ablation.toml",
+    "gmvae-ablation-posterior.toml",
 ];
 
 /// The folder the built-in configs appear in: `<built-in>/configs/q1.toml` names the compiled-in

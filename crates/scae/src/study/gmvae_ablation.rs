@@ -430,8 +430,8 @@ mod tests {
 
     #[test]
     fn the_posterior_ablation_parses_into_valid_studies() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../configs/gmvae-ablation-posterior.toml");
+        let path =
+            std::path::Path::new(crate::config::BUILT_IN_DIR).join("gmvae-ablation-posterior.toml");
         let cfg: AblationConfig = read_toml(&path).expect("parses");
         let studies = cfg.studies(&path).expect("valid variants");
         assert_eq!(studies.len(), 2);
