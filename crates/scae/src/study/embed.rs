@@ -27,6 +27,19 @@ pub struct ScoreConfig {
     pub seed: u64,
 }
 
+impl ScoreConfig {
+    /// The clusters of k-means with k = `k` on the rows of `x`, as the scores run it.
+    pub fn kmeans(&self, x: ArrayView2<'_, f32>, k: usize) -> Result<Vec<usize>> {
+        Ok(KMeansParams {
+            n_init: self.kmeans_restarts,
+            seed: self.seed,
+            ..KMeansParams::new(k)
+        }
+        .fit(x)?
+        .labels)
+    }
+}
+
 impl Default for ScoreConfig {
     fn default() -> Self {
         Self {
@@ -91,17 +104,12 @@ impl Colouring {
             return Ok(None);
         }
         let silhouette = scae_eval::silhouette_score(x, &self.codes, cfg.seed)?;
-        let km = KMeansParams {
-            n_init: cfg.kmeans_restarts,
-            seed: cfg.seed,
-            ..KMeansParams::new(self.names.len())
-        }
-        .fit(x)?;
+        let km = cfg.kmeans(x, self.names.len())?;
         Ok(Some(Scores {
             silhouette,
-            ari: scae_eval::adjusted_rand_index(&self.codes, &km.labels)?,
-            nmi: scae_eval::normalized_mutual_info(&self.codes, &km.labels)?,
-            accuracy: scae_eval::hungarian_accuracy(&self.codes, &km.labels)?,
+            ari: scae_eval::adjusted_rand_index(&self.codes, &km)?,
+            nmi: scae_eval::normalized_mutual_info(&self.codes, &km)?,
+            accuracy: scae_eval::hungarian_accuracy(&self.codes, &km)?,
         }))
     }
 

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::embed::ScoreConfig;
 use super::gmvae_real::{
-    GmvaeRealStudy, Spread, Start, distinct, kmeans, labels_and_k, prepare, spread, train_gmvae,
+    GmvaeRealStudy, Spread, Start, distinct, labels_and_k, prepare, spread, train_gmvae,
 };
 use super::gmvae_table::labelled_datasets;
 use super::vae::{CountSplit, load_counts};
@@ -204,8 +204,8 @@ pub fn run(args: &GmvaeAblationArgs) -> Result<()> {
                 device,
             )?;
             let vae_latent = vae.latent_means(&split)?;
-            let vae_kmeans = kmeans(vae_latent.view(), k, &scores)?;
-            let pca_kmeans = kmeans(prepared.pcs.view(), k, &scores)?;
+            let vae_kmeans = scores.kmeans(vae_latent.view(), k)?;
+            let pca_kmeans = scores.kmeans(prepared.pcs.view(), k)?;
             baselines.push(BaselineRow {
                 dataset: name.clone(),
                 seed,
@@ -221,6 +221,7 @@ pub fn run(args: &GmvaeAblationArgs) -> Result<()> {
                 let start = if study.gmvae_init.as_ref().is_some_and(|i| i.from_vae) {
                     Start::Vae {
                         vae: &vae,
+                        latent: &vae_latent,
                         clusters: &vae_kmeans,
                     }
                 } else {

@@ -436,7 +436,7 @@ pub fn run_dataset(args: &RunArgs, output: &super::vae::H5adArgs) -> Result<Data
         let vae_seconds = timer.elapsed().as_secs_f64();
         let vae_latent = vae.latent_means(&split)?;
         let timer = std::time::Instant::now();
-        let vae_kmeans = kmeans(vae_latent.view(), k, &scores)?;
+        let vae_kmeans = scores.kmeans(vae_latent.view(), k)?;
         let vae_kmeans_seconds = vae_seconds + timer.elapsed().as_secs_f64();
         push(
             Method::VaeLatentKmeans,
@@ -445,7 +445,7 @@ pub fn run_dataset(args: &RunArgs, output: &super::vae::H5adArgs) -> Result<Data
             vae_kmeans_seconds,
         )?;
         let timer = std::time::Instant::now();
-        let pca_kmeans = kmeans(prepared.pcs.view(), k, &scores)?;
+        let pca_kmeans = scores.kmeans(prepared.pcs.view(), k)?;
         push(
             Method::PcaKmeans,
             &pca_kmeans,
@@ -475,6 +475,7 @@ pub fn run_dataset(args: &RunArgs, output: &super::vae::H5adArgs) -> Result<Data
         let start = if from_vae {
             Start::Vae {
                 vae: &vae,
+                latent: &vae_latent,
                 clusters: &vae_kmeans,
             }
         } else {
@@ -522,7 +523,7 @@ pub fn run_dataset(args: &RunArgs, output: &super::vae::H5adArgs) -> Result<Data
             None => None,
         };
         let timer = std::time::Instant::now();
-        let gmvae_kmeans = kmeans(latent.view(), k, &scores)?;
+        let gmvae_kmeans = scores.kmeans(latent.view(), k)?;
         push(
             Method::GmvaeLatentKmeans,
             &gmvae_kmeans,
@@ -541,6 +542,7 @@ pub fn run_dataset(args: &RunArgs, output: &super::vae::H5adArgs) -> Result<Data
             let start = if from_vae {
                 Start::Vae {
                     vae: &vae,
+                    latent: &vae_latent,
                     clusters,
                 }
             } else {
@@ -696,17 +698,6 @@ pub(super) fn distinct(clusters: &[usize]) -> usize {
     seen.len()
 }
 
-/// k-means with k = `k` on the rows of `x`, as the scores run it.
-pub(super) fn kmeans(x: ArrayView2<'_, f32>, k: usize, cfg: &ScoreConfig) -> Result<Vec<usize>> {
-    Ok(scae_eval::KMeansParams {
-        n_init: cfg.kmeans_restarts,
-        seed: cfg.seed,
-        ..scae_eval::KMeansParams::new(k)
-    }
-    .fit(x)?
-    .labels)
-}
-
 /// The scores of `clusters` against `truth`, with the silhouette of `x` by label.
 fn scored(
     seed: u64,
@@ -782,9 +773,11 @@ pub(super) fn prepare(data: &CountData, cfg: &GmvaeRealStudy) -> Result<Prepared
 
 /// Where a GMVAE starts.
 pub(super) enum Start<'a> {
-    /// From a trained VAE (its weights) and clusters of every cell in its latent space.
+    /// From a trained VAE (its weights) and clusters of every cell in its latent space, whose
+    /// latent means of every cell `latent` holds.
     Vae {
         vae: &'a TrainedVae,
+        latent: &'a Array2<f32>,
         clusters: &'a [usize],
     },
     /// From its own weights: with `gmvae_init`, pretrained on the ELBO, then `clusters` of every
@@ -844,9 +837,13 @@ pub(super) fn train_gmvae(
     if let Some(init) = &study.gmvae_init {
         let chunk = train_cfg.eval_chunk(genes);
         let (clusters, latent) = match start {
-            Start::Vae { vae, clusters } => {
+            Start::Vae {
+                vae,
+                latent,
+                clusters,
+            } => {
                 net.start_from_vae(&vae.net)?;
-                (clusters.to_vec(), vae.latent_means(split)?)
+                (clusters.to_vec(), (*latent).clone())
             }
             Start::Own { clusters } => {
                 phase(
@@ -864,7 +861,7 @@ pub(super) fn train_gmvae(
                             seed,
                             kmeans_restarts: study.scores.kmeans_restarts,
                         };
-                        kmeans(latent.view(), k, &scores)?
+                        scores.kmeans(latent.view(), k)?
                     }
                 };
                 (clusters, latent)
