@@ -52,6 +52,7 @@ use crate::project::{self, project_root};
 use crate::study;
 use crate::torch::{Libtorch, TORCH_VERSION};
 
+mod dp;
 mod scale;
 
 #[derive(Debug, Subcommand)]
@@ -111,6 +112,20 @@ pub enum Which {
         #[arg(long, default_value = "auto")]
         device: String,
     },
+    /// Data-parallel training on this machine: 2 MPI ranks x 1 thread against 1 process x 2
+    /// threads (cells per second, the all-reduce's time per step), on bench scale's simulated
+    /// 130,000 x 2,000 cells and on worm_neuron (every gene).
+    Dp {
+        /// One file or 10x folder instead of the two default datasets.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Epochs per run (default: 1 on the simulated cells, 5 on worm_neuron, 2 on --data).
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// Runs of each configuration; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// 1.3 M simulated 10x-like cells x 2,000 genes as .h5ad: one backed epoch of the NB VAE,
     /// scae vs scvi-tools' SCVI, with peak memory and the time to read the file.
     Scale {
@@ -150,6 +165,7 @@ pub fn run(which: Which) -> Result<()> {
             data,
         } => vae(threads.max(1), epochs.max(1), data),
         Which::VaeFull { threads, device } => vae_full(threads, &device),
+        Which::Dp { data, epochs, runs } => dp::run(data, epochs, runs),
         Which::Scale {
             cells,
             small_cells,

@@ -9,6 +9,7 @@ mod bench;
 mod fuzz;
 mod gpu_check;
 mod install;
+mod mpi;
 mod project;
 mod study;
 mod test;
@@ -32,9 +33,17 @@ enum Task {
         /// Remove the cached installation and install again.
         #[arg(long)]
         force: bool,
+        /// Also set up MPI for data-parallel training: the cluster's MPI when one is loaded
+        /// (`mpicc` on PATH), else MPICH and libclang from PyPI into the same cache.
+        #[arg(long)]
+        mpi: bool,
     },
     /// Build the release binaries (runs setup first when needed).
-    Build,
+    Build {
+        /// With data-parallel training under mpirun/srun (the `mpi` feature; sets up MPI).
+        #[arg(long)]
+        mpi: bool,
+    },
     /// Build the release scae and copy it to $SCAE_INSTALL_DIR, else ~/.local/bin, so it runs
     /// from any folder with no environment variables (configs built in; results under ./results).
     Install,
@@ -145,8 +154,20 @@ enum Task {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.task {
-        Task::Setup { force } => torch::run(force).map(|_| ()),
-        Task::Build => project::build_release().map(|_| ()),
+        Task::Setup { force, mpi } => torch::run(force).and_then(|_| {
+            if mpi {
+                mpi::run(force).map(|_| ())
+            } else {
+                Ok(())
+            }
+        }),
+        Task::Build { mpi } => if mpi {
+            mpi::ensure().map(Some)
+        } else {
+            Ok(None)
+        }
+        .and_then(|mpi| project::build_release_with(mpi.as_ref()))
+        .map(|_| ()),
         Task::Install => install::run(),
         Task::Data { args } => study::run_data(&args),
         Task::Q1 { args } => study::run("q1", &args),

@@ -5,6 +5,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+use crate::mpi::Mpi;
 use crate::torch::{self, Libtorch};
 
 /// The workspace root, from this crate's manifest path (never the current directory).
@@ -24,10 +25,20 @@ pub fn cargo() -> Command {
 
 /// Installs libtorch when needed and builds the release binaries against it.
 pub fn build_release() -> Result<Libtorch> {
+    build_release_with(None)
+}
+
+/// [`build_release`], with data-parallel training over `mpi` when given (the `mpi` feature;
+/// see [`crate::mpi`]).
+pub fn build_release_with(mpi: Option<&Mpi>) -> Result<Libtorch> {
     let torch = torch::ensure()?;
     let mut cmd = cargo();
     cmd.args(["build", "--release", "--package", "scae", "--bins"]);
     torch.apply(&mut cmd);
+    if let Some(mpi) = mpi {
+        cmd.args(["--features", "mpi"]);
+        mpi.apply(&mut cmd);
+    }
     run_status(&mut cmd).context("building the release binaries")?;
     Ok(torch)
 }

@@ -37,5 +37,48 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut cmd = project::cargo();
     cmd.args(["test", "--workspace", "--release"]).args(args);
     torch.apply(&mut cmd);
-    project::run_status(&mut cmd).context("the test suite failed")
+    project::run_status(&mut cmd).context("the test suite failed")?;
+    data_parallel(&torch, args)
+}
+
+/// The data-parallel build and its tests under a real launcher: MPI set up ([`crate::mpi`]),
+/// clippy on the code behind the `mpi` and `nccl` features, then `scae`'s `data_parallel` tests
+/// with the `mpi` feature. The default build stays without MPI; this one shares its target
+/// folder, so only the crates the feature changes are compiled again.
+fn data_parallel(torch: &crate::torch::Libtorch, args: &[String]) -> Result<()> {
+    let mpi = crate::mpi::ensure()?;
+    eprintln!("data-parallel tests on {}", mpi.origin);
+    let mut clippy = project::cargo();
+    clippy.args([
+        "clippy",
+        "--release",
+        "--package",
+        "scae-dp",
+        "--package",
+        "scae",
+        "--all-targets",
+        "--features",
+        "scae/nccl",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    torch.apply(&mut clippy);
+    mpi.apply(&mut clippy);
+    project::run_status(&mut clippy).context("cargo clippy (mpi, nccl): fix the warnings above")?;
+    let mut cmd = project::cargo();
+    cmd.args([
+        "test",
+        "--release",
+        "--package",
+        "scae",
+        "--features",
+        "mpi",
+        "--test",
+        "data_parallel",
+    ])
+    .args(args);
+    torch.apply(&mut cmd);
+    mpi.apply(&mut cmd);
+    project::run_status(&mut cmd).context("the data-parallel tests failed")
 }

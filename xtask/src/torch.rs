@@ -147,7 +147,7 @@ fn ensure_cmake(torch: &Libtorch) -> Result<()> {
 }
 
 /// `python -m pip install <packages>`, quietly about pip's own version.
-fn pip_install(python: &Path, packages: &[&str]) -> Result<()> {
+pub(crate) fn pip_install(python: &Path, packages: &[&str]) -> Result<()> {
     let status = Command::new(python)
         .args(["-m", "pip", "install", "--disable-pip-version-check"])
         .args(packages)
@@ -162,7 +162,7 @@ fn pip_install(python: &Path, packages: &[&str]) -> Result<()> {
     Ok(())
 }
 
-fn cache_root() -> Result<PathBuf> {
+pub(crate) fn cache_root() -> Result<PathBuf> {
     if let Some(dir) = std::env::var_os("SCAE_CACHE_DIR") {
         return Ok(PathBuf::from(dir));
     }
@@ -214,27 +214,7 @@ fn install(dir: &Path, reason: &str) -> Result<Libtorch> {
         "installing libtorch {TORCH_VERSION} ({reason}) into {}",
         dir.display()
     );
-    check_python()?;
-    let parent = dir.parent().context("install folder has no parent")?;
-    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-    // Leftovers of interrupted installs are never used: remove them.
-    let prefix = format!(".torch-{TORCH_VERSION}.partial-");
-    for entry in std::fs::read_dir(parent)?.filter_map(|e| e.ok()) {
-        if entry.file_name().to_string_lossy().starts_with(&prefix) {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
-    let staging = parent.join(format!("{prefix}{}", std::process::id()));
-    let result = install_into(&staging);
-    if let Err(err) = result {
-        let _ = std::fs::remove_dir_all(&staging);
-        return Err(err);
-    }
-    if dir.exists() {
-        std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
-    }
-    std::fs::rename(&staging, dir)
-        .with_context(|| format!("moving {} to {}", staging.display(), dir.display()))?;
+    install_staged(dir, install_into)?;
     let torch = find(dir).map_err(|why| anyhow::anyhow!("install finished but {why}"))?;
     eprintln!(
         "libtorch {TORCH_VERSION} installed at {}",
@@ -243,11 +223,40 @@ fn install(dir: &Path, reason: &str) -> Result<Libtorch> {
     Ok(torch)
 }
 
-fn install_into(staging: &Path) -> Result<()> {
-    let venv = staging.join("venv");
+/// Builds a cache entry in a temporary folder beside `dir` with `fill`, then renames it to
+/// `dir`: an interrupted install is never taken for a complete one. Leftovers of interrupted
+/// installs of `dir` are removed first.
+pub(crate) fn install_staged(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    check_python()?;
+    let parent = dir.parent().context("install folder has no parent")?;
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    let name = dir
+        .file_name()
+        .context("install folder has no name")?
+        .to_string_lossy();
+    let prefix = format!(".{name}.partial-");
+    for entry in std::fs::read_dir(parent)?.filter_map(|e| e.ok()) {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    let staging = parent.join(format!("{prefix}{}", std::process::id()));
+    if let Err(err) = fill(&staging) {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(err);
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    std::fs::rename(&staging, dir)
+        .with_context(|| format!("moving {} to {}", staging.display(), dir.display()))
+}
+
+/// `python3 -m venv <venv>`, with the one-line advice when the module is missing.
+pub(crate) fn make_venv(venv: &Path) -> Result<PathBuf> {
     let status = Command::new("python3")
         .args(["-m", "venv"])
-        .arg(&venv)
+        .arg(venv)
         .status()
         .context("running python3 -m venv")?;
     if !status.success() {
@@ -255,7 +264,11 @@ fn install_into(staging: &Path) -> Result<()> {
             "python3 -m venv failed: install the venv module (Debian/Ubuntu: `apt-get install python3-venv`)"
         );
     }
-    let python = venv.join("bin/python");
+    Ok(venv.join("bin/python"))
+}
+
+fn install_into(staging: &Path) -> Result<()> {
+    let python = make_venv(&staging.join("venv"))?;
     // The PyPI wheel for Linux brings CUDA 13's runtime libraries: the same
     // install serves CPU machines and GPU machines.
     pip_install(

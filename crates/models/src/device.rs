@@ -38,8 +38,19 @@ impl FromStr for DeviceChoice {
 pub fn select_device(choice: DeviceChoice) -> Result<Device> {
     match choice {
         DeviceChoice::Cpu => Ok(Device::Cpu),
-        DeviceChoice::Auto => Ok(Device::cuda_if_available()),
-        DeviceChoice::Cuda if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
+        DeviceChoice::Auto if tch::Cuda::is_available() => Ok(Device::Cuda(local_gpu())),
+        DeviceChoice::Auto => Ok(Device::Cpu),
+        DeviceChoice::Cuda if tch::Cuda::is_available() => Ok(Device::Cuda(local_gpu())),
         DeviceChoice::Cuda => Err(Error::CudaUnavailable),
     }
+}
+
+/// The GPU of this process: its rank among the data-parallel ranks on its machine, over the
+/// GPUs there (0 for a process alone).
+fn local_gpu() -> usize {
+    let group = crate::parallel::group();
+    let gpus = usize::try_from(tch::Cuda::device_count())
+        .unwrap_or(1)
+        .max(1);
+    group.local_rank() % gpus
 }

@@ -408,7 +408,8 @@ impl Gmvae {
             .chain(lead.iter().copied())
             .chain([cells, latent])
             .collect();
-        let eps = Tensor::randn(shape.as_slice(), (mean.kind(), mean.device()));
+        let eps =
+            crate::parallel::normal_for_cells(&shape, shape.len() - 2, mean.kind(), mean.device());
         let z = &mean + eps * (&log_var * 0.5).exp();
         let weighted =
             |t: &Tensor| (t.transpose(0, 1) * &q_y).sum_dim_intlist(-1, false, Kind::Float);

@@ -507,7 +507,7 @@ fn normalise(norm: &nn::BatchNorm, h: &mut [f32], width: usize) -> (Vec<f32>, Ve
 
 /// Runs `f` on the memory of a contiguous CPU `f32` tensor.
 #[allow(unsafe_code)]
-fn with_host_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> R {
+pub(crate) fn with_host_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> R {
     assert!(t.is_contiguous() && t.kind() == Kind::Float && t.device() == tch::Device::Cpu);
     let n = t.numel();
     if n == 0 {
@@ -830,11 +830,22 @@ impl Hidden {
         let scale = (1.0 / keep) as f32;
         let mut mask = vec![0.0f32; n];
         let mut rng = self.masks.lock().unwrap_or_else(PoisonError::into_inner);
+        // In a data-parallel step, the draws of the rows of the other ranks are skipped (one
+        // 32-bit word each), so this rank's rows get one process's draws.
+        let (before, after) = crate::parallel::dropout_words(n);
+        let skip = |rng: &mut ChaCha8Rng, words: u128| {
+            if words > 0 {
+                let at = rng.get_word_pos();
+                rng.set_word_pos(at + words);
+            }
+        };
+        skip(&mut rng, before);
         for m in &mut mask {
             if rng.random::<u32>() < threshold {
                 *m = scale;
             }
         }
+        skip(&mut rng, after);
         mask
     }
 
@@ -850,6 +861,15 @@ impl Hidden {
             return h;
         }
         if h.device() != tch::Device::Cpu || h.kind() != Kind::Float || self.dropout >= 1.0 {
+            if crate::parallel::in_shard() && self.dropout < 1.0 {
+                let mask = crate::parallel::dropout_mask_on_device(
+                    &h.size(),
+                    self.dropout,
+                    h.kind(),
+                    h.device(),
+                );
+                return h * mask;
+            }
             return h.dropout(self.dropout, train);
         }
         let mask = Tensor::from_slice(&self.dropout_mask(h.numel())).view_(h.size());

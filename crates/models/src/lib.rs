@@ -19,6 +19,7 @@ mod layers;
 mod loss;
 mod net;
 mod optim;
+pub mod parallel;
 mod split;
 mod train;
 mod vae;

@@ -77,9 +77,17 @@ impl Adam {
     /// norm is at most `clip` (as `torch.nn.utils.clip_grad_norm_` does, without reading the
     /// norm back to the host).
     pub fn backward_step(&mut self, loss: &Tensor, clip: Option<f64>, complete: impl FnOnce()) {
+        self.step_from(Some(loss), clip, complete);
+    }
+
+    /// [`Adam::backward_step`] where `loss` may be absent (a data-parallel rank with no rows in
+    /// a step: its gradients stay zero until `complete` adds the other ranks').
+    pub fn step_from(&mut self, loss: Option<&Tensor>, clip: Option<f64>, complete: impl FnOnce()) {
         match self {
             Self::Fused(adam) => {
-                loss.backward();
+                if let Some(loss) = loss {
+                    loss.backward();
+                }
                 complete();
                 if let Some(max) = clip {
                     clip_grad_norm(&adam.params, max);
@@ -88,7 +96,9 @@ impl Adam {
             }
             Self::Torch(opt) => {
                 opt.zero_grad();
-                loss.backward();
+                if let Some(loss) = loss {
+                    loss.backward();
+                }
                 complete();
                 if let Some(max) = clip {
                     opt.clip_grad_norm(max);

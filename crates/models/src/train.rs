@@ -27,6 +27,7 @@ use tch::{Device, Kind, Tensor, nn};
 use crate::error::catch_torch;
 use crate::layers::SparseRows;
 use crate::optim::Adam;
+use crate::parallel::{Replicas, Shard, with_shard};
 use crate::{Error, Result, epoch_order};
 
 /// Batches a trainer reads ahead of the step that trains on them.
@@ -317,9 +318,17 @@ pub struct EpochStats {
     pub seconds: f64,
     /// Wall time of the training steps alone (the minibatches, without the test evaluation).
     pub train_seconds: f64,
+    /// Of `train_seconds`, the time spent summing gradients over the ranks of a data-parallel
+    /// job (0 alone).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub sync_seconds: f64,
     /// [`Model::epoch_figures`] of this epoch.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub figures: Vec<(&'static str, f64)>,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 /// Every epoch of one training run.
@@ -376,18 +385,36 @@ pub struct Trainer {
     seed: u64,
     device: Device,
     history: History,
+    /// The other ranks of a data-parallel job (see [`crate::parallel`]); `None` alone.
+    replicas: Option<Replicas>,
+    /// Optimiser steps taken, over every phase.
+    steps: usize,
 }
 
 impl Trainer {
-    /// A trainer of the variables of `vs`; `seed` seeds the minibatch order of every epoch.
+    /// A trainer of the variables of `vs`; `seed` seeds the minibatch order of every epoch. In a
+    /// data-parallel job ([`crate::parallel::join`]) the variables become rank 0's here, and
+    /// every rank must make the same trainers in the same order.
     pub fn new(vs: &nn::VarStore, cfg: &TrainConfig, seed: u64) -> Result<Self> {
         cfg.validate()?;
+        let replicas = Replicas::new(vs)?;
+        if let Some(r) = &replicas
+            && cfg.batch_size < r.group.size()
+        {
+            return Err(Error::Config(format!(
+                "train.batch_size {} is smaller than the {} ranks it is shared among",
+                cfg.batch_size,
+                r.group.size()
+            )));
+        }
         Ok(Self {
             opt: Adam::with_eps(vs, cfg.learning_rate, cfg.weight_decay, cfg.adam_eps)?,
             cfg: cfg.clone(),
             seed,
             device: vs.device(),
             history: History::default(),
+            replicas,
+            steps: 0,
         })
     }
 
@@ -459,8 +486,34 @@ impl Trainer {
         let start = Instant::now();
         let n = sources.train.cells();
         let order = epoch_order(n, epoch_seed(self.seed, epoch));
+        let batch_size = self.cfg.batch_size;
+        // Each rank's rows of each global batch (all of them for a process alone), as positions
+        // into `order`, with where they sit in their batch.
+        let (rank, ranks) = self
+            .replicas
+            .as_ref()
+            .map_or((0, 1), |r| (r.group.rank(), r.group.size()));
+        let shards: Vec<(std::ops::Range<usize>, Shard)> = order
+            .chunks(batch_size)
+            .enumerate()
+            .map(|(b, chunk)| {
+                let shard = Shard::of(chunk.len(), rank, ranks);
+                let begin = b * batch_size + shard.offset;
+                (begin..begin + shard.rows, shard)
+            })
+            .collect();
+        let mine: Vec<usize> = if ranks == 1 {
+            order.clone()
+        } else {
+            shards
+                .iter()
+                .flat_map(|(r, _)| order[r.clone()].iter().copied())
+                .collect()
+        };
         if sources.train_rows.is_none() {
-            sources.train.plan(&order, self.cfg.batch_size);
+            sources
+                .train
+                .plan(&mine, Shard::of(batch_size, rank, ranks).rows);
         }
         // With the rows on the device, the epoch's order goes there once and each batch is
         // gathered by its own `index_select`.
@@ -469,18 +522,17 @@ impl Trainer {
             Tensor::from_slice(&order).to_device(self.device)
         });
         let mut batches = BatchLosses::default();
-        let batch_size = self.cfg.batch_size;
         let device = self.device;
         std::thread::scope(|scope| -> Result<()> {
             // Batches from a source are read, made tensors and prepared for the sparse layer's
             // backward pass on a thread of their own, a few ahead of the step that trains on them.
             let ahead = sources.train_rows.is_none().then(|| {
                 let (send, receive) = std::sync::mpsc::sync_channel(READ_AHEAD);
-                let (train, order) = (sources.train, &order);
+                let (train, order, shards) = (sources.train, &order, &shards);
                 scope.spawn(move || {
-                    for positions in order.chunks(batch_size) {
+                    for (range, _) in shards.iter().filter(|(r, _)| !r.is_empty()) {
                         let batch = train
-                            .batch(positions)
+                            .batch(&order[range.clone()])
                             .map_err(Error::from)
                             .and_then(|host| {
                                 let batch = catch_torch(|| TensorBatch::from_host(&host, device))?;
@@ -498,10 +550,9 @@ impl Trainer {
                 });
                 receive
             });
-            for (b, positions) in order.chunks(batch_size).enumerate() {
-                let begin = b * batch_size;
+            for (b, (range, shard)) in shards.iter().enumerate() {
                 let host = match &ahead {
-                    Some(ahead) => Some(
+                    Some(ahead) if !range.is_empty() => Some(
                         ahead
                             .recv()
                             .map_err(|_| {
@@ -512,30 +563,58 @@ impl Trainer {
                             .and_then(|batch| batch)
                             .map_err(|e| at_batch(e, b + 1))?,
                     ),
-                    None => None,
+                    _ => None,
                 };
-                let (opt, clip) = (&mut self.opt, self.cfg.clip_grad_norm);
+                self.steps += 1;
+                let step = self.steps;
+                let (opt, replicas, clip) =
+                    (&mut self.opt, &mut self.replicas, self.cfg.clip_grad_norm);
+                let shard = replicas.is_some().then_some(*shard);
                 catch_torch(|| {
                     let batch = match (host, sources.train_rows, &device_order) {
-                        (Some(batch), ..) => batch,
+                        _ if range.is_empty() => None,
+                        (Some(batch), ..) => Some(batch),
                         (None, Some(rows), Some(order)) => {
-                            TensorBatch::from_tensor(rows.f_index_select(
+                            Some(TensorBatch::from_tensor(rows.f_index_select(
                                 0,
-                                &order.narrow(0, begin as i64, positions.len() as i64),
-                            )?)
+                                &order.narrow(0, range.start as i64, range.len() as i64),
+                            )?))
                         }
                         _ => unreachable!("a batch comes from the host or from the device rows"),
                     };
-                    let losses = model.losses(&batch, true)?;
-                    opt.backward_step(&losses.total, clip, || model.add_sparse_grads());
-                    batches.push(&losses, positions.len())?;
+                    let losses = batch
+                        .as_ref()
+                        .map(|batch| with_shard(shard, || model.losses(batch, true)))
+                        .transpose()?;
+                    let mut summed = Ok(());
+                    opt.step_from(losses.as_ref().map(|l| &l.total), clip, || {
+                        model.add_sparse_grads();
+                        if let (Some(replicas), Some(shard)) = (replicas.as_mut(), shard) {
+                            let share = shard.rows as f64 / shard.global as f64;
+                            summed = replicas.sum_gradients(share, step);
+                        }
+                    });
+                    summed?;
+                    if let Some(losses) = &losses {
+                        batches.push(losses, range.len())?;
+                    }
                     Ok(())
                 })
                 .map_err(|e| at_batch(e, b + 1))?;
             }
             Ok(())
         })?;
-        let (train_loss, train_terms) = batches.reduce(epoch, "train")?;
+        let (train_loss, train_terms) = match &self.replicas {
+            None => batches.reduce(epoch, "train")?,
+            Some(replicas) => batches.reduce_over(replicas, epoch, "train")?,
+        };
+        let sync_seconds = match self.replicas.as_mut() {
+            Some(replicas) => {
+                replicas.average_buffers(epoch)?;
+                replicas.take_seconds().0
+            }
+            None => 0.0,
+        };
         let figures = catch_torch(|| model.epoch_figures())?;
         let train_seconds = start.elapsed().as_secs_f64();
         let test_eval = match (sources.test, sources.test_rows) {
@@ -558,6 +637,7 @@ impl Trainer {
             test_terms: test_eval.map(|(_, terms)| terms).unwrap_or_default(),
             seconds: start.elapsed().as_secs_f64(),
             train_seconds,
+            sync_seconds,
             figures,
         })
     }
@@ -756,6 +836,47 @@ impl BatchLosses {
 
     /// Row-weighted means of total and terms; fails on the first non-finite batch.
     fn reduce(self, epoch: usize, split: &'static str) -> Result<(f64, Terms)> {
+        let (names, sums, n) = self.sums(epoch, split)?;
+        Ok(means(&names, &sums, n as f64))
+    }
+
+    /// [`BatchLosses::reduce`] over every rank's batches: the row-weighted sums are summed over
+    /// the ranks, so every rank gets the global means. A non-finite loss on any rank fails every
+    /// rank (after the sum, so that no rank is left waiting for it).
+    fn reduce_over(
+        self,
+        replicas: &Replicas,
+        epoch: usize,
+        split: &'static str,
+    ) -> Result<(f64, Terms)> {
+        let names = self.names.clone();
+        let (own, mut sums, n) = match self.sums(epoch, split) {
+            Ok((_, sums, n)) => (None, sums, n),
+            Err(err) => (Some(err), vec![f64::NAN; 1 + names.len()], 0),
+        };
+        sums.push(n as f64);
+        replicas.sum(&mut sums, &format!("the loss sums of epoch {epoch}"))?;
+        let n = sums.pop().unwrap_or(0.0);
+        if let Some(err) = own {
+            return Err(err);
+        }
+        if let Some(&value) = sums.iter().find(|v| !v.is_finite()) {
+            return Err(Error::NonFiniteLoss {
+                epoch,
+                batch: 0,
+                split,
+                value,
+            });
+        }
+        Ok(means(&names, &sums, n))
+    }
+
+    /// The names, the row-weighted sums of total and terms, and the rows.
+    fn sums(
+        self,
+        epoch: usize,
+        split: &'static str,
+    ) -> Result<(Vec<&'static str>, Vec<f64>, usize)> {
         let width = 1 + self.names.len();
         let mut values = self.read;
         if !self.values.is_empty() {
@@ -784,10 +905,15 @@ impl BatchLosses {
             }
         }
         let n: usize = self.rows.iter().sum();
-        let means: Vec<f64> = sums.iter().map(|s| s / n as f64).collect();
-        let terms = self.names.iter().copied().zip(means[1..].iter().copied());
-        Ok((means[0], Terms(terms.collect())))
+        Ok((self.names, sums, n))
     }
+}
+
+/// The means of total and terms from their sums over `n` rows.
+fn means(names: &[&'static str], sums: &[f64], n: f64) -> (f64, Terms) {
+    let means: Vec<f64> = sums.iter().map(|s| s / n).collect();
+    let terms = names.iter().copied().zip(means[1..].iter().copied());
+    (means[0], Terms(terms.collect()))
 }
 
 fn with_epoch(err: Error, epoch: usize) -> Error {

@@ -302,9 +302,11 @@ impl Vae {
         let q = self.encode_batch(batch, train);
         let std = (&q.log_var * 0.5).exp();
         let (cells, latent) = (x.size()[0], self.cfg.latent as i64);
-        let eps = Tensor::randn(
-            [samples as i64, cells, latent],
-            (q.mean.kind(), q.mean.device()),
+        let eps = crate::parallel::normal_for_cells(
+            &[samples as i64, cells, latent],
+            1,
+            q.mean.kind(),
+            q.mean.device(),
         );
         let z = &q.mean + eps * &std;
         let ll = self

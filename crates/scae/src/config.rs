@@ -98,9 +98,12 @@ pub fn resolve_threads(threads: usize) -> usize {
     if threads > 0 {
         threads
     } else {
-        std::thread::available_parallelism()
+        // The ranks of a data-parallel job on one machine share its cores.
+        let ranks = scae_models::parallel::group().local_size().max(1);
+        let cores = std::thread::available_parallelism()
             .map(|n| n.get())
-            .unwrap_or(1)
+            .unwrap_or(1);
+        (cores / ranks).max(1)
     }
 }
 

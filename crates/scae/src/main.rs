@@ -7,9 +7,27 @@ use clap::Parser;
 fn main() -> ExitCode {
     keep_freed_memory();
     let cli = scae::cli::Cli::parse();
-    scae::init_logging();
+    // A process one of several ranks of a launcher's job joins the others here (MPI), before
+    // any thread starts; only rank 0 logs progress.
+    let (root, session) = match scae::join_ranks() {
+        Ok(joined) => joined,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    scae::init_logging(root);
     match scae::cli::run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => {
+            // MPI's finalisation waits here for the other ranks.
+            session.finish();
+            ExitCode::SUCCESS
+        }
+        Err(err) if session.is_parallel() => {
+            // The other ranks may be waiting in a collective for this one: end them too.
+            eprintln!("error: rank {}: {err:#}", scae::rank());
+            session.abort(1)
+        }
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE

@@ -88,21 +88,6 @@ fn json(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).expect("file")).expect("JSON")
 }
 
-/// The set-up's Python (`SCAE_PYTHON`, set by `cargo xtask`); `None` outside CI when unset.
-fn python() -> Option<PathBuf> {
-    match std::env::var_os("SCAE_PYTHON") {
-        Some(p) if Path::new(&p).exists() => Some(p.into()),
-        _ => {
-            assert!(
-                !std::env::var("CI").is_ok_and(|v| v == "true" || v == "1"),
-                "CI=true and SCAE_PYTHON is not set: run the tests with `cargo xtask test`"
-            );
-            eprintln!("SKIPPED: SCAE_PYTHON is not set (run the tests with `cargo xtask test`)");
-            None
-        }
-    }
-}
-
 #[test]
 fn every_bad_hdf5_input_is_one_line_naming_file_and_dataset_with_nothing_written() {
     let dir = fixtures().join("bad");
@@ -194,31 +179,12 @@ fn gmvae_real_on_worm_neuron_as_h5ad_gives_the_figures_of_the_10x_folder() {
     let Some(worm) = common::shared_data("worm_neuron") else {
         return;
     };
-    let Some(python) = python() else { return };
+    let Some(python) = common::python() else {
+        return;
+    };
     let tmp = tempfile::tempdir().expect("tempdir");
     let h5ad = tmp.path().join("worm.h5ad");
-    let convert = r#"
-import gzip, sys
-import anndata as ad, numpy as np, pandas as pd, scipy.io
-d, out = sys.argv[1], sys.argv[2]
-x = scipy.io.mmread(d + "/matrix.mtx.gz").T.tocsr().astype(np.float32)
-barcodes = [l.strip() for l in gzip.open(d + "/barcodes.tsv.gz", "rt")]
-genes = [l.split("\t")[0] for l in gzip.open(d + "/features.tsv.gz", "rt")]
-labels = [l.strip() for l in open(d + "/labels.txt")]
-obs = pd.DataFrame({"cell_type": pd.Categorical(labels)}, index=barcodes)
-ad.AnnData(X=x, obs=obs, var=pd.DataFrame(index=genes)).write_h5ad(out)
-"#;
-    let run = Command::new(&python)
-        .args(["-c", convert])
-        .arg(&worm)
-        .arg(&h5ad)
-        .output()
-        .expect("python runs");
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    common::tenx_to_h5ad(&python, &worm, &h5ad);
     let config = tmp.path().join("gmvae-real.toml");
     std::fs::write(&config, GMVAE).expect("config");
     let c = config.display().to_string();

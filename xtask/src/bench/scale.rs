@@ -64,9 +64,9 @@ impl ScviCells {
 }
 
 /// One simulated file, as its generator's sidecar describes it.
-struct Data {
-    path: PathBuf,
-    meta: Value,
+pub(super) struct Data {
+    pub path: PathBuf,
+    pub meta: Value,
 }
 
 /// One `scae vae --backed` run.
@@ -231,7 +231,7 @@ pub fn run(cells: usize, small_cells: usize, threads: usize, scvi: ScviCells) ->
 }
 
 /// The simulated file of `cells` cells, generated once into the cache.
-fn simulate(torch: &Libtorch, cells: usize, threads: usize) -> Result<Data> {
+pub(super) fn simulate(torch: &Libtorch, cells: usize, threads: usize) -> Result<Data> {
     let cache = project_root().join("results/bench/cache");
     let mut py = python_peer(torch, "scale_data.py", threads);
     py.args(["--cells", &cells.to_string()])

@@ -162,6 +162,7 @@ pub fn read_history(path: &Path) -> Result<History> {
             seconds: f[3].parse().map_err(|_| bad())?,
             // The history file keeps whole-epoch times only.
             train_seconds: f64::NAN,
+            sync_seconds: 0.0,
             figures: Vec::new(),
         });
     }

@@ -334,6 +334,7 @@ impl Staging {
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp)?;
         }
+        remove_stale_staging(parent, &name);
         std::fs::create_dir_all(&tmp)
             .with_context(|| format!("{}: cannot create", tmp.display()))?;
         Ok(Self {
@@ -348,8 +349,12 @@ impl Staging {
         &self.tmp
     }
 
-    /// Replaces the destination with the staged folder.
+    /// Replaces the destination with the staged folder. On the ranks of a data-parallel job
+    /// other than 0 the staged folder is dropped instead: rank 0 alone writes results.
     pub fn commit(mut self) -> Result<PathBuf> {
+        if !scae_models::parallel::group().is_root() {
+            return Ok(self.dest.clone());
+        }
         if self.dest.exists() {
             std::fs::remove_dir_all(&self.dest)
                 .with_context(|| format!("{}: cannot replace", self.dest.display()))?;
@@ -358,6 +363,28 @@ impl Staging {
             .with_context(|| format!("{}: cannot move results into place", self.dest.display()))?;
         self.committed = true;
         Ok(self.dest.clone())
+    }
+}
+
+/// Removes the staging folders of `name` under `parent` whose process is gone (a run that was
+/// killed, or a rank its job aborted): on Linux, where `/proc` says which processes run.
+fn remove_stale_staging(parent: &Path, name: &str) {
+    let proc = Path::new("/proc");
+    if !proc.join("self").exists() {
+        return;
+    }
+    let prefix = format!(".{name}.tmp-");
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let Some(pid) = file.to_str().and_then(|f| f.strip_prefix(&prefix)) else {
+            continue;
+        };
+        if pid.parse::<u32>().is_ok() && !proc.join(pid).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 
@@ -458,4 +485,25 @@ pub fn q1_test_losses(root: &Path, study: &AeStudy, data: &Dataset) -> Option<Ve
         })
         .collect();
     Some(losses)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_staging_folder_removes_those_of_processes_that_are_gone() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        // pid_max is at most 2^22 on Linux: this process cannot exist. Process 1 always does.
+        let gone = tmp.path().join(".out.tmp-4999999");
+        let alive = tmp.path().join(".out.tmp-1");
+        let other = tmp.path().join(".other.tmp-4999999");
+        for dir in [&gone, &alive, &other] {
+            std::fs::create_dir_all(dir).expect("made");
+        }
+        let staging = Staging::new(&tmp.path().join("out")).expect("staging");
+        assert!(staging.path().is_dir());
+        assert!(!gone.exists(), "a killed run's staging folder stays");
+        assert!(alive.exists() && other.exists());
+    }
 }

@@ -294,6 +294,10 @@ pub fn train_on(
     })
 }
 
+fn one() -> usize {
+    1
+}
+
 /// Held-out figures of a trained VAE, per cell (means over the test cells).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VaeSummary {
@@ -314,6 +318,12 @@ pub struct VaeSummary {
     /// Wall time per epoch of the training steps alone (what scvi-tools times without a
     /// validation set).
     pub train_seconds_per_epoch: f64,
+    /// The ranks of the data-parallel job that trained the model (1: one process).
+    #[serde(default = "one")]
+    pub ranks: usize,
+    /// Of `train_seconds_per_epoch`, the time spent summing gradients over the ranks.
+    #[serde(default)]
+    pub sync_seconds_per_epoch: f64,
     pub train_cells: usize,
     pub test_cells: usize,
     pub genes: usize,
@@ -370,6 +380,14 @@ impl TrainedVae {
             final_train_elbo: term(&last.train_terms, "elbo"),
             seconds_per_epoch: seconds / epochs,
             train_seconds_per_epoch: train_seconds / epochs,
+            ranks: scae_models::parallel::group().size(),
+            sync_seconds_per_epoch: self
+                .history
+                .epochs
+                .iter()
+                .map(|e| e.sync_seconds)
+                .sum::<f64>()
+                / epochs,
             train_cells,
             test_cells: test.cells(),
             genes: self.genes,
@@ -701,6 +719,10 @@ pub fn run(args: &VaeArgs) -> Result<()> {
         &*test_cells,
         run.device,
     )?;
+    if !scae_models::parallel::group().is_root() {
+        // The other ranks of a data-parallel job trained with rank 0, which writes the results.
+        return Ok(());
+    }
     let summary = model.summarize_on(
         &*test_cells,
         split.train.len(),

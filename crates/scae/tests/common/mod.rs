@@ -56,3 +56,45 @@ pub fn without_seconds(value: &serde_json::Value) -> serde_json::Value {
         other => other.clone(),
     }
 }
+
+/// The set-up's Python (`SCAE_PYTHON`, set by `cargo xtask`); `None` outside CI when unset.
+pub fn python() -> Option<PathBuf> {
+    match std::env::var_os("SCAE_PYTHON") {
+        Some(p) if Path::new(&p).exists() => Some(p.into()),
+        _ => {
+            assert!(
+                !std::env::var("CI").is_ok_and(|v| v == "true" || v == "1"),
+                "CI=true and SCAE_PYTHON is not set: run the tests with `cargo xtask test`"
+            );
+            eprintln!("SKIPPED: SCAE_PYTHON is not set (run the tests with `cargo xtask test`)");
+            None
+        }
+    }
+}
+
+/// Writes the 10x folder `tenx` (with its `labels.txt`) as an AnnData file at `out`, with
+/// anndata: the counts as CSR `X`, the labels as the categorical `obs["cell_type"]`.
+pub fn tenx_to_h5ad(python: &Path, tenx: &Path, out: &Path) {
+    let convert = r#"
+import gzip, sys
+import anndata as ad, numpy as np, pandas as pd, scipy.io
+d, out = sys.argv[1], sys.argv[2]
+x = scipy.io.mmread(d + "/matrix.mtx.gz").T.tocsr().astype(np.float32)
+barcodes = [l.strip() for l in gzip.open(d + "/barcodes.tsv.gz", "rt")]
+genes = [l.split("\t")[0] for l in gzip.open(d + "/features.tsv.gz", "rt")]
+labels = [l.strip() for l in open(d + "/labels.txt")]
+obs = pd.DataFrame({"cell_type": pd.Categorical(labels)}, index=barcodes)
+ad.AnnData(X=x, obs=obs, var=pd.DataFrame(index=genes)).write_h5ad(out)
+"#;
+    let run = Command::new(python)
+        .args(["-c", convert])
+        .arg(tenx)
+        .arg(out)
+        .output()
+        .expect("python runs");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+}
