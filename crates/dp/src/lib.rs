@@ -287,9 +287,8 @@ impl Session {
     /// Ends the whole job with `code` (`MPI_Abort`); a process alone just exits.
     pub fn abort(self, code: i32) -> ! {
         #[cfg(feature = "mpi")]
-        if let Some(universe) = &self.universe {
-            use mpi::topology::Communicator;
-            universe.world().abort(code);
+        if self.universe.is_some() {
+            mpi_backend::abort_job(code);
         }
         std::process::exit(code)
     }

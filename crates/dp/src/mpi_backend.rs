@@ -91,7 +91,7 @@ impl Mpi {
         );
         // One write, so that the launcher does not interleave it with another rank's output.
         let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
-        SimpleCommunicator::world().abort(3)
+        abort_job(3)
     }
 }
 
@@ -105,6 +105,15 @@ impl std::fmt::Debug for Mpi {
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
+}
+
+/// Ends every rank of the job with `code` (`MPI_Abort`), a second after this rank's last words:
+/// the launcher forwards a rank's output on its own time, and an abort that came first would
+/// lose them.
+pub(crate) fn abort_job(code: i32) -> ! {
+    let _ = std::io::Write::flush(&mut std::io::stderr());
+    std::thread::sleep(Duration::from_secs(1));
+    SimpleCommunicator::world().abort(code)
 }
 
 /// The MPI library's own name and version (`MPI_Get_library_version`), first line.

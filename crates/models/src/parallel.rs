@@ -149,7 +149,7 @@ pub(crate) fn dropout_mask_on_device(shape: &[i64], p: f64, kind: Kind, device: 
 pub(crate) struct Replicas {
     pub group: Arc<dyn Collective>,
     params: Vec<Tensor>,
-    /// The non-trainable variables (batch norm's running statistics), by name.
+    /// Batch norm's running statistics, in name order.
     buffers: Vec<Tensor>,
     flat: Vec<f32>,
     /// Seconds spent in gradient sums since the last [`Replicas::take_seconds`].
@@ -167,9 +167,14 @@ impl Replicas {
         let params = vs.trainable_variables();
         let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
         named.sort_by(|a, b| a.0.cmp(&b.0));
+        // Batch norm's running statistics: what each rank changes alone (other fixed
+        // variables stay rank 0's from the broadcast).
         let buffers = named
             .iter()
-            .filter(|(_, t)| !t.requires_grad())
+            .filter(|(name, t)| {
+                !t.requires_grad()
+                    && (name.ends_with("running_mean") || name.ends_with("running_var"))
+            })
             .map(|(_, t)| t.shallow_clone())
             .collect();
         let mut replicas = Self {

@@ -52,3 +52,9 @@ pub fn join_ranks() -> anyhow::Result<(bool, scae_dp::Session)> {
 pub fn rank() -> usize {
     scae_models::parallel::group().rank()
 }
+
+/// Whether this process writes results: a process alone, or rank 0 of a data-parallel job (the
+/// other ranks train with it and write nothing).
+pub fn writes_results() -> bool {
+    scae_models::parallel::group().is_root()
+}

@@ -15,7 +15,7 @@ pub struct EpochProgress {
 impl EpochProgress {
     /// A bar when stderr is a terminal (and `RUST_LOG` does not ask for per-epoch logs).
     pub fn new(name: &str, epochs: usize) -> Self {
-        let root = scae_models::parallel::group().is_root();
+        let root = crate::writes_results();
         let bar = (root && std::io::stderr().is_terminal()).then(|| {
             let bar = ProgressBar::new(epochs as u64);
             let style = ProgressStyle::with_template(

@@ -1,9 +1,9 @@
 //! Data-parallel training under a real MPI launcher (the `mpi` feature): `cargo xtask test` sets
 //! MPI up, builds `scae` with the feature and names the launcher in `SCAE_MPIEXEC`.
 //!
-//! - 2 and 3 ranks give the weights one process reaches on the same global batches (batch norm
-//!   off, dropout on: the ranks draw their rows of the global batch's noise and masks), and
-//!   rank 0 alone writes one result folder.
+//! - 2 and 3 ranks, from memory or reading the file by blocks, give the weights one process
+//!   reaches on the same global batches (batch norm off, dropout on: the ranks draw their rows of
+//!   the global batch's noise and masks), and rank 0 alone writes one result folder.
 //! - With scae's default model (batch norm on), 2 ranks reach one process's test ELBO within 1 %.
 //! - A rank that hangs makes rank 0 end the job after `SCAE_DP_TIMEOUT` with a one-line error; a
 //!   rank that dies ends the job through the launcher; neither leaves a result folder.
@@ -24,17 +24,7 @@ use serde_json::Value;
 
 /// The launcher `cargo xtask test` set up; a failure under CI when it is missing.
 fn mpiexec() -> Option<PathBuf> {
-    match std::env::var_os("SCAE_MPIEXEC") {
-        Some(p) if Path::new(&p).exists() => Some(p.into()),
-        _ => {
-            assert!(
-                !std::env::var("CI").is_ok_and(|v| v == "true" || v == "1"),
-                "CI=true and SCAE_MPIEXEC is not set: run the tests with `cargo xtask test`"
-            );
-            eprintln!("SKIPPED: SCAE_MPIEXEC is not set (run the tests with `cargo xtask test`)");
-            None
-        }
-    }
+    common::set_up_path("SCAE_MPIEXEC")
 }
 
 /// worm_neuron as an `.h5ad` in `dir`, or `None` (skipped) without the shared data or Python.
@@ -139,9 +129,10 @@ fn ranks_train_to_the_weights_of_one_process_on_the_same_global_batches() {
         "vae.toml",
         &[("batch_norm", "false"), ("epochs", "1")],
     );
-    let run = |ranks: usize, name: &str| {
+    // `backed`: the ranks read their rows of each batch from the file by blocks.
+    let run = |ranks: usize, name: &str, backed: bool| {
         let out = tmp.path().join(name);
-        let args = [
+        let mut args = vec![
             "vae",
             "--config",
             cfg.to_str().expect("utf-8"),
@@ -152,6 +143,9 @@ fn ranks_train_to_the_weights_of_one_process_on_the_same_global_batches() {
             "--out",
             out.to_str().expect("utf-8"),
         ];
+        if backed {
+            args.push("--backed");
+        }
         let result = if ranks == 1 {
             common::scae(&args)
         } else {
@@ -163,13 +157,14 @@ fn ranks_train_to_the_weights_of_one_process_on_the_same_global_batches() {
         assert_ok(&result, &format!("{ranks} ranks"));
         out
     };
-    let one = run(1, "one");
+    let one = run(1, "one", false);
     let alone = safetensors(&one.join("weights.safetensors"));
     let alone_elbo = metrics(&one)["summary"]["test_elbo"]
         .as_f64()
         .expect("ELBO");
-    for ranks in [2, 3] {
-        let dir = run(ranks, &format!("ranks{ranks}"));
+    for (ranks, backed) in [(2, false), (3, false), (2, true)] {
+        let run_name = format!("ranks{ranks}{}", if backed { "-backed" } else { "" });
+        let dir = run(ranks, &run_name, backed);
         let m = metrics(&dir);
         assert_eq!(m["summary"]["ranks"], ranks);
         assert!(
@@ -181,7 +176,7 @@ fn ranks_train_to_the_weights_of_one_process_on_the_same_global_batches() {
         let elbo = m["summary"]["test_elbo"].as_f64().expect("ELBO");
         assert!(
             ((elbo - alone_elbo) / alone_elbo).abs() < 1e-6,
-            "{ranks} ranks: test ELBO {elbo} against {alone_elbo} alone"
+            "{run_name}: test ELBO {elbo} against {alone_elbo} alone"
         );
         let weights = safetensors(&dir.join("weights.safetensors"));
         assert_eq!(
@@ -196,13 +191,18 @@ fn ranks_train_to_the_weights_of_one_process_on_the_same_global_batches() {
             // Float sums in another order, through 26 Adam steps: measured at most 3.5e-6.
             assert!(
                 diff <= 1e-4 * size,
-                "{ranks} ranks: {name} differs from one process's by {:.2e} (relative L2)",
+                "{run_name}: {name} differs from one process's by {:.2e} (relative L2)",
                 diff / size
             );
         }
     }
     // Rank 0 alone wrote: one folder per run, no staging folder left by another rank.
-    let mut expected = vec!["one".to_string(), "ranks2".into(), "ranks3".into()];
+    let mut expected = vec![
+        "one".to_string(),
+        "ranks2".into(),
+        "ranks3".into(),
+        "ranks2-backed".into(),
+    ];
     expected.sort();
     assert_eq!(folders(tmp.path()), expected);
 }

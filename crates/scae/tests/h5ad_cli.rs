@@ -5,7 +5,6 @@
 //! clusters and names in place.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::Value;
 
@@ -251,17 +250,8 @@ print(json.dumps({
     "dtype": str(a.obs["scae_cluster"].dtype), "x_nnz": int(a.X.nnz),
 }))
 "#;
-    let run = Command::new(&python)
-        .args(["-c", check])
-        .arg(h5ad_out.join("adata.h5ad"))
-        .output()
-        .expect("python runs");
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let got: Value = serde_json::from_slice(&run.stdout).expect("JSON");
+    let stdout = common::run_python(&python, check, &[&h5ad_out.join("adata.h5ad")]);
+    let got: Value = serde_json::from_slice(&stdout).expect("JSON");
     assert_eq!(got["shape"], serde_json::json!([4186, 300]));
     assert_eq!(got["latent"], serde_json::json!([4186, 2]));
     assert_eq!(got["q_y"], serde_json::json!([4186, 10]));

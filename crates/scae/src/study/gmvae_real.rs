@@ -979,6 +979,10 @@ pub fn write_clusters_h5ad(
     q_y: &Array2<f32>,
     assigned: &[usize],
 ) -> Result<()> {
+    if !crate::writes_results() {
+        // Rank 0 of a data-parallel job writes the results.
+        return Ok(());
+    }
     let categories = (0..q_y.ncols()).map(|k| k.to_string()).collect();
     let out = scae_io::AnnOutput {
         obs_names: &data.obs_names,

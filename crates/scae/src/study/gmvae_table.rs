@@ -35,7 +35,9 @@ pub fn run_all(dir: &Path, args: &GmvaeRealArgs) -> Result<()> {
         bail!("--h5ad with --all takes no path: each dataset writes adata.h5ad in its folder");
     }
     let out = args.run.out_dir("gmvae-real-all");
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    if crate::writes_results() {
+        std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    }
     let clock = Instant::now();
     let mut entries = Vec::new();
     for (i, (name, path)) in datasets.iter().enumerate() {
@@ -57,6 +59,10 @@ pub fn run_all(dir: &Path, args: &GmvaeRealArgs) -> Result<()> {
         });
     }
     let total = clock.elapsed().as_secs_f64();
+    if !crate::writes_results() {
+        // Rank 0 of a data-parallel job writes the table.
+        return Ok(());
+    }
     let md = table_md(&entries, total);
     scae_io::write_atomic(&out.join("table.md"), |w| {
         std::io::Write::write_all(w, md.as_bytes())

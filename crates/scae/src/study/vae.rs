@@ -719,7 +719,7 @@ pub fn run(args: &VaeArgs) -> Result<()> {
         &*test_cells,
         run.device,
     )?;
-    if !scae_models::parallel::group().is_root() {
+    if !crate::writes_results() {
         // The other ranks of a data-parallel job trained with rank 0, which writes the results.
         return Ok(());
     }

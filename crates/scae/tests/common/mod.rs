@@ -59,17 +59,38 @@ pub fn without_seconds(value: &serde_json::Value) -> serde_json::Value {
 
 /// The set-up's Python (`SCAE_PYTHON`, set by `cargo xtask`); `None` outside CI when unset.
 pub fn python() -> Option<PathBuf> {
-    match std::env::var_os("SCAE_PYTHON") {
+    set_up_path("SCAE_PYTHON")
+}
+
+/// The program `var` names (set by `cargo xtask test`), or `None` after printing that the calling
+/// test is skipped; under CI a missing one is a failure.
+pub fn set_up_path(var: &str) -> Option<PathBuf> {
+    match std::env::var_os(var) {
         Some(p) if Path::new(&p).exists() => Some(p.into()),
         _ => {
             assert!(
                 !std::env::var("CI").is_ok_and(|v| v == "true" || v == "1"),
-                "CI=true and SCAE_PYTHON is not set: run the tests with `cargo xtask test`"
+                "CI=true and {var} is not set: run the tests with `cargo xtask test`"
             );
-            eprintln!("SKIPPED: SCAE_PYTHON is not set (run the tests with `cargo xtask test`)");
+            eprintln!("SKIPPED: {var} is not set (run the tests with `cargo xtask test`)");
             None
         }
     }
+}
+
+/// Runs the Python `code` with `args` and returns its stdout; fails the test with its stderr.
+pub fn run_python(python: &Path, code: &str, args: &[&Path]) -> Vec<u8> {
+    let run = Command::new(python)
+        .args(["-c", code])
+        .args(args)
+        .output()
+        .expect("python runs");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    run.stdout
 }
 
 /// Writes the 10x folder `tenx` (with its `labels.txt`) as an AnnData file at `out`, with
@@ -86,15 +107,5 @@ labels = [l.strip() for l in open(d + "/labels.txt")]
 obs = pd.DataFrame({"cell_type": pd.Categorical(labels)}, index=barcodes)
 ad.AnnData(X=x, obs=obs, var=pd.DataFrame(index=genes)).write_h5ad(out)
 "#;
-    let run = Command::new(python)
-        .args(["-c", convert])
-        .arg(tenx)
-        .arg(out)
-        .output()
-        .expect("python runs");
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    run_python(python, convert, &[tenx, out]);
 }
