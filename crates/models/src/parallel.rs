@@ -384,6 +384,7 @@ mod tests {
 
     #[test]
     fn a_ranks_noise_is_its_rows_of_the_global_batchs() {
+        let _rng = crate::torch_rng_lock();
         tch::manual_seed(5);
         let whole = Tensor::randn([2, 10, 3], (Kind::Float, Device::Cpu));
         for (rank, size) in [(0, 3), (1, 3), (2, 3)] {
