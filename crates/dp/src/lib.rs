@@ -314,11 +314,6 @@ fn join(launch: Launch, _timeout: Duration) -> Result<(Arc<dyn Collective>, Sess
     })
 }
 
-/// Whether this binary can join several ranks (built with MPI).
-pub const fn built_with_mpi() -> bool {
-    cfg!(feature = "mpi")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

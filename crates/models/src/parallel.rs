@@ -69,8 +69,10 @@ thread_local! {
     static SHARD: Cell<Option<Shard>> = const { Cell::new(None) };
 }
 
-/// Runs `f` with `shard` as the rows of the global batch the current step sees.
+/// Runs `f` with `shard` as the rows of the global batch the current step sees (kept only when
+/// it is part of a larger batch: a shard of the whole batch draws as one process does).
 pub(crate) fn with_shard<R>(shard: Option<Shard>, f: impl FnOnce() -> R) -> R {
+    let shard = shard.filter(|s| s.rows != s.global);
     let before = SHARD.with(|s| s.replace(shard));
     let out = f();
     SHARD.with(|s| s.set(before));
@@ -83,7 +85,7 @@ fn current() -> Option<Shard> {
 
 /// Whether the current step is one rank's share of a larger batch.
 pub(crate) fn in_shard() -> bool {
-    current().is_some_and(|s| s.rows != s.global)
+    current().is_some()
 }
 
 /// Standard normal draws of `shape`, whose dimension `cells_dim` runs over the batch's cells:
@@ -95,9 +97,7 @@ pub(crate) fn normal_for_cells(
     device: Device,
 ) -> Tensor {
     match current() {
-        Some(shard)
-            if shard.global != shard.rows && shape.get(cells_dim) == Some(&(shard.rows as i64)) =>
-        {
+        Some(shard) if shape.get(cells_dim) == Some(&(shard.rows as i64)) => {
             let mut global = shape.to_vec();
             global[cells_dim] = shard.global as i64;
             Tensor::randn(global.as_slice(), (kind, device)).narrow(
@@ -115,9 +115,7 @@ pub(crate) fn normal_for_cells(
 /// rank's generator ends where one process's would: `(0, 0)` outside a data-parallel step.
 pub(crate) fn dropout_words(n: usize) -> (u128, u128) {
     match current() {
-        Some(shard)
-            if shard.rows > 0 && n.is_multiple_of(shard.rows) && shard.global != shard.rows =>
-        {
+        Some(shard) if shard.rows > 0 && n.is_multiple_of(shard.rows) => {
             let width = (n / shard.rows) as u128;
             let before = shard.offset as u128 * width;
             let after = (shard.global - shard.offset - shard.rows) as u128 * width;
@@ -133,9 +131,7 @@ pub(crate) fn dropout_mask_on_device(shape: &[i64], p: f64, kind: Kind, device: 
     let draw =
         |shape: &[i64]| Tensor::empty(shape, (kind, device)).bernoulli_float_(1.0 - p) / (1.0 - p);
     match current() {
-        Some(shard)
-            if shard.global != shard.rows && shape.first() == Some(&(shard.rows as i64)) =>
-        {
+        Some(shard) if shape.first() == Some(&(shard.rows as i64)) => {
             let mut global = shape.to_vec();
             global[0] = shard.global as i64;
             draw(&global).narrow(0, shard.offset as i64, shard.rows as i64)

@@ -502,13 +502,14 @@ impl Trainer {
                 (begin..begin + shard.rows, shard)
             })
             .collect();
-        let mine: Vec<usize> = if ranks == 1 {
-            order.clone()
+        let mine: std::borrow::Cow<'_, [usize]> = if ranks == 1 {
+            order.as_slice().into()
         } else {
             shards
                 .iter()
                 .flat_map(|(r, _)| order[r.clone()].iter().copied())
-                .collect()
+                .collect::<Vec<_>>()
+                .into()
         };
         if sources.train_rows.is_none() {
             sources

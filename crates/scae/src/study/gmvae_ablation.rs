@@ -218,15 +218,7 @@ pub fn run(args: &GmvaeAblationArgs) -> Result<()> {
                     components: k,
                     ..study.gmvae.model.clone()
                 };
-                let start = if study.gmvae_init.as_ref().is_some_and(|i| i.from_vae) {
-                    Start::Vae {
-                        vae: &vae,
-                        latent: &vae_latent,
-                        clusters: &vae_kmeans,
-                    }
-                } else {
-                    Start::Own { clusters: None }
-                };
+                let start = Start::of(study, &vae, &vae_latent, &vae_kmeans);
                 let trained = train_gmvae(study, &gmvae_cfg, seed, &split, &start, device)
                     .with_context(|| format!("dataset {name}, variant {variant:?}"))?;
                 let chunk = study.gmvae.train.eval_chunk(split.counts.genes());

@@ -472,15 +472,7 @@ pub fn run_dataset(args: &RunArgs, output: &super::vae::H5adArgs) -> Result<Data
 
         // (a): the GMVAE with K given, started from (c)'s clusters or from its own pretraining.
         let from_vae = cfg.gmvae_init.as_ref().is_some_and(|i| i.from_vae);
-        let start = if from_vae {
-            Start::Vae {
-                vae: &vae,
-                latent: &vae_latent,
-                clusters: &vae_kmeans,
-            }
-        } else {
-            Start::Own { clusters: None }
-        };
+        let start = Start::of(&cfg, &vae, &vae_latent, &vae_kmeans);
         let given = train_gmvae(&cfg, &gmvae_cfg, seed, &split, &start, device)?;
         // Seconds of what (a) and (e) start from: the VAE when they start from its weights.
         let before = if from_vae { vae_kmeans_seconds } else { 0.0 };
@@ -783,6 +775,26 @@ pub(super) enum Start<'a> {
     /// From its own weights: with `gmvae_init`, pretrained on the ELBO, then `clusters` of every
     /// cell when given, else k-means on its latent means.
     Own { clusters: Option<&'a [usize]> },
+}
+
+impl<'a> Start<'a> {
+    /// The start `cfg` asks for: from the VAE with `gmvae_init.from_vae`, else its own.
+    pub(super) fn of(
+        cfg: &GmvaeRealStudy,
+        vae: &'a TrainedVae,
+        latent: &'a Array2<f32>,
+        clusters: &'a [usize],
+    ) -> Self {
+        if cfg.gmvae_init.as_ref().is_some_and(|i| i.from_vae) {
+            Self::Vae {
+                vae,
+                latent,
+                clusters,
+            }
+        } else {
+            Self::Own { clusters: None }
+        }
+    }
 }
 
 /// A trained GMVAE and how it got there.
