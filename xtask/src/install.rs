@@ -73,12 +73,28 @@ fn install(bin: &Path, dir: &Path) -> Result<PathBuf> {
 
 /// Checks that the binary at `bin` starts with no `LD_LIBRARY_PATH` (its libraries found
 /// through its run path).
+///
+/// The copy was just written, so a process forked meanwhile by another thread can still hold
+/// its write handle until that child execs; Linux then refuses to run the file ("text file
+/// busy"). That passes within milliseconds, so the start is retried for up to a second.
 fn starts_alone(bin: &Path) -> Result<()> {
-    let out = Command::new(bin)
-        .arg("--version")
-        .env_remove("LD_LIBRARY_PATH")
-        .output()
-        .with_context(|| format!("could not start {}", bin.display()))?;
+    let start = || {
+        Command::new(bin)
+            .arg("--version")
+            .env_remove("LD_LIBRARY_PATH")
+            .output()
+    };
+    let mut out = start();
+    for _ in 0..50 {
+        match &out {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                out = start();
+            }
+            _ => break,
+        }
+    }
+    let out = out.with_context(|| format!("could not start {}", bin.display()))?;
     if !out.status.success() {
         bail!(
             "{} does not start without LD_LIBRARY_PATH ({}): {}",
