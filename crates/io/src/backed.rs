@@ -129,15 +129,17 @@ impl BatchSource for BackedRows {
         self.shared.labels.is_some()
     }
 
-    fn plan(&self, order: &[usize], batch: usize) {
+    fn plan(&self, order: &[usize], lengths: &[usize]) {
         let order = Arc::new(order.to_vec());
-        let depth = (Blocks::QUEUE_CELLS / batch.max(1)).max(2);
+        let lengths = cut(order.len(), lengths);
+        let typical = lengths.first().copied().unwrap_or(1).max(1);
+        let depth = (Blocks::QUEUE_CELLS / typical).max(2);
         let (tx, rx) = sync_channel(depth);
         let shared = Arc::clone(&self.shared);
         let thread_order = Arc::clone(&order);
         let spawned = std::thread::Builder::new()
             .name("scae-read-ahead".into())
-            .spawn(move || read_ahead(&shared, &thread_order, batch.max(1), &tx));
+            .spawn(move || read_ahead(&shared, &thread_order, &lengths, &tx));
         // Without a thread, batches are read when asked for.
         let ahead = spawned.ok().map(|thread| Ahead {
             order,
@@ -172,16 +174,44 @@ impl BatchSource for BackedRows {
 
 /// The reader thread: the batches of `order`, `batch` positions each, in order, until the source
 /// stops listening or a read fails.
-fn read_ahead(shared: &Shared, order: &[usize], batch: usize, tx: &SyncSender<Result<Batch>>) {
+/// `lengths` as the cuts of `n` positions: the given lengths (zeros left out) while they fit,
+/// the rest of the positions as one more batch when they fall short.
+fn cut(n: usize, lengths: &[usize]) -> Vec<usize> {
+    let mut out = Vec::with_capacity(lengths.len() + 1);
+    let mut left = n;
+    for &len in lengths.iter().filter(|&&l| l > 0) {
+        let len = len.min(left);
+        if len == 0 {
+            break;
+        }
+        out.push(len);
+        left -= len;
+    }
+    if left > 0 {
+        out.push(left);
+    }
+    out
+}
+
+/// The consecutive pieces of `order` of the given `lengths` (which add up to its length).
+fn pieces<'a>(order: &'a [usize], lengths: &'a [usize]) -> impl Iterator<Item = &'a [usize]> + 'a {
+    lengths.iter().scan(0, move |from, &len| {
+        let piece = &order[*from..*from + len];
+        *from += len;
+        Some(piece)
+    })
+}
+
+fn read_ahead(shared: &Shared, order: &[usize], lengths: &[usize], tx: &SyncSender<Result<Batch>>) {
     // The last chunk that needs each block, so a block is dropped as soon as it is done with.
     let mut last_use = HashMap::new();
-    for (c, chunk) in order.chunks(batch).enumerate() {
+    for (c, chunk) in pieces(order, lengths).enumerate() {
         for &p in chunk {
             last_use.insert(p / Blocks::CELLS, c);
         }
     }
     let mut blocks = HashMap::new();
-    for (c, chunk) in order.chunks(batch).enumerate() {
+    for (c, chunk) in pieces(order, lengths).enumerate() {
         let result = shared.assemble(chunk, &mut blocks);
         let failed = result.is_err();
         if tx.send(result).is_err() || failed {

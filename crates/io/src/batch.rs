@@ -80,10 +80,12 @@ pub trait BatchSource: Sync {
     }
 
     /// Announces a pass: the positions the next calls of [`BatchSource::batch`] will ask for, in
-    /// `order`, `batch` at a time. A source that reads from a file starts reading ahead here
+    /// `order`, cut into consecutive batches of the given `lengths` (they add up to the order's
+    /// length; the trainer's last batch may be longer than the others, see
+    /// `scae_models::batch_ranges`). A source that reads from a file starts reading ahead here
     /// ([`crate::BackedRows`]); sources in memory ignore it. A call that leaves the plan is
     /// still answered, directly.
-    fn plan(&self, _order: &[usize], _batch: usize) {}
+    fn plan(&self, _order: &[usize], _lengths: &[usize]) {}
 
     /// The cells at `positions`, in that order.
     ///

@@ -339,8 +339,17 @@ fn backed_rows_give_the_batches_of_the_same_rows_in_memory() {
         );
         let order: Vec<usize> = (0..rows.len()).rev().collect();
         // Planned (read ahead on a thread), then asked for outside the plan.
-        backed.plan(&order, 7);
+        backed.plan(&order, &[7, 7, 7, 5]);
         for chunk in order.chunks(7) {
+            assert_eq!(
+                backed.batch(chunk).expect("batch"),
+                memory.batch(chunk).expect("batch"),
+                "{file}"
+            );
+        }
+        // Batches of unequal lengths (a trainer's short last batch merged into the one before).
+        backed.plan(&order, &[7, 7, 12]);
+        for chunk in [&order[..7], &order[7..14], &order[14..]] {
             assert_eq!(
                 backed.batch(chunk).expect("batch"),
                 memory.batch(chunk).expect("batch"),
@@ -368,9 +377,9 @@ fn backed_rows_give_the_batches_of_the_same_rows_in_memory() {
     let file = Arc::new(H5adRows::open(&path, None).expect("opens"));
     let backed = BackedRows::new(file, (0..40).collect(), None).expect("backed");
     let order: Vec<usize> = (0..40).collect();
-    backed.plan(&order, 1);
+    backed.plan(&order, &[1; 40]);
     backed.batch(&[0]).expect("the first batch");
-    backed.plan(&order, 1);
+    backed.plan(&order, &[1; 40]);
     drop(backed);
     assert_eq!(readers(), 0, "a reader thread outlived its source");
 

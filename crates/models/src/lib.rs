@@ -33,7 +33,9 @@ pub use loss::{ReconLoss, mse_loss, nonzero_mse_loss};
 pub use net::{Build, ComputeDevice, Net, row_argmax, seed_torch};
 pub use optim::Adam;
 pub use scae_dists::{CountLaw, Likelihood};
-pub use split::{Split, epoch_order, shuffled_indices};
+pub use split::{
+    MIN_LAST_BATCH, MIN_LAST_BATCH_PER_RANK, Split, batch_ranges, epoch_order, shuffled_indices,
+};
 pub use train::{
     EVAL_VALUES, EpochStats, History, Losses, Model, TensorBatch, Terms, TrainConfig, Trainer,
     eval_chunk, evaluate, fit, map_cells,

@@ -66,6 +66,35 @@ pub fn epoch_order(n: usize, seed: u64) -> Vec<usize> {
     order
 }
 
+/// The fewest cells the last minibatch of an epoch may hold on each rank of a job before it is
+/// merged into the one before: batch norm in training normalises a batch by its own variance,
+/// which one cell does not have (its running variance, `0 / 0`, would make every later
+/// evaluation NaN). scvi-tools moves such cells out of the last batch for the same reason.
+pub const MIN_LAST_BATCH_PER_RANK: usize = 2;
+
+/// The fewest cells of a last minibatch left on its own in one process; scvi-tools warns below 3.
+pub const MIN_LAST_BATCH: usize = 3;
+
+/// The minibatches of an epoch of `n` cells, as ranges of positions into its order: `size` at a
+/// time, with a short last batch (fewer than [`MIN_LAST_BATCH`] cells, or fewer than
+/// [`MIN_LAST_BATCH_PER_RANK`] on some of `ranks` ranks) merged into the one before, so no
+/// batch a model trains on is too small for batch norm. A single batch is kept whatever its size.
+pub fn batch_ranges(n: usize, size: usize, ranks: usize) -> Vec<std::ops::Range<usize>> {
+    let size = size.max(1);
+    let mut ranges: Vec<std::ops::Range<usize>> = (0..n)
+        .step_by(size)
+        .map(|from| from..(from + size).min(n))
+        .collect();
+    let least = MIN_LAST_BATCH.max(MIN_LAST_BATCH_PER_RANK * ranks.max(1));
+    if ranges.len() > 1 && ranges.last().is_some_and(|last| last.len() < least) {
+        let last = ranges.pop().expect("more than one batch");
+        if let Some(previous) = ranges.last_mut() {
+            previous.end = last.end;
+        }
+    }
+    ranges
+}
+
 /// A seeded permutation of `0..n`.
 pub fn shuffled_indices(n: usize, seed: u64) -> Vec<usize> {
     let mut order: Vec<usize> = (0..n).collect();
@@ -76,6 +105,33 @@ pub fn shuffled_indices(n: usize, seed: u64) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_last_batch_too_small_for_batch_norm_joins_the_one_before() {
+        let lens = |n, size, ranks| {
+            batch_ranges(n, size, ranks)
+                .iter()
+                .map(std::ops::Range::len)
+                .collect::<Vec<_>>()
+        };
+        // 897 cells at 128: the shared chr21 file's training cells, a last batch of one cell.
+        assert_eq!(lens(897, 128, 1), [vec![128; 6], vec![129]].concat());
+        assert_eq!(lens(898, 128, 1), [vec![128; 6], vec![130]].concat());
+        assert_eq!(lens(899, 128, 1), [vec![128; 7], vec![3]].concat());
+        assert_eq!(lens(896, 128, 1), vec![128; 7]);
+        // On 3 ranks a last batch of 5 would leave one rank a single cell.
+        assert_eq!(lens(261, 128, 3), vec![128, 133]);
+        assert_eq!(lens(262, 128, 3), vec![128, 128, 6]);
+        // A single batch stays, however small; nothing is lost.
+        assert_eq!(lens(1, 128, 1), vec![1]);
+        assert!(batch_ranges(0, 128, 1).is_empty());
+        for (n, size, ranks) in [(1000, 7, 1), (13, 1, 1), (1000, 33, 4)] {
+            let r = batch_ranges(n, size, ranks);
+            assert_eq!(r.first().map(|r| r.start), Some(0));
+            assert_eq!(r.last().map(|r| r.end), Some(n));
+            assert!(r.windows(2).all(|w| w[0].end == w[1].start));
+        }
+    }
 
     #[test]
     fn split_is_a_seeded_partition() {

@@ -28,7 +28,7 @@ use crate::error::catch_torch;
 use crate::layers::SparseRows;
 use crate::optim::Adam;
 use crate::parallel::{Replicas, Shard, with_shard};
-use crate::{Error, Result, epoch_order};
+use crate::{Error, Result, batch_ranges, epoch_order};
 
 /// Batches a trainer reads ahead of the step that trains on them.
 const READ_AHEAD: usize = 2;
@@ -493,12 +493,12 @@ impl Trainer {
             .replicas
             .as_ref()
             .map_or((0, 1), |r| (r.group.rank(), r.group.size()));
-        let shards: Vec<(std::ops::Range<usize>, Shard)> = order
-            .chunks(batch_size)
-            .enumerate()
-            .map(|(b, chunk)| {
-                let shard = Shard::of(chunk.len(), rank, ranks);
-                let begin = b * batch_size + shard.offset;
+        // A last batch too small for batch norm is merged into the one before (`batch_ranges`).
+        let shards: Vec<(std::ops::Range<usize>, Shard)> = batch_ranges(n, batch_size, ranks)
+            .into_iter()
+            .map(|batch| {
+                let shard = Shard::of(batch.len(), rank, ranks);
+                let begin = batch.start + shard.offset;
                 (begin..begin + shard.rows, shard)
             })
             .collect();
@@ -512,9 +512,8 @@ impl Trainer {
                 .into()
         };
         if sources.train_rows.is_none() {
-            sources
-                .train
-                .plan(&mine, Shard::of(batch_size, rank, ranks).rows);
+            let lengths: Vec<usize> = shards.iter().map(|(r, _)| r.len()).collect();
+            sources.train.plan(&mine, &lengths);
         }
         // With the rows on the device, the epoch's order goes there once and each batch is
         // gathered by its own `index_select`.
@@ -727,12 +726,22 @@ pub fn evaluate<M: Model>(
     }
     check_width(model, source)?;
     let positions: Vec<usize> = (0..n).collect();
-    source.plan(&positions, chunk.max(1));
+    source.plan(&positions, &chunk_lengths(n, chunk));
     evaluate_chunks(model, n, chunk, |from, len| {
         let positions: Vec<usize> = (from..from + len).collect();
         let host = source.batch(&positions)?;
         Ok(Box::new(move || TensorBatch::from_host(&host, device)))
     })
+}
+
+/// The lengths of `n` cells cut `chunk` at a time (evaluation: no batch norm statistics are
+/// taken, so a last chunk of one cell is harmless).
+fn chunk_lengths(n: usize, chunk: usize) -> Vec<usize> {
+    let chunk = chunk.max(1);
+    (0..n)
+        .step_by(chunk)
+        .map(|from| chunk.min(n - from))
+        .collect()
 }
 
 /// A chunk's batch, made inside the step guard.
@@ -776,7 +785,7 @@ pub fn map_cells(
 ) -> Result<Array2<f32>> {
     let _guard = tch::no_grad_guard();
     let positions: Vec<usize> = (0..source.cells()).collect();
-    source.plan(&positions, chunk.max(1));
+    source.plan(&positions, &chunk_lengths(positions.len(), chunk));
     // Each chunk's rows are copied out as they come, so the host holds the result once.
     let (mut values, mut cols) = (Vec::new(), None);
     for part in positions.chunks(chunk.max(1)) {
