@@ -295,8 +295,8 @@ impl H5adRows {
         let values = obs_column(&self.h5, key)?;
         self.h5
             .check_len(&format!("obs/{key}"), values.len(), self.shape.0, "cells")?;
-        let refs: Vec<&str> = values.iter().map(String::as_str).collect();
-        Ok(Labels::from_strings(&refs))
+        let refs: Vec<Option<&str>> = values.iter().map(Option::as_deref).collect();
+        Ok(Labels::from_optional(&refs))
     }
 }
 
@@ -363,15 +363,16 @@ fn frame_index(h5: &H5, frame: &str) -> Result<Vec<String>> {
     compound_field(h5, frame, "index")
 }
 
-/// The column `key` of `obs` as strings: categories resolved, numbers formatted.
-fn obs_column(h5: &H5, key: &str) -> Result<Vec<String>> {
+/// The column `key` of `obs` as strings: categories resolved, numbers formatted; `None` for a
+/// missing value (categorical code -1, a NaN number).
+fn obs_column(h5: &H5, key: &str) -> Result<Vec<Option<String>>> {
     let name = format!("obs/{key}");
     if !h5.is_group("obs") {
         // Pre-0.7: a field of the compound `obs`, categorical when `uns/<key>_categories` exists.
         let values = compound_field(h5, "obs", key)?;
         let categories = format!("uns/{key}_categories");
         if !h5.has(&categories) {
-            return Ok(values);
+            return Ok(values.into_iter().map(Some).collect());
         }
         let codes: Vec<i64> = values
             .iter()
@@ -421,54 +422,72 @@ fn obs_column(h5: &H5, key: &str) -> Result<Vec<String>> {
         let codes = h5.ints(&name, None)?;
         return decode(h5, &name, &codes, &category_strings(h5, &legacy)?);
     }
-    column_strings(h5, &name)
+    column_values(h5, &name)
 }
 
-/// Categories: strings, or numbers written as text.
+/// Categories: strings, or numbers written as text; none may be missing.
 fn category_strings(h5: &H5, name: &str) -> Result<Vec<String>> {
-    column_strings(h5, name)
+    (column_values(h5, name)?.into_iter().enumerate())
+        .map(|(i, v)| v.ok_or_else(|| h5.err(name, format!("category {i} is NaN"))))
+        .collect()
 }
 
-/// A 1-D dataset of strings or numbers as strings (integral floats without a fraction).
-fn column_strings(h5: &H5, name: &str) -> Result<Vec<String>> {
+/// A 1-D dataset of strings or numbers as strings (integral floats without a fraction); a NaN
+/// is a missing value.
+fn column_values(h5: &H5, name: &str) -> Result<Vec<Option<String>>> {
     let ds = h5.dataset(name)?;
     let ty = crate::h5::descriptor(&ds).map_err(|e| h5.err(name, e))?;
     match ty {
         TypeDescriptor::Integer(_) | TypeDescriptor::Unsigned(_) | TypeDescriptor::Boolean => {
-            Ok(h5.ints(name, None)?.iter().map(i64::to_string).collect())
+            Ok(h5
+                .ints(name, None)?
+                .iter()
+                .map(|v| Some(v.to_string()))
+                .collect())
         }
         TypeDescriptor::Float(_) => h5
             .floats(name, None)?
             .iter()
             .map(|&v| {
-                if !v.is_finite() {
+                if v.is_nan() {
+                    Ok(None)
+                } else if !v.is_finite() {
                     Err(h5.err(name, format!("value {v} is not a label")))
                 } else if v.fract() == 0.0 {
-                    Ok(format!("{}", v as i64))
+                    Ok(Some(format!("{}", v as i64)))
                 } else {
-                    Ok(v.to_string())
+                    Ok(Some(v.to_string()))
                 }
             })
             .collect(),
-        _ => h5.strings(name),
+        _ => Ok(h5.strings(name)?.into_iter().map(Some).collect()),
     }
 }
 
-/// Category names of `codes`; a code outside the categories (-1 is pandas' missing value) is an
-/// error.
-fn decode(h5: &H5, name: &str, codes: &[i64], categories: &[String]) -> Result<Vec<String>> {
+/// Category names of `codes`; -1 (pandas' missing value) is `None`, any other code outside the
+/// categories an error.
+fn decode(
+    h5: &H5,
+    name: &str,
+    codes: &[i64],
+    categories: &[String],
+) -> Result<Vec<Option<String>>> {
     codes
         .iter()
         .enumerate()
         .map(|(cell, &c)| {
+            if c == -1 {
+                return Ok(None);
+            }
             usize::try_from(c)
                 .ok()
                 .and_then(|c| categories.get(c).cloned())
+                .map(Some)
                 .ok_or_else(|| {
                     h5.err(
                         name,
                         format!(
-                            "cell {cell} has code {c}, outside the {} categories (a missing label)",
+                            "cell {cell} has code {c}, outside the {} categories",
                             categories.len()
                         ),
                     )

@@ -14,19 +14,21 @@ use std::path::Path;
 
 use crate::{Error, Result, write_atomic};
 
-/// Labels of the cells, encoded as codes into a sorted list of distinct names.
+/// Labels of the cells, encoded as codes into a sorted list of distinct names. A cell may have
+/// no label (pandas' missing category, code -1 in an AnnData file): its code is `None`, and
+/// label scores leave it out ([`Labels::labelled_cells`], [`Labels::pick`]).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Labels {
     /// The distinct labels, sorted (numerically if all are integers, else lexicographically).
     pub names: Vec<String>,
-    /// For each cell, the index of its label in `names`.
-    pub codes: Vec<usize>,
+    /// For each cell, the index of its label in `names`; `None` for a cell without a label.
+    pub codes: Vec<Option<usize>>,
 }
 
 impl Labels {
-    /// Encodes labels given in cell order.
-    fn encode(labels: &[&str]) -> Self {
-        let mut names = labels.to_vec();
+    /// Encodes labels given in cell order; `None` is a cell without a label.
+    fn encode(labels: &[Option<&str>]) -> Self {
+        let mut names: Vec<&str> = labels.iter().flatten().copied().collect();
         names.sort_unstable();
         names.dedup();
         if names.iter().all(|n| n.parse::<i64>().is_ok()) {
@@ -35,13 +37,19 @@ impl Labels {
         }
         let index: HashMap<&str, usize> = names.iter().enumerate().map(|(i, &n)| (n, i)).collect();
         Self {
-            codes: labels.iter().map(|l| index[l]).collect(),
+            codes: labels.iter().map(|l| l.map(|l| index[l])).collect(),
             names: names.into_iter().map(str::to_owned).collect(),
         }
     }
 
     /// Encodes labels given in cell order (an AnnData column, a list made in memory).
     pub fn from_strings(labels: &[&str]) -> Self {
+        let labels: Vec<Option<&str>> = labels.iter().copied().map(Some).collect();
+        Self::encode(&labels)
+    }
+
+    /// Encodes labels given in cell order, `None` for a cell without one.
+    pub fn from_optional(labels: &[Option<&str>]) -> Self {
         Self::encode(labels)
     }
 
@@ -60,6 +68,36 @@ impl Labels {
         self.codes.is_empty()
     }
 
+    /// Number of cells without a label.
+    pub fn missing(&self) -> usize {
+        self.codes.iter().filter(|c| c.is_none()).count()
+    }
+
+    /// The positions of the cells that have a label, ascending.
+    pub fn labelled_cells(&self) -> Vec<usize> {
+        (self.codes.iter().enumerate())
+            .filter_map(|(i, c)| c.map(|_| i))
+            .collect()
+    }
+
+    /// The codes of the cells that have a label, in cell order: the truth that label scores
+    /// compare [`Labels::pick`] of a per-cell result with.
+    pub fn known_codes(&self) -> Vec<usize> {
+        self.codes.iter().flatten().copied().collect()
+    }
+
+    /// The entries of the per-cell `values` at the cells that have a label.
+    ///
+    /// # Panics
+    /// If `values` does not hold one entry per cell.
+    pub fn pick<T: Clone>(&self, values: &[T]) -> Vec<T> {
+        assert_eq!(values.len(), self.codes.len(), "one value per cell");
+        (values.iter().zip(&self.codes))
+            .filter(|(_, c)| c.is_some())
+            .map(|(v, _)| v.clone())
+            .collect()
+    }
+
     /// The labels of the cells at `cells` (e.g. those kept by a filter), encoded anew: a class
     /// no kept cell has is gone.
     ///
@@ -69,9 +107,9 @@ impl Labels {
         if cells.len() == self.codes.len() && cells.iter().enumerate().all(|(i, &c)| i == c) {
             return self.clone();
         }
-        let names: Vec<&str> = cells
+        let names: Vec<Option<&str>> = cells
             .iter()
-            .map(|&c| self.names[self.codes[c]].as_str())
+            .map(|&c| self.codes[c].map(|code| self.names[code].as_str()))
             .collect();
         Self::encode(&names)
     }
@@ -97,7 +135,7 @@ pub fn read_labels(path: &Path, n_cells: Option<usize>) -> Result<Labels> {
             cells,
         });
     }
-    let labels = Labels::encode(&lines);
+    let labels = Labels::from_strings(&lines);
     tracing::debug!(
         path = %path.display(),
         cells = labels.len(),
@@ -154,11 +192,27 @@ mod tests {
 
     #[test]
     fn a_subset_is_encoded_anew() {
-        let all = Labels::encode(&["b", "a", "c", "a"]);
+        let all = Labels::from_strings(&["b", "a", "c", "a"]);
         let some = all.subset(&[0, 3]);
         assert_eq!(some.names, ["a", "b"]);
-        assert_eq!(some.codes, [1, 0]);
+        assert_eq!(some.known_codes(), [1, 0]);
         assert_eq!(all.subset(&[0, 1, 2, 3]), all);
+    }
+
+    #[test]
+    fn cells_without_a_label_are_kept_apart_from_every_class() {
+        let all = Labels::from_optional(&[Some("b"), None, Some("a"), None, Some("b")]);
+        assert_eq!(all.names, ["a", "b"]);
+        assert_eq!(all.codes, [Some(1), None, Some(0), None, Some(1)]);
+        assert_eq!((all.missing(), all.len()), (2, 5));
+        assert_eq!(all.labelled_cells(), [0, 2, 4]);
+        assert_eq!(all.known_codes(), [1, 0, 1]);
+        assert_eq!(all.pick(&["x", "y", "z", "u", "v"]), ["x", "z", "v"]);
+        let some = all.subset(&[1, 4]);
+        assert_eq!(
+            (some.names.as_slice(), some.codes.as_slice()),
+            (&["b".to_owned()][..], &[None, Some(0)][..])
+        );
     }
     use std::path::PathBuf;
 
@@ -182,7 +236,7 @@ mod tests {
     fn integer_labels_sort_numerically() -> Result<()> {
         let labels = read("10\n2\n-1\n2\n", Some(4))?;
         assert_eq!(labels.names, ["-1", "2", "10"]);
-        assert_eq!(labels.codes, [2, 1, 0, 1]);
+        assert_eq!(labels.known_codes(), [2, 1, 0, 1]);
         assert_eq!(
             (labels.len(), labels.n_classes(), labels.is_empty()),
             (4, 3, false)
@@ -194,7 +248,7 @@ mod tests {
     fn string_labels_sort_lexicographically() -> Result<()> {
         let labels = read("T cell\nB cell\n10\nT cell\n2", None)?;
         assert_eq!(labels.names, ["10", "2", "B cell", "T cell"]);
-        assert_eq!(labels.codes, [3, 2, 0, 3, 1]);
+        assert_eq!(labels.known_codes(), [3, 2, 0, 3, 1]);
         Ok(())
     }
 
@@ -202,7 +256,7 @@ mod tests {
     fn crlf_whitespace_bom_and_trailing_blank_lines_are_ignored() -> Result<()> {
         let labels = read("\u{feff}b\r\n  a\t\r\nb \r\n\r\n  \n\n", Some(3))?;
         assert_eq!(labels.names, ["a", "b"]);
-        assert_eq!(labels.codes, [1, 0, 1]);
+        assert_eq!(labels.known_codes(), [1, 0, 1]);
         Ok(())
     }
 
@@ -258,7 +312,7 @@ mod tests {
         let labels: Vec<String> = ["b", "a", "b"].map(String::from).to_vec();
         write_labels(&path, &labels)?;
         assert_eq!(fs::read_to_string(&path).expect("read back"), "b\na\nb\n");
-        assert_eq!(read_labels(&path, Some(3))?.codes, [1, 0, 1]);
+        assert_eq!(read_labels(&path, Some(3))?.known_codes(), [1, 0, 1]);
         Ok(())
     }
 

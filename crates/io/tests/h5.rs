@@ -134,7 +134,7 @@ fn h5ad_x_as_csr_csc_or_dense_reads_what_anndata_wrote() {
         let names: Vec<&str> = labels
             .codes
             .iter()
-            .map(|&c| labels.names[c].as_str())
+            .map(|c| labels.names[c.expect("a label")].as_str())
             .collect();
         assert_eq!(names, strings(&want["cell_type"]));
         let c = m.into_counts(&path).expect("counts");
@@ -188,9 +188,30 @@ fn counts_come_from_a_layer_or_raw_and_labels_from_any_obs_column() {
         let got: Vec<&str> = labels
             .codes
             .iter()
-            .map(|&c| labels.names[c].as_str())
+            .map(|c| labels.names[c.expect("a label")].as_str())
             .collect();
         assert_eq!(got, want, "{key}");
+    }
+}
+
+#[test]
+fn a_missing_category_is_a_cell_without_a_label_not_an_error() {
+    // missing_labels.h5ad (make_missing_labels.py): csr.h5ad with cells 5, 17, 30 set to NaN.
+    let want = expected();
+    let rows = H5adRows::open(&fixtures().join("missing_labels.h5ad"), None).expect("opens");
+    let labels = rows.labels("cell_type").expect("labels");
+    assert_eq!(labels.names, ["B cell", "glia", "muscle", "neuron"]);
+    assert_eq!(labels.missing(), 3);
+    for (cell, (code, want)) in labels
+        .codes
+        .iter()
+        .zip(strings(&want["cell_type"]))
+        .enumerate()
+    {
+        match code {
+            None => assert!([5, 17, 30].contains(&cell), "cell {cell} lost its label"),
+            Some(c) => assert_eq!(labels.names[*c], want, "cell {cell}"),
+        }
     }
 }
 
@@ -251,7 +272,7 @@ fn scanpy_pbmc68k_reduced_in_the_pre_0_7_layout_reads_as_anndata_reads_it() {
     let got: Vec<&str> = labels
         .codes
         .iter()
-        .map(|&c| labels.names[c].as_str())
+        .map(|c| labels.names[c.expect("a label")].as_str())
         .collect();
     assert_eq!(got, strings(&want["bulk_labels"]));
     let louvain = H5adRows::open(&path, None)
@@ -261,7 +282,7 @@ fn scanpy_pbmc68k_reduced_in_the_pre_0_7_layout_reads_as_anndata_reads_it() {
     let got: Vec<&str> = louvain
         .codes
         .iter()
-        .map(|&c| louvain.names[c].as_str())
+        .map(|c| louvain.names[c.expect("a label")].as_str())
         .collect();
     assert_eq!(got, strings(&want["louvain"]));
 

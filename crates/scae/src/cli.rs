@@ -26,8 +26,10 @@ pub enum Command {
     /// Write the default data set (seeded simulation) as counts.npy, counts_raw.npy and labels.txt.
     Data(commands::DataArgs),
     /// Q1: train the autoencoders of configs/q1.toml and plot their histories.
+    #[command(mut_arg("labels", |a| a.help(NO_LABELS)), mut_arg("labels_key", |a| a.help(NO_LABELS)))]
     Q1(RunArgs),
     /// Q2: reconstruction error and convergence of Q1's models.
+    #[command(mut_arg("labels", |a| a.help(NO_LABELS)), mut_arg("labels_key", |a| a.help(NO_LABELS)))]
     Q2(RunArgs),
     /// Q3: PCA and t-SNE of the original data vs the latent-10 model's reconstruction.
     Q3(RunArgs),
@@ -38,15 +40,15 @@ pub enum Command {
     /// Train one VAE on raw counts (configs/vae.toml) and save it with its held-out figures.
     #[command(mut_arg("data", |a| a.help(RAW_COUNTS)))]
     Vae(study::vae::VaeArgs),
-    /// The scVAE study's synthetic check: can a Poisson VAE recover 10 known rates?
-    #[command(mut_arg("data", |a| a.help(SIMULATED)))]
-    VaeSynth(RunArgs),
+    /// The scVAE study's synthetic check: can a Poisson VAE recover 10 known rates? (It simulates
+    /// its counts: the [simulate] table of its config.)
+    VaeSynth(study::SimArgs),
     /// The scVAE study's likelihood comparison: Poisson, NB, ZIP and ZINB VAEs on raw counts.
     #[command(mut_arg("data", |a| a.help(RAW_COUNTS)))]
     VaeLikelihoods(RunArgs),
     /// The GMVAE's synthetic check: a known Poisson mixture and the q(y | x) regulariser ablation.
-    #[command(mut_arg("data", |a| a.help(SIMULATED)))]
-    GmvaeSynth(RunArgs),
+    /// (It simulates its counts: the [simulate] table of its config.)
+    GmvaeSynth(study::SimArgs),
     /// The GMVAE on labelled raw counts: its clusters against k-means baselines, over seeds.
     #[command(mut_arg("data", |a| a.help(LABELLED_RAW_COUNTS)))]
     GmvaeReal(study::gmvae_real::GmvaeRealArgs),
@@ -56,6 +58,7 @@ pub enum Command {
     /// Assemble results/REPORT.md from the questions' results.
     Report(study::report::ReportArgs),
     /// Train one autoencoder on your own data and save it as a model folder.
+    #[command(mut_arg("labels", |a| a.help(NO_LABELS)), mut_arg("labels_key", |a| a.help(NO_LABELS)))]
     Train(commands::TrainArgs),
     /// Latent codes of every cell, from a trained model folder.
     Embed(commands::EmbedArgs),
@@ -71,6 +74,10 @@ pub enum Command {
     Tsne(crate::embed_tools::TsneArgs),
 }
 
+/// `--labels` and `--labels-key` of the commands that do not use labels.
+const NO_LABELS: &str =
+    "Refused: this command does not use labels (Q3, Q4 and Q5 score against them)";
+
 /// `--data` of the studies that train on raw counts.
 const RAW_COUNTS: &str = "Raw counts (cells x genes, non-negative integers, not normalised): a .npy \
     file, a folder holding counts_raw.npy, a 10x Genomics matrix folder, an AnnData .h5ad or a \
@@ -83,10 +90,6 @@ const LABELLED_RAW_COUNTS: &str = "Labelled raw counts (cells x genes, non-negat
     of an .h5ad, else labels.txt beside the data). Default: data/counts_raw.npy and data/labels.txt under the root (written by \
     `scae data`)";
 
-/// `--data` of the synthetic checks, which make their own.
-const SIMULATED: &str =
-    "Not accepted: this check simulates its counts (the [simulate] table of its config)";
-
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
@@ -97,9 +100,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Q4(args) => study::q4::run(&args),
         Command::Q5(args) => study::q5::run(&args),
         Command::Vae(args) => study::vae::run(&args),
-        Command::VaeSynth(args) => study::vae_synth::run(&args),
+        Command::VaeSynth(args) => study::vae_synth::run(&args.run_args()),
         Command::VaeLikelihoods(args) => study::vae_likelihoods::run(&args),
-        Command::GmvaeSynth(args) => study::gmvae_synth::run(&args),
+        Command::GmvaeSynth(args) => study::gmvae_synth::run(&args.run_args()),
         Command::GmvaeReal(args) => study::gmvae_real::run(&args),
         Command::GmvaeAblation(args) => study::gmvae_ablation::run(&args),
         Command::Report(args) => study::report::run(&args),
@@ -157,8 +160,17 @@ mod tests {
             }
         }
         assert!(data_help("gmvae-real").contains("labels"));
+        // The synthetic checks simulate their counts and take no data flag at all.
         for sub in ["vae-synth", "gmvae-synth"] {
-            assert!(data_help(sub).contains("simulates"), "{sub}");
+            let cli = Cli::command();
+            let sub = cli.find_subcommand(sub).expect("a subcommand");
+            for flag in ["data", "labels", "layer", "labels_key", "top_genes"] {
+                assert!(
+                    sub.get_arguments().all(|a| a.get_id() != flag),
+                    "{}: --{flag}",
+                    sub.get_name()
+                );
+            }
         }
         for sub in ["embed", "evaluate"] {
             assert!(data_help(sub).contains("log-normalised"), "{sub}");

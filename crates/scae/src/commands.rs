@@ -89,7 +89,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     cfg.loss = args.loss.unwrap_or(cfg.loss);
     cfg.train.epochs = args.epochs.unwrap_or(cfg.train.epochs);
     cfg.validate()?;
-    let data = run.load_data()?;
+    let data = run.load_unlabelled_data("train")?;
     let (device, threads) = run.setup_torch(cfg.device, cfg.threads)?;
     let out = Staging::new(&run.out_dir("model"))?;
     let prepared = Prepared::new(&cfg, &data)?;
@@ -164,8 +164,13 @@ pub fn embed(args: &EmbedArgs) -> Result<()> {
                     args.model.display()
                 );
             }
-            let (model, data) =
-                load_model_and_data(&args.model, &args.data, args.device, args.threads)?;
+            let (model, data) = load_model_and_data(
+                &args.model,
+                &args.data,
+                args.layer.as_deref(),
+                args.device,
+                args.threads,
+            )?;
             let latent = model.encode(&DenseRows::all(data.x.view()))?;
             let names = (0..data.x.nrows()).map(|i| i.to_string()).collect();
             let genes = (0..data.x.ncols()).map(|j| j.to_string()).collect();
@@ -279,7 +284,8 @@ pub struct EvaluateArgs {
 
 /// `scae evaluate`: MSE over all, nonzero and zero entries, printed as JSON.
 pub fn evaluate(args: &EvaluateArgs) -> Result<()> {
-    let (model, data) = load_model_and_data(&args.model, &args.data, args.device, args.threads)?;
+    let (model, data) =
+        load_model_and_data(&args.model, &args.data, None, args.device, args.threads)?;
     let recon = model.reconstruct(&DenseRows::all(data.x.view()))?;
     let error = scae_eval::reconstruction_error(data.x.view(), recon.view())?;
     let json = serde_json::to_string_pretty(&error)?;
@@ -293,10 +299,20 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<()> {
 fn load_model_and_data(
     model_dir: &std::path::Path,
     data: &std::path::Path,
+    layer: Option<&str>,
     device: DeviceChoice,
     threads: usize,
 ) -> Result<(TrainedAe, Dataset)> {
-    let data = Dataset::load(data, None)?;
+    let options = scae_io::H5adOptions {
+        layer: layer.map(str::to_owned),
+        labels_key: None,
+    };
+    let data = Dataset::load_from(
+        data,
+        None,
+        scae_io::preprocess::DEFAULT_N_TOP_GENES,
+        &options,
+    )?;
     let (device, _) = crate::study::setup_compute(device, threads)?;
     let model = TrainedAe::load(model_dir, device)?;
     model.check_input(data.x.ncols(), &data.source.data)?;
@@ -356,8 +372,9 @@ pub fn cluster(args: &ClusterArgs) -> Result<()> {
     let q_y = net.cluster_probabilities(&CountRows::all(&counts), 4096)?;
     let assigned = scae_models::row_argmax(q_y.view()).to_vec();
     let out = Staging::new(&args.out)?;
+    let h5ad_path = args.output.place(&out)?;
     write_clusters(out.path(), &data.cells, &q_y, &assigned)?;
-    if let Some(path) = args.output.path(out.path()) {
+    if let Some(path) = h5ad_path {
         let latent = net.latent_means(&CountRows::all(&counts), 4096)?;
         crate::study::gmvae_real::write_clusters_h5ad(&path, &data, &latent, &q_y, &assigned)?;
     }

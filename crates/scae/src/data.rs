@@ -48,8 +48,29 @@ pub struct DataSource {
     /// For an `.h5ad` file: the `obs` column of the labels (`--labels-key`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels_key: Option<String>,
+    /// The cells without a label (a missing category of `--labels-key`), left out of every
+    /// label score.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unlabelled_cells: usize,
     /// FNV-1a (64 bit) of the matrix values and labels, in hex.
     pub fingerprint: String,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// The number of cells in `labels` without a label, said once in the log when there are any.
+fn unlabelled(labels: Option<&Labels>, data: &Path) -> usize {
+    let missing = labels.map_or(0, Labels::missing);
+    if missing > 0 {
+        tracing::warn!(
+            "{}: {missing} of {} cells have no label; they are left out of the label scores",
+            data.display(),
+            labels.map_or(0, Labels::len)
+        );
+    }
+    missing
 }
 
 impl Dataset {
@@ -72,11 +93,13 @@ impl Dataset {
         options: &H5adOptions,
     ) -> Result<Self> {
         if data.is_dir() && !data.join("counts.npy").exists() {
+            refuse_h5ad_options(data, options, "a 10x Genomics folder")?;
             return Self::load_10x(data, labels, top_genes);
         }
         if let Some(kind) = hdf5_kind(data)? {
             return Self::load_hdf5(data, kind, labels, top_genes, options);
         }
+        refuse_h5ad_options(data, options, "a .npy matrix")?;
         let data = if data.is_dir() {
             data.join("counts.npy")
         } else {
@@ -121,6 +144,7 @@ impl Dataset {
         }
         let (x, file_labels, format) = match kind {
             Hdf5Kind::TenxH5 => {
+                refuse_h5ad_options(data, options, "a Cell Ranger .h5 file")?;
                 let m = scae_io::read_10x_h5(data)?;
                 (m.counts, m.labels, "10x-h5")
             }
@@ -192,6 +216,7 @@ impl Dataset {
             top_genes,
             layer: None,
             labels_key: None,
+            unlabelled_cells: unlabelled(labels.as_ref(), data),
             fingerprint,
         };
         Ok(Self { x, labels, source })
@@ -201,6 +226,23 @@ impl Dataset {
     pub fn rows(&self, rows: &[usize]) -> Array2<f32> {
         self.x.select(ndarray::Axis(0), rows)
     }
+}
+
+/// An error when `--layer` or `--labels-key` was given for `data`, which is `what` and not an
+/// AnnData file: those options would have nothing to choose from.
+fn refuse_h5ad_options(data: &Path, options: &H5adOptions, what: &str) -> Result<()> {
+    for (flag, value) in [
+        ("--layer", &options.layer),
+        ("--labels-key", &options.labels_key),
+    ] {
+        if let Some(value) = value {
+            bail!(
+                "{flag} {value}: {} is {what}, not an AnnData .h5ad file",
+                data.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The 10x matrix folder at or below `dir`, which holds no `npy` (the file a folder of ours would
@@ -248,6 +290,12 @@ fn absolute(path: &Path) -> PathBuf {
 }
 
 /// FNV-1a over the shape, the matrix's f32 bits and the label codes.
+/// A label code as the fingerprints hash it: the code, or `u64::MAX` for a cell without a label
+/// (so fully labelled data keep the fingerprints they had before labels could be missing).
+fn label_word(code: Option<usize>) -> u64 {
+    code.map_or(u64::MAX, |c| c as u64)
+}
+
 fn fingerprint(x: &Array2<f32>, labels: Option<&Labels>) -> String {
     let mut hash = scae_io::Fnv::default();
     hash.eat(&(x.nrows() as u64).to_le_bytes());
@@ -256,7 +304,7 @@ fn fingerprint(x: &Array2<f32>, labels: Option<&Labels>) -> String {
         hash.eat(&v.to_bits().to_le_bytes());
     }
     for code in labels.map(|l| l.codes.as_slice()).unwrap_or_default() {
-        hash.eat(&(*code as u64).to_le_bytes());
+        hash.eat(&label_word(*code).to_le_bytes());
     }
     hash.hex()
 }
@@ -284,6 +332,7 @@ impl CountData {
     /// error.
     pub fn load(data: &Path, labels: Option<&Path>, options: &H5adOptions) -> Result<Self> {
         if data.is_dir() && !data.join("counts_raw.npy").exists() {
+            refuse_h5ad_options(data, options, "a 10x Genomics folder")?;
             let files = find_10x(data, "counts_raw.npy")?;
             let matrix = scae_io::read_10x(&files.dir)?;
             let counts = CountMatrix::new(matrix.counts, &files.matrix)?;
@@ -301,6 +350,7 @@ impl CountData {
         }
         match hdf5_kind(data)? {
             Some(Hdf5Kind::TenxH5) => {
+                refuse_h5ad_options(data, options, "a Cell Ranger .h5 file")?;
                 let matrix = scae_io::read_10x_h5(data)?;
                 let counts = CountMatrix::new(matrix.counts, data)?;
                 log_counts(&counts, data);
@@ -326,6 +376,7 @@ impl CountData {
             }
             None => {}
         }
+        refuse_h5ad_options(data, options, "a .npy matrix")?;
         let data = if data.is_dir() {
             data.join("counts_raw.npy")
         } else {
@@ -385,7 +436,7 @@ impl CountData {
         let obs_names = cells.iter().map(|&c| obs_names[c].clone()).collect();
         let codes = labels
             .iter()
-            .flat_map(|l| l.codes.iter().map(|&c| c as u64));
+            .flat_map(|l| l.codes.iter().map(|&c| label_word(c)));
         let source = DataSource {
             data: data.to_path_buf(),
             labels: labels_path.map(absolute),
@@ -395,6 +446,7 @@ impl CountData {
             top_genes: None,
             layer: None,
             labels_key: None,
+            unlabelled_cells: unlabelled(labels.as_ref(), data),
             fingerprint: counts.fingerprint(codes),
         };
         Ok(Self {
@@ -537,7 +589,7 @@ impl BackedCounts {
             hash.eat(&(*r as u64).to_le_bytes());
         }
         for code in labels.iter().flat_map(|l| l.codes.iter()) {
-            hash.eat(&(*code as u64).to_le_bytes());
+            hash.eat(&label_word(*code).to_le_bytes());
         }
         let source = DataSource {
             data: absolute(data),
@@ -548,6 +600,7 @@ impl BackedCounts {
             top_genes: None,
             layer: options.layer.clone(),
             labels_key: options.labels_key.clone(),
+            unlabelled_cells: unlabelled(labels.as_ref(), data),
             fingerprint: hash.hex(),
         };
         Ok(Self {

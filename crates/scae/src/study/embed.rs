@@ -73,43 +73,120 @@ pub struct Scored {
     pub scores: Option<Scores>,
 }
 
-/// The labels to colour by: the data's own, or one group `all cells` when there are none.
+/// The sentence a report gives, in its scores section, when some cells have no label.
+pub fn unlabelled_note(md: &mut String, source: &crate::data::DataSource) {
+    let n = source.unlabelled_cells;
+    if n > 0 {
+        let _ = writeln!(
+            md,
+            "{n} of {} cells have no label (a missing value of the label column): they are \
+             drawn as `{NO_LABEL}` and left out of every score against the labels.\n",
+            source.cells
+        );
+    }
+}
+
+/// The labels to colour by: the data's own, or one group `all cells` when there are none. Cells
+/// without a label form their own group, `no label`, drawn last; the scores leave them out.
 #[derive(Debug, Clone)]
 pub struct Colouring {
+    /// The legend's groups: the labels, then `no label` when some cell has none.
     pub names: Vec<String>,
+    /// Each cell's group in `names`.
     pub codes: Vec<usize>,
-    /// Whether real labels were given (scores are computed only then).
-    pub labelled: bool,
+    /// The cells' labels, when real labels were given (scores are computed only then).
+    pub labels: Option<Labels>,
 }
+
+/// The legend name of the cells without a label.
+const NO_LABEL: &str = "no label";
 
 impl Colouring {
     pub fn new(labels: Option<&Labels>, cells: usize) -> Self {
         match labels {
-            Some(l) => Self {
-                names: l.names.iter().map(|n| legend_name(n)).collect(),
-                codes: l.codes.clone(),
-                labelled: true,
-            },
-            None => Self {
-                names: vec!["all cells (no labels)".into()],
-                codes: vec![0; cells],
-                labelled: false,
-            },
+            Some(l) => {
+                let mut names: Vec<String> = l.names.iter().map(|n| legend_name(n)).collect();
+                let missing = names.len();
+                if l.missing() > 0 {
+                    names.push(NO_LABEL.into());
+                }
+                Self {
+                    names,
+                    codes: l.codes.iter().map(|c| c.unwrap_or(missing)).collect(),
+                    labels: Some(l.clone()),
+                }
+            }
+            None => Self::groups(vec!["all cells (no labels)".into()], vec![0; cells]),
         }
     }
 
-    /// Scores `x` against the labels; `None` when there are none or only one label.
+    /// Groups that are not labels to score against (clusters, say): names and each cell's group.
+    pub fn groups(names: Vec<String>, codes: Vec<usize>) -> Self {
+        Self {
+            names,
+            codes,
+            labels: None,
+        }
+    }
+
+    /// Whether real labels were given.
+    pub fn labelled(&self) -> bool {
+        self.labels.is_some()
+    }
+
+    /// The number of distinct labels (0 without labels).
+    pub fn classes(&self) -> usize {
+        self.labels.as_ref().map_or(0, Labels::n_classes)
+    }
+
+    /// The number of cells without a label.
+    pub fn missing(&self) -> usize {
+        self.labels.as_ref().map_or(0, Labels::missing)
+    }
+
+    /// The label codes of the labelled cells, in cell order (empty without labels).
+    pub fn truth(&self) -> Vec<usize> {
+        self.labels
+            .as_ref()
+            .map(Labels::known_codes)
+            .unwrap_or_default()
+    }
+
+    /// The entries of the per-cell `values` at the labelled cells (all of them without labels).
+    pub fn pick<T: Clone>(&self, values: &[T]) -> Vec<T> {
+        match &self.labels {
+            Some(l) => l.pick(values),
+            None => values.to_vec(),
+        }
+    }
+
+    /// The rows of `x` (one per cell) of the labelled cells.
+    pub fn labelled_rows(&self, x: ArrayView2<'_, f32>) -> Array2<f32> {
+        match &self.labels {
+            Some(l) if l.missing() > 0 => x.select(Axis(0), &l.labelled_cells()),
+            _ => x.to_owned(),
+        }
+    }
+
+    /// Scores `x` against the labels; `None` when there are none or only one label. Cells
+    /// without a label are left out: the silhouette is that of the labelled cells, and k-means
+    /// clusters every cell but is scored on the labelled ones.
     pub fn score(&self, x: ArrayView2<'_, f32>, cfg: &ScoreConfig) -> Result<Option<Scores>> {
-        if !self.labelled || self.names.len() < 2 {
+        if !self.labelled() || self.classes() < 2 {
             return Ok(None);
         }
-        let silhouette = scae_eval::silhouette_score(x, &self.codes, cfg.seed)?;
-        let km = cfg.kmeans(x, self.names.len())?;
+        let truth = self.truth();
+        let silhouette = if self.missing() > 0 {
+            scae_eval::silhouette_score(self.labelled_rows(x).view(), &truth, cfg.seed)?
+        } else {
+            scae_eval::silhouette_score(x, &truth, cfg.seed)?
+        };
+        let km = self.pick(&cfg.kmeans(x, self.classes())?);
         Ok(Some(Scores {
             silhouette,
-            ari: scae_eval::adjusted_rand_index(&self.codes, &km)?,
-            nmi: scae_eval::normalized_mutual_info(&self.codes, &km)?,
-            accuracy: scae_eval::hungarian_accuracy(&self.codes, &km)?,
+            ari: scae_eval::adjusted_rand_index(&truth, &km)?,
+            nmi: scae_eval::normalized_mutual_info(&truth, &km)?,
+            accuracy: scae_eval::hungarian_accuracy(&truth, &km)?,
         }))
     }
 

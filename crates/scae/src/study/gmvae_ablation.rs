@@ -161,7 +161,12 @@ pub fn run(args: &GmvaeAblationArgs) -> Result<()> {
     let clock = RunClock::start();
     let path = args.run.config_path("gmvae-ablation");
     let cfg: AblationConfig = read_toml(&path)?;
-    let studies = cfg.studies(&path)?;
+    let mut studies = cfg.studies(&path)?;
+    if let Some(n) = args.run.top_genes {
+        for (_, study) in &mut studies {
+            study.top_genes = n;
+        }
+    }
     let base = &studies[0].1;
     let datasets: Vec<(String, Option<PathBuf>)> = match &args.all {
         Some(dir) => labelled_datasets(dir, args.run.labels_key.is_some())?
@@ -188,7 +193,7 @@ pub fn run(args: &GmvaeAblationArgs) -> Result<()> {
             .with_context(|| format!("dataset {name}"))?;
         let (labels, k) = labels_and_k(&data, base)?;
         let prepared = prepare(&data, base)?;
-        let truth = &labels.codes;
+        let truth = &labels.known_codes();
         for &seed in &base.seeds {
             let scores = ScoreConfig {
                 seed,
@@ -209,8 +214,8 @@ pub fn run(args: &GmvaeAblationArgs) -> Result<()> {
             baselines.push(BaselineRow {
                 dataset: name.clone(),
                 seed,
-                vae_kmeans_ari: scae_eval::adjusted_rand_index(truth, &vae_kmeans)?,
-                pca_kmeans_ari: scae_eval::adjusted_rand_index(truth, &pca_kmeans)?,
+                vae_kmeans_ari: scae_eval::adjusted_rand_index(truth, &labels.pick(&vae_kmeans))?,
+                pca_kmeans_ari: scae_eval::adjusted_rand_index(truth, &labels.pick(&pca_kmeans))?,
                 vae_epoch_seconds: vae.history.median_train_seconds(),
             });
             for (variant, study) in &studies {
@@ -228,11 +233,12 @@ pub fn run(args: &GmvaeAblationArgs) -> Result<()> {
                     dataset: name.clone(),
                     seed,
                     variant: variant.clone(),
-                    ari: scae_eval::adjusted_rand_index(truth, &assigned)?,
+                    ari: scae_eval::adjusted_rand_index(truth, &labels.pick(&assigned))?,
                     start_ari: match &trained.start {
-                        Some((clusters, _)) => {
-                            Some(scae_eval::adjusted_rand_index(truth, clusters)?)
-                        }
+                        Some((clusters, _)) => Some(scae_eval::adjusted_rand_index(
+                            truth,
+                            &labels.pick(clusters),
+                        )?),
                         None => None,
                     },
                     components_used: distinct(&assigned),

@@ -380,7 +380,10 @@ pub fn run(args: &GmvaeRealArgs) -> Result<()> {
 /// The study on the data of `args`; returns its summary for a table across datasets.
 pub fn run_dataset(args: &RunArgs, output: &super::vae::H5adArgs) -> Result<DatasetSummary> {
     let clock = RunClock::start();
-    let cfg = GmvaeRealStudy::load(&args.config_path("gmvae-real"))?;
+    let mut cfg = GmvaeRealStudy::load(&args.config_path("gmvae-real"))?;
+    if let Some(n) = args.top_genes {
+        cfg.top_genes = n;
+    }
     let data = load_counts(args, None, cfg.seeds[0])?;
     let (labels, k) = labels_and_k(&data, &cfg)?;
     let cells = data.counts.cells();
@@ -388,12 +391,13 @@ pub fn run_dataset(args: &RunArgs, output: &super::vae::H5adArgs) -> Result<Data
         .check_cells(cells)
         .with_context(|| format!("t-SNE of {cells} cells"))?;
     let run = Run::start(args, clock, "gmvae-real", cfg.device, cfg.threads)?;
+    let h5ad_path = output.place(run.staging())?;
     let device = run.device;
     let started = std::time::Instant::now();
     let prepared = prepare(&data, &cfg)?;
     let pca_seconds = started.elapsed().as_secs_f64();
     let colouring = Colouring::new(Some(&labels), cells);
-    let truth = &colouring.codes;
+    let truth = &colouring.truth();
     let gmvae_cfg = GmvaeConfig {
         components: k,
         ..cfg.gmvae.model.clone()
@@ -410,7 +414,7 @@ pub fn run_dataset(args: &RunArgs, output: &super::vae::H5adArgs) -> Result<Data
         };
         let split = CountSplit::new(&prepared.counts.counts, cfg.test_fraction, seed)?;
         let mut push = |method: Method, clusters: &[usize], x: ArrayView2<'_, f32>, seconds| {
-            let row = scored(seed, method, truth, clusters, x, seconds)?;
+            let row = scored(seed, method, &colouring, clusters, x, seconds)?;
             tracing::info!(
                 seed,
                 clusters = row.clusters,
@@ -492,9 +496,9 @@ pub fn run_dataset(args: &RunArgs, output: &super::vae::H5adArgs) -> Result<Data
             &assigned,
         )?;
         if seed == cfg.seeds[0]
-            && let Some(path) = output.path(run.path())
+            && let Some(path) = &h5ad_path
         {
-            write_clusters_h5ad(&path, &prepared.counts, &latent, &q_y, &assigned)?;
+            write_clusters_h5ad(path, &prepared.counts, &latent, &q_y, &assigned)?;
         }
         push(
             Method::GmvaeAssignment,
@@ -510,7 +514,10 @@ pub fn run_dataset(args: &RunArgs, output: &super::vae::H5adArgs) -> Result<Data
                     latent.view(),
                     before + given.start_seconds,
                 )?;
-                Some(scae_eval::adjusted_rand_index(truth, clusters)?)
+                Some(scae_eval::adjusted_rand_index(
+                    truth,
+                    &colouring.pick(clusters),
+                )?)
             }
             None => None,
         };
@@ -690,25 +697,33 @@ pub(super) fn distinct(clusters: &[usize]) -> usize {
     seen.len()
 }
 
-/// The scores of `clusters` against `truth`, with the silhouette of `x` by label.
+/// The scores of `clusters` (one per cell) against the labels of `colouring`, with the silhouette
+/// of `x` by label; cells without a label are left out of every score.
 fn scored(
     seed: u64,
     method: Method,
-    truth: &[usize],
+    colouring: &Colouring,
     clusters: &[usize],
     x: ArrayView2<'_, f32>,
     seconds: f64,
 ) -> Result<Row> {
+    let truth = &colouring.truth();
+    let picked = &colouring.pick(clusters);
+    let silhouette = if colouring.missing() > 0 {
+        scae_eval::silhouette_score(colouring.labelled_rows(x).view(), truth, seed)?
+    } else {
+        scae_eval::silhouette_score(x, truth, seed)?
+    };
     Ok(Row {
         seed,
         method,
         clusters: distinct(clusters),
         seconds,
         scores: Scores {
-            silhouette: scae_eval::silhouette_score(x, truth, seed)?,
-            ari: scae_eval::adjusted_rand_index(truth, clusters)?,
-            nmi: scae_eval::normalized_mutual_info(truth, clusters)?,
-            accuracy: scae_eval::hungarian_accuracy(truth, clusters)?,
+            silhouette,
+            ari: scae_eval::adjusted_rand_index(truth, picked)?,
+            nmi: scae_eval::normalized_mutual_info(truth, picked)?,
+            accuracy: scae_eval::hungarian_accuracy(truth, picked)?,
         },
     })
 }
@@ -1115,11 +1130,10 @@ fn figures(
         colouring,
         &[("tsne", &tsne)],
     )?;
-    let clusters = Colouring {
-        names: (0..k).map(|c| format!("cluster {c}")).collect(),
-        codes: assigned.to_vec(),
-        labelled: true,
-    };
+    let clusters = Colouring::groups(
+        (0..k).map(|c| format!("cluster {c}")).collect(),
+        assigned.to_vec(),
+    );
     super::embed::save_figure(
         dir,
         "tsne_by_cluster",
@@ -1129,8 +1143,10 @@ fn figures(
     )?;
 
     // Confusion matrix, clusters ordered by their Hungarian match to the labels, then the rest.
-    let truth = &colouring.codes;
-    let labels = colouring.names.len();
+    // Cells without a label are left out (the report says how many).
+    let truth = &colouring.truth();
+    let assigned = &colouring.pick(assigned);
+    let labels = colouring.classes();
     let mut counts = vec![vec![0.0; k]; labels];
     for (&t, &c) in truth.iter().zip(assigned) {
         counts[t][c] += 1.0;
@@ -1149,7 +1165,7 @@ fn figures(
         let _ = write!(csv, ",cluster_{c}");
     }
     csv.push('\n');
-    for (name, row) in colouring.names.iter().zip(&values) {
+    for (name, row) in colouring.names[..labels].iter().zip(&values) {
         let _ = write!(csv, "{name}");
         for v in row {
             let _ = write!(csv, ",{v}");
@@ -1163,7 +1179,7 @@ fn figures(
         title: format!("GMVAE clusters against the labels, seed {seed}"),
         x_label: "assigned cluster, argmax q(y | x), in Hungarian-matched order".into(),
         y_label: "true label".into(),
-        row_names: colouring.names.clone(),
+        row_names: colouring.names[..labels].to_vec(),
         col_names,
         values,
         value_label: "cells".into(),
@@ -1257,6 +1273,7 @@ fn report(
         );
     }
     let _ = writeln!(md, "## Scores, mean ± sd over {} seeds\n", cfg.seeds.len());
+    super::embed::unlabelled_note(&mut md, &data.source);
     let _ = writeln!(
         md,
         "| method | clusters | ARI | NMI | accuracy (Hungarian) | silhouette by label | seconds |"

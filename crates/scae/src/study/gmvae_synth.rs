@@ -103,9 +103,6 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let clock = RunClock::start();
     let path = args.config_path("gmvae-synth");
     let cfg = GmvaeSynthStudy::load(&path)?;
-    if args.data.is_some() {
-        bail!("gmvae-synth simulates its data (see its config); gmvae-real trains on a file");
-    }
     let sim = &cfg.simulate;
     let weights = sim
         .weights

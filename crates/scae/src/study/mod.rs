@@ -52,11 +52,13 @@ pub struct RunArgs {
     // The studies on raw counts replace this help with their own (`mut_arg` in cli.rs).
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// For a 10x folder: how many of the most variable genes to keep.
-    #[arg(long, default_value_t = scae_io::preprocess::DEFAULT_N_TOP_GENES)]
-    pub top_genes: usize,
-    /// One label per cell (default: labels.txt beside the data, when present).
+    /// For raw counts: how many of the most variable genes to keep (Q1-Q5 and `train`: 1000 by
+    /// default; the count studies: their config's `top_genes`, every gene for `scae vae`). Refused
+    /// for an input that is not counts.
     #[arg(long)]
+    pub top_genes: Option<usize>,
+    /// One label per cell (default: labels.txt beside the data, when present).
+    #[arg(long, conflicts_with = "labels_key")]
     pub labels: Option<PathBuf>,
     /// For an .h5ad file: the matrix to read, `X` by default; `raw` for raw.X, else the name of
     /// a layer (e.g. `counts`).
@@ -91,6 +93,22 @@ impl RunArgs {
             .unwrap_or_else(|| self.root.join("results").join(question))
     }
 
+    /// Reads and validates the data of a command that does not use labels (Q1, Q2, `train`):
+    /// `--labels` and `--labels-key` are refused rather than read and ignored.
+    pub fn load_unlabelled_data(&self, command: &str) -> Result<Dataset> {
+        for (flag, given) in [
+            ("--labels", self.labels.is_some()),
+            ("--labels-key", self.labels_key.is_some()),
+        ] {
+            if given {
+                anyhow::bail!(
+                    "{flag}: scae {command} does not use labels (Q3, Q4 and Q5 score against them)"
+                );
+            }
+        }
+        self.load_data()
+    }
+
     /// Reads and validates the data (before anything is written).
     pub fn load_data(&self) -> Result<Dataset> {
         let data = self
@@ -104,7 +122,33 @@ impl RunArgs {
                 data.display()
             );
         }
-        Dataset::load_with(&data, self.labels.as_deref(), self.top_genes)
+        let top_genes = self
+            .top_genes
+            .unwrap_or(scae_io::preprocess::DEFAULT_N_TOP_GENES);
+        let dataset = Dataset::load_from(
+            &data,
+            self.labels.as_deref(),
+            top_genes,
+            &self.h5ad_options(),
+        )?;
+        if let Some(n) = self.top_genes
+            && dataset.source.top_genes.is_none()
+        {
+            anyhow::bail!(
+                "--top-genes {n}: {} holds log-normalised values, not counts, so its genes are \
+                 used as they are",
+                data.display()
+            );
+        }
+        Ok(dataset)
+    }
+
+    /// What `--layer` and `--labels-key` ask of an `.h5ad` file.
+    pub fn h5ad_options(&self) -> scae_io::H5adOptions {
+        scae_io::H5adOptions {
+            layer: self.layer.clone(),
+            labels_key: self.labels_key.clone(),
+        }
     }
 
     /// Chooses the device once and sets libtorch's thread count.
@@ -133,7 +177,46 @@ pub fn setup_compute(device: DeviceChoice, threads: usize) -> Result<(ComputeDev
     Ok((device, threads))
 }
 
-impl RunArgs {}
+/// Options of the studies that simulate their own data (`vae-synth`, `gmvae-synth`): those of
+/// [`RunArgs`] without the ones that name or shape a data file.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SimArgs {
+    /// Project folder holding results/ (and configs/ that override the built-in ones); default:
+    /// the current folder.
+    #[arg(long, default_value = ".")]
+    pub root: PathBuf,
+    /// Config file (default: configs/<study>.toml under the root when it exists, else the
+    /// built-in copy of the shipped one).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Output folder (default: results/<study> under the root); replaced when the run succeeds.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Device: auto (CUDA when available), cpu or cuda; overrides the config.
+    #[arg(long)]
+    pub device: Option<DeviceChoice>,
+    /// libtorch CPU threads (0 = every core); overrides the config.
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+impl SimArgs {
+    /// The same options as [`RunArgs`] that name no data.
+    pub fn run_args(&self) -> RunArgs {
+        RunArgs {
+            root: self.root.clone(),
+            config: self.config.clone(),
+            data: None,
+            top_genes: None,
+            labels: None,
+            layer: None,
+            labels_key: None,
+            out: self.out.clone(),
+            device: self.device,
+            threads: self.threads,
+        }
+    }
+}
 
 /// What every count study (`scae vae`, vae-synth, vae-likelihoods, gmvae-synth, gmvae-real)
 /// starts from and ends with, once: libtorch set up, a staging folder, and at the end the report,
@@ -174,6 +257,11 @@ impl Run {
     /// Where files go until [`Run::finish`].
     pub fn path(&self) -> &Path {
         self.out.path()
+    }
+
+    /// The staging folder of the results.
+    pub fn staging(&self) -> &Staging {
+        &self.out
     }
 
     /// The provenance of the run so far, to save in `metrics.json`.
@@ -347,6 +435,55 @@ impl Staging {
     /// Where files go until the commit.
     pub fn path(&self) -> &Path {
         &self.tmp
+    }
+
+    /// Where to write a file the user asked for at `path` while the results are staged: a path
+    /// inside the destination folder goes to the same place in the staging folder (the commit
+    /// replaces the destination, and would delete it), any other path stays. The folder it
+    /// goes in must exist and take a new file, checked now, before any training: an output
+    /// that cannot be written is refused up front, not after the work.
+    ///
+    /// # Errors
+    /// When the folder of `path` is missing or not writable, or `path` is the results folder.
+    pub fn place(&self, path: &Path) -> Result<PathBuf> {
+        let lexical = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        let target = match lexical(path).strip_prefix(lexical(&self.dest)) {
+            Ok(rel) if rel.as_os_str().is_empty() => anyhow::bail!(
+                "{}: this is the results folder itself; name a file in it or elsewhere",
+                path.display()
+            ),
+            Ok(rel) => {
+                let inside = self.tmp.join(rel);
+                if let Some(dir) = inside.parent() {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("{}: cannot create", dir.display()))?;
+                }
+                inside
+            }
+            Err(_) => path.to_path_buf(),
+        };
+        if target.is_dir() {
+            anyhow::bail!("{}: a folder, not a file to write", path.display());
+        }
+        let dir = target
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let probe = dir.join(format!(".scae-write-check-{}", std::process::id()));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&probe)
+            .with_context(|| {
+                format!(
+                    "{}: cannot write there (the folder {} is missing or not writable)",
+                    path.display(),
+                    dir.display()
+                )
+            })?;
+        let _ = std::fs::remove_file(&probe);
+        Ok(target)
     }
 
     /// Replaces the destination with the staged folder. On the ranks of a data-parallel job

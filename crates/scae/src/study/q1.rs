@@ -113,7 +113,7 @@ pub fn history_panel(models: &[TrainedAe], title: &str, y_label: &str) -> LinePa
 pub fn run(args: &RunArgs) -> Result<()> {
     let clock = RunClock::start();
     let cfg = AeStudy::load(&args.config_path("q1"))?;
-    let data = args.load_data()?;
+    let data = args.load_unlabelled_data("q1")?;
     let (device, threads) = args.setup_torch(cfg.device, cfg.threads)?;
     let out = Staging::new(&args.out_dir("q1"))?;
     let prepared = Prepared::new(&cfg, &data)?;

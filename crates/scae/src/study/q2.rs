@@ -67,7 +67,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         .unwrap_or(Path::new("."))
         .join(&cfg.models);
     let study = AeStudy::load(&models_path)?;
-    let data = args.load_data()?;
+    let data = args.load_unlabelled_data("q2")?;
     let (device, threads) = args.setup_torch(study.device, study.threads)?;
     let out = Staging::new(&args.out_dir("q2"))?;
     let prepared = Prepared::new(&study, &data)?;

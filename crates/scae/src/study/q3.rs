@@ -252,6 +252,7 @@ fn report_markdown(
     );
     let _ = writeln!(md, "![PCA](pca.png)\n\n![t-SNE](tsne.png)\n");
     let _ = writeln!(md, "## Scores against the labels\n");
+    embed::unlabelled_note(&mut md, &data.source);
     let _ = writeln!(
         md,
         "Silhouette of each representation grouped by the labels, and k-means (k = number of labels, \

@@ -104,14 +104,16 @@ pub fn run(args: &RunArgs) -> Result<()> {
             sc,
         )?,
     ];
-    let by_label = if colouring.labelled && colouring.names.len() >= 2 {
-        let per_cell = scae_eval::silhouette_samples(latent.view(), &colouring.codes)?;
-        let mut by_label: Vec<LabelSilhouette> = colouring
-            .names
+    let by_label = if colouring.labelled() && colouring.classes() >= 2 {
+        // Cells without a label are left out of the silhouette.
+        let truth = colouring.truth();
+        let per_cell =
+            scae_eval::silhouette_samples(colouring.labelled_rows(latent.view()).view(), &truth)?;
+        let mut by_label: Vec<LabelSilhouette> = colouring.names[..colouring.classes()]
             .iter()
             .enumerate()
             .map(|(code, name)| {
-                let values: Vec<f64> = (per_cell.iter().zip(&colouring.codes))
+                let values: Vec<f64> = (per_cell.iter().zip(&truth))
                     .filter(|&(_, &c)| c == code)
                     .map(|(&v, _)| v)
                     .collect();
@@ -189,6 +191,7 @@ fn report_markdown(
     );
     let _ = writeln!(md, "![latent space](latent.png)\n");
     let _ = writeln!(md, "## Scores against the labels\n");
+    embed::unlabelled_note(&mut md, &data.source);
     embed::scores_table(&mut md, &scores.iter().collect::<Vec<_>>());
     if !by_label.is_empty() {
         let _ = writeln!(

@@ -357,6 +357,7 @@ fn report_markdown(
         let _ = writeln!(md, "![{what}]({stem}.png)\n");
     }
     let _ = writeln!(md, "## Scores against the labels\n");
+    embed::unlabelled_note(&mut md, &data.source);
     embed::scores_table(&mut md, &scores.iter().collect::<Vec<_>>());
 
     let _ = writeln!(md, "\n## Discussion\n");

@@ -106,6 +106,10 @@ pub struct VaeStudy {
     /// Samples per cell of the importance-weighted `log p(x)` on the test set (0: skip it).
     #[serde(default = "default_importance_samples")]
     pub importance_samples: usize,
+    /// Train on the raw counts of this many most variable genes ([`variable_genes`], in memory
+    /// only); 0 (the default) = every gene. `--top-genes` overrides it.
+    #[serde(default)]
+    pub top_genes: usize,
     pub model: VaeConfig,
     pub train: TrainConfig,
     /// When present and `--data` is not given, the counts are simulated.
@@ -149,10 +153,7 @@ pub fn load_counts(args: &RunArgs, simulate: Option<&Simulate>, seed: u64) -> Re
 
 /// What `--layer` and `--labels-key` ask of an `.h5ad` file.
 pub fn h5ad_options(args: &RunArgs) -> H5adOptions {
-    H5adOptions {
-        layer: args.layer.clone(),
-        labels_key: args.labels_key.clone(),
-    }
+    args.h5ad_options()
 }
 
 /// The raw counts of the most variable genes.
@@ -542,11 +543,15 @@ pub struct H5adArgs {
 }
 
 impl H5adArgs {
-    /// Where to write the AnnData file, given the results folder being built.
-    pub fn path(&self, results: &Path) -> Option<PathBuf> {
-        self.h5ad
-            .as_ref()
-            .map(|p| p.clone().unwrap_or_else(|| results.join("adata.h5ad")))
+    /// Where to write the AnnData file while `results` is staged: `adata.h5ad` in it when no
+    /// path was given, else the path (moved into the staging folder when it lies inside the
+    /// results folder), checked to be writable now, before any training.
+    pub fn place(&self, results: &super::Staging) -> Result<Option<PathBuf>> {
+        match &self.h5ad {
+            None => Ok(None),
+            Some(None) => Ok(Some(results.path().join("adata.h5ad"))),
+            Some(Some(path)) => results.place(path).map(Some),
+        }
     }
 }
 
@@ -681,6 +686,9 @@ pub fn run(args: &VaeArgs) -> Result<()> {
     if let Some(likelihood) = args.likelihood {
         cfg.model.likelihood = likelihood;
     }
+    if let Some(n) = args.run.top_genes {
+        cfg.top_genes = n;
+    }
     cfg.validate()?;
     let data = if read_backed(
         args.run.data.as_deref(),
@@ -688,15 +696,29 @@ pub fn run(args: &VaeArgs) -> Result<()> {
         args.backed,
     )? {
         let path = args.run.data.as_deref().context("--backed needs --data")?;
+        if cfg.top_genes > 0 {
+            bail!(
+                "{}: read backed, so the most variable genes cannot be chosen before training \
+                 (top_genes = {}); select them in the file, or read it in memory",
+                path.display(),
+                cfg.top_genes
+            );
+        }
         VaeInput::Backed(BackedCounts::open(
             path,
             args.run.labels.as_deref(),
             &h5ad_options(&args.run),
         )?)
     } else {
-        VaeInput::Memory(load_counts(&args.run, cfg.simulate.as_ref(), cfg.seed)?)
+        let data = load_counts(&args.run, cfg.simulate.as_ref(), cfg.seed)?;
+        VaeInput::Memory(if cfg.top_genes > 0 {
+            variable_genes(&data, cfg.top_genes).counts
+        } else {
+            data
+        })
     };
     let run = Run::start(&args.run, clock, "vae", cfg.device, cfg.threads)?;
+    let h5ad_path = args.output.place(run.staging())?;
     let split = Split::new(data.cells(), cfg.test_fraction, cfg.seed)?;
     if split.train.is_empty() || split.test.is_empty() {
         bail!(
@@ -747,7 +769,7 @@ pub fn run(args: &VaeArgs) -> Result<()> {
         &[(String::new(), &model.history)],
     )?;
     let provenance = run.provenance(cfg.seed, data.source());
-    if let Some(path) = args.output.path(run.path()) {
+    if let Some(path) = h5ad_path {
         let denoised = args
             .denoised
             .then(|| model.net.decoded_means(&*all, model.chunk, 0, cfg.seed))

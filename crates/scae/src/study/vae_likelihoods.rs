@@ -147,7 +147,10 @@ struct Metrics<'a> {
 
 pub fn run(args: &RunArgs) -> Result<()> {
     let clock = RunClock::start();
-    let cfg = LikelihoodStudy::load(&args.config_path("vae-likelihoods"))?;
+    let mut cfg = LikelihoodStudy::load(&args.config_path("vae-likelihoods"))?;
+    if let Some(n) = args.top_genes {
+        cfg.top_genes = n;
+    }
     let data = load_counts(args, None, cfg.seed)?;
     let data = if cfg.top_genes > 0 {
         super::vae::variable_genes(&data, cfg.top_genes).counts
@@ -365,6 +368,7 @@ fn report(
         cfg.model.mc_samples,
         cfg.importance_samples,
     );
+    super::embed::unlabelled_note(&mut md, source);
     let _ = writeln!(
         md,
         "| likelihood | hidden | latent | test ELBO | log p(x \\| z) | KL | log p(x), importance-weighted | k-means ARI | k-means NMI | s / epoch |"

@@ -56,11 +56,6 @@ pub fn run(args: &RunArgs) -> Result<()> {
             args.config_path("vae-synth").display()
         );
     };
-    if args.data.is_some() {
-        bail!(
-            "vae-synth simulates its data (see its config); `scae vae --data ..` trains on a file"
-        );
-    }
     let data = load_counts(args, cfg.simulate.as_ref(), cfg.seed)?;
     let run = Run::start(args, clock, "vae-synth", cfg.device, cfg.threads)?;
     let device = run.device;
