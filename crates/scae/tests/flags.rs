@@ -289,14 +289,7 @@ fn a_flag_with_nothing_to_act_on_is_refused_in_one_line() {
             "--top-genes 10",
         ),
         (
-            &[
-                "vae",
-                "--data",
-                &csr,
-                "--backed",
-                "--top-genes",
-                "10",
-            ],
+            &["vae", "--data", &csr, "--backed", "--top-genes", "10"],
             "most variable genes cannot be chosen",
         ),
     ];
