@@ -60,6 +60,20 @@ pub fn preprocess(counts: &CsMat<f32>, n_top_genes: usize) -> Preprocessed {
     Preprocessed { x, genes }
 }
 
+/// Normalises and log-transforms as [`preprocess`] does, then keeps the columns `genes` (in that
+/// order, each once): the input of a model trained on those genes, for new data.
+///
+/// # Panics
+/// If a column index is out of range or repeated.
+pub fn preprocess_genes(counts: &CsMat<f32>, genes: &[usize]) -> Preprocessed {
+    let lognorm = log_normalize(counts);
+    let Ok(x) = dense_columns(&lognorm, genes, |_, _, v| Ok::<_, Infallible>(v));
+    Preprocessed {
+        x,
+        genes: genes.to_vec(),
+    }
+}
+
 /// `ln(1 + x * TARGET_SUM / total)` for every stored value, `total` being its cell's (row's) sum;
 /// the values of a cell whose total is 0 stay 0. Returns CSR with the sparsity of `counts`.
 ///

@@ -26,10 +26,10 @@ pub enum Command {
     /// Write the default data set (seeded simulation) as counts.npy, counts_raw.npy and labels.txt.
     Data(commands::DataArgs),
     /// Q1: train the autoencoders of configs/q1.toml and plot their histories.
-    #[command(mut_arg("labels", |a| a.help(NO_LABELS)), mut_arg("labels_key", |a| a.help(NO_LABELS)))]
+    #[command(mut_arg("labels", |a| a.help(RECORDED_LABELS)), mut_arg("labels_key", |a| a.help(RECORDED_LABELS)))]
     Q1(RunArgs),
     /// Q2: reconstruction error and convergence of Q1's models.
-    #[command(mut_arg("labels", |a| a.help(NO_LABELS)), mut_arg("labels_key", |a| a.help(NO_LABELS)))]
+    #[command(mut_arg("labels", |a| a.help(RECORDED_LABELS)), mut_arg("labels_key", |a| a.help(RECORDED_LABELS)))]
     Q2(RunArgs),
     /// Q3: PCA and t-SNE of the original data vs the latent-10 model's reconstruction.
     Q3(RunArgs),
@@ -77,6 +77,12 @@ pub enum Command {
 /// `--labels` and `--labels-key` of the commands that do not use labels.
 const NO_LABELS: &str =
     "Refused: this command does not use labels (Q3, Q4 and Q5 score against them)";
+
+/// `--labels` and `--labels-key` of Q1 and Q2, which train without them but record them.
+const RECORDED_LABELS: &str = "One label per cell (a file, or an obs column of an .h5ad with \
+    --labels-key): not used in training, but checked and recorded with the data's fingerprint, \
+    so that Q3-Q5 reuse these models only for the same labelled data (`cargo xtask all` passes \
+    the same labels to every question)";
 
 /// `--data` of the studies that train on raw counts.
 const RAW_COUNTS: &str = "Raw counts (cells x genes, non-negative integers, not normalised): a .npy \

@@ -8,6 +8,7 @@ use scae_io::{CountRows, DenseRows};
 use scae_models::{DeviceChoice, Gmvae, Net, ReconLoss};
 use serde::Serialize;
 
+use crate::card::ModelKind;
 use crate::config::{AeStudy, StudyConfig};
 use crate::data::{CountData, Dataset};
 use crate::provenance::{RunClock, write_json};
@@ -93,7 +94,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     let (device, threads) = run.setup_torch(cfg.device, cfg.threads)?;
     let out = Staging::new(&run.out_dir("model"))?;
     let prepared = Prepared::new(&cfg, &data)?;
-    let model = crate::study::q1::train_models(&cfg, &prepared, data.x.ncols(), device)?
+    let model = crate::study::q1::train_models(&cfg, &prepared, &data.var_names, device)?
         .pop()
         .context("no model was trained")?;
     model.save_with_latent(out.path(), &prepared.all())?;
@@ -118,12 +119,14 @@ pub fn train(args: &TrainArgs) -> Result<()> {
 #[derive(Debug, Clone, clap::Args)]
 pub struct EmbedArgs {
     /// A model folder: an autoencoder written by `scae train` or a question (e.g.
-    /// results/q1/latent10), or a VAE written by `scae vae` (e.g. results/vae).
+    /// results/q1/latent10), a VAE written by `scae vae` (e.g. results/vae) or a GMVAE written by
+    /// `gmvae-real` (e.g. results/gmvae-real/seed_0/gmvae). Its genes are found in --data by name.
     #[arg(long)]
     pub model: PathBuf,
     /// For an autoencoder: log-normalised expression with the model's genes (a .npy matrix, a
-    /// folder holding counts.npy, or an .h5ad whose X holds it). For a VAE: raw counts with the
-    /// model's genes (a .npy file, a 10x folder, a Cell Ranger .h5 or an AnnData .h5ad).
+    /// folder holding counts.npy, or an .h5ad whose X holds it), or raw counts, log-normalised
+    /// here. For a VAE or a GMVAE: raw counts with the model's genes (a .npy file, a 10x folder,
+    /// a Cell Ranger .h5 or an AnnData .h5ad).
     #[arg(long)]
     pub data: PathBuf,
     /// Where to write the latent codes (.npy).
@@ -147,20 +150,14 @@ pub struct EmbedArgs {
     pub threads: usize,
 }
 
-/// `scae embed`: the latent code of every cell, from an autoencoder or a VAE.
+/// `scae embed`: the latent code of every cell, from any saved model (autoencoder, VAE, GMVAE).
 pub fn embed(args: &EmbedArgs) -> Result<()> {
-    let meta_path = args.model.join("model.json");
-    let meta: serde_json::Value = std::fs::read_to_string(&meta_path)
-        .ok()
-        .and_then(|text| serde_json::from_str(&text).ok())
-        .unwrap_or_default();
-    let (latent, obs_names, var_names, x) =
-        if meta.get("genes").is_some() && meta.get("model").is_some() {
-            embed_vae(args, &meta)?
-        } else {
+    let card = crate::card::ModelCard::read(&args.model)?;
+    let (latent, obs_names, var_names, x) = match &card.model {
+        ModelKind::Ae(_) => {
             if args.backed {
                 bail!(
-                    "--backed reads counts for a VAE; {} is an autoencoder",
+                    "--backed reads counts for a VAE or a GMVAE; {} is an autoencoder",
                     args.model.display()
                 );
             }
@@ -173,9 +170,10 @@ pub fn embed(args: &EmbedArgs) -> Result<()> {
             )?;
             let latent = model.encode(&DenseRows::all(data.x.view()))?;
             let names = (0..data.x.nrows()).map(|i| i.to_string()).collect();
-            let genes = (0..data.x.ncols()).map(|j| j.to_string()).collect();
-            (latent, names, genes, None)
-        };
+            (latent, names, data.var_names, None)
+        }
+        ModelKind::Vae(_) | ModelKind::Gmvae(_) => embed_counts(args, &card)?,
+    };
     if let Some(path) = args.h5ad.as_ref() {
         let path = path
             .clone()
@@ -200,8 +198,8 @@ pub fn embed(args: &EmbedArgs) -> Result<()> {
     Ok(())
 }
 
-/// The latent means of a VAE model folder (`model.json` holds `genes` and `model`), with the
-/// cells' names, the genes' names and, read in memory, the counts.
+/// The latent means of a count model (a VAE or a GMVAE), with the cells' names, the model's
+/// genes and, read in memory, their counts.
 type Embedded = (
     Array2<f32>,
     Vec<String>,
@@ -209,19 +207,11 @@ type Embedded = (
     Option<scae_io::CountMatrix>,
 );
 
-fn embed_vae(args: &EmbedArgs, meta: &serde_json::Value) -> Result<Embedded> {
+/// The latent means of every cell of `args.data` under the VAE or GMVAE of `card`.
+fn embed_counts(args: &EmbedArgs, card: &crate::card::ModelCard) -> Result<Embedded> {
     use crate::data::BackedCounts;
-    use scae_models::{Vae, VaeConfig};
+    use scae_models::Vae;
 
-    let genes = meta["genes"]
-        .as_u64()
-        .context("model.json: `genes` is not a number")? as usize;
-    let config: VaeConfig = serde_json::from_value(meta["model"].clone()).with_context(|| {
-        format!(
-            "{}: not a VAE description",
-            args.model.join("model.json").display()
-        )
-    })?;
     let options = scae_io::H5adOptions {
         layer: args.layer.clone(),
         labels_key: None,
@@ -229,28 +219,38 @@ fn embed_vae(args: &EmbedArgs, meta: &serde_json::Value) -> Result<Embedded> {
     let backed =
         crate::study::vae::read_backed(Some(&args.data), args.layer.as_deref(), args.backed)?;
     let (device, _) = crate::study::setup_compute(args.device, args.threads)?;
-    let check = |found: usize, source: &std::path::Path| -> Result<()> {
-        if found != genes {
-            bail!(
-                "{}: {found} genes, but the model was trained on {genes}",
-                source.display()
-            );
-        }
-        Ok(())
-    };
-    let net = Net::<Vae>::load(
-        &args.model.join("weights.safetensors"),
-        genes,
-        &config,
-        device,
-    )?;
-    let chunk = scae_models::eval_chunk(4096, genes);
+    let weights = args.model.join("weights.safetensors");
+    let genes = card.genes.len();
+    let latent_means =
+        |source: &dyn scae_io::BatchSource| -> Result<Array2<f32>> {
+            let chunk = scae_models::eval_chunk(4096, genes);
+            Ok(match &card.model {
+                ModelKind::Vae(config) => Net::<Vae>::load(&weights, genes, config, device)?
+                    .latent_means(source, chunk)?,
+                ModelKind::Gmvae(config) => Net::<Gmvae>::load(&weights, genes, config, device)?
+                    .latent_means(source, chunk)?,
+                ModelKind::Ae(_) => bail!(
+                    "{}: an autoencoder reads log-normalised values, not counts",
+                    args.model.display()
+                ),
+            })
+        };
     if backed {
         let data = BackedCounts::open(&args.data, None, &options)?;
-        check(data.var_names.len(), &args.data)?;
+        let columns = card.columns(&data.var_names, &args.data)?;
+        if columns.iter().enumerate().any(|(i, &j)| i != j) || columns.len() != data.var_names.len()
+        {
+            bail!(
+                "{}: read backed, the file's genes must be the model's, in its order ({} of its {} \
+                 are); read it in memory to select them",
+                args.data.display(),
+                columns.len(),
+                data.var_names.len()
+            );
+        }
         let all =
             scae_io::BackedRows::new(std::sync::Arc::clone(&data.file), data.cells.clone(), None)?;
-        let latent = net.latent_means(&all, chunk)?;
+        let latent = latent_means(&all)?;
         let names = if args.h5ad.is_some() {
             data.obs_names()?
         } else {
@@ -259,9 +259,10 @@ fn embed_vae(args: &EmbedArgs, meta: &serde_json::Value) -> Result<Embedded> {
         return Ok((latent, names, data.var_names, None));
     }
     let data = CountData::load(&args.data, None, &options)?;
-    check(data.counts.genes(), &args.data)?;
-    let latent = net.latent_means(&CountRows::all(&data.counts), chunk)?;
-    Ok((latent, data.obs_names, data.var_names, Some(data.counts)))
+    let columns = card.columns(&data.var_names, &args.data)?;
+    let counts = data.counts.select_genes(&columns);
+    let latent = latent_means(&CountRows::all(&counts))?;
+    Ok((latent, data.obs_names, card.genes.clone(), Some(counts)))
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -307,15 +308,9 @@ fn load_model_and_data(
         layer: layer.map(str::to_owned),
         labels_key: None,
     };
-    let data = Dataset::load_from(
-        data,
-        None,
-        scae_io::preprocess::DEFAULT_N_TOP_GENES,
-        &options,
-    )?;
     let (device, _) = crate::study::setup_compute(device, threads)?;
     let model = TrainedAe::load(model_dir, device)?;
-    model.check_input(data.x.ncols(), &data.source.data)?;
+    let data = Dataset::load_for_model(data, &model.meta.genes, &options)?;
     Ok((model, data))
 }
 
@@ -345,30 +340,23 @@ pub struct ClusterArgs {
 
 /// `scae cluster`: assigns cells to a trained GMVAE's components.
 pub fn cluster(args: &ClusterArgs) -> Result<()> {
-    use crate::study::gmvae_real::{SavedGmvae, write_clusters};
+    use crate::study::gmvae_real::{read_gmvae, write_clusters};
 
-    let saved = SavedGmvae::read(&args.model)?;
+    let (model, genes) = read_gmvae(&args.model)?;
     let options = scae_io::H5adOptions {
         layer: args.layer.clone(),
         labels_key: None,
     };
     let data = CountData::load(&args.data, None, &options)?;
-    if data.counts.genes() != saved.input_genes {
-        anyhow::bail!(
-            "{}: {} genes, but the model was trained on data with {}",
-            data.source.data.display(),
-            data.counts.genes(),
-            saved.input_genes
-        );
-    }
+    let columns = crate::card::gene_columns(&genes, &data.var_names, &data.source.data)?;
     let (device, _) = crate::study::setup_compute(args.device, args.threads)?;
     let net = Net::<Gmvae>::load(
         &args.model.join("weights.safetensors"),
-        saved.genes.len(),
-        &saved.model,
+        genes.len(),
+        &model,
         device,
     )?;
-    let counts = data.counts.select_genes(&saved.genes);
+    let counts = data.counts.select_genes(&columns);
     let q_y = net.cluster_probabilities(&CountRows::all(&counts), 4096)?;
     let assigned = scae_models::row_argmax(q_y.view()).to_vec();
     let out = Staging::new(&args.out)?;
@@ -379,14 +367,14 @@ pub fn cluster(args: &ClusterArgs) -> Result<()> {
         crate::study::gmvae_real::write_clusters_h5ad(&path, &data, &latent, &q_y, &assigned)?;
     }
     let dest = out.commit()?;
-    let mut sizes = vec![0usize; saved.model.components];
+    let mut sizes = vec![0usize; model.components];
     for &c in &assigned {
         sizes[c] += 1;
     }
     eprintln!(
         "assigned {} cells to {} components (cells per component: {sizes:?}); written to {}",
         assigned.len(),
-        saved.model.components,
+        model.components,
         dest.display()
     );
     Ok(())

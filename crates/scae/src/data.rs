@@ -26,6 +26,8 @@ use serde::Serialize;
 pub struct Dataset {
     pub x: Array2<f32>,
     pub labels: Option<Labels>,
+    /// The name of each column of `x` (gene names; column numbers for a `.npy`).
+    pub var_names: Vec<String>,
     pub source: DataSource,
 }
 
@@ -92,12 +94,34 @@ impl Dataset {
         top_genes: usize,
         options: &H5adOptions,
     ) -> Result<Self> {
+        Self::load_genes(data, labels, Genes::Top(top_genes), options)
+    }
+
+    /// The input of a model that reads `genes` (by name, in that order) from `data`: raw counts
+    /// are log-normalised over every gene, then those columns kept; a log-normalised matrix
+    /// keeps them as it is.
+    ///
+    /// # Errors
+    /// As [`Dataset::load_from`], and one line when `data` lack some of `genes`.
+    pub fn load_for_model(data: &Path, genes: &[String], options: &H5adOptions) -> Result<Self> {
+        Self::load_genes(data, None, Genes::Named(genes), options)
+    }
+
+    fn load_genes(
+        data: &Path,
+        labels: Option<&Path>,
+        genes: Genes<'_>,
+        options: &H5adOptions,
+    ) -> Result<Self> {
+        if let Genes::Top(0) = genes {
+            bail!("--top-genes must be at least 1");
+        }
         if data.is_dir() && !data.join("counts.npy").exists() {
             refuse_h5ad_options(data, options, "a 10x Genomics folder")?;
-            return Self::load_10x(data, labels, top_genes);
+            return Self::load_10x(data, labels, genes);
         }
         if let Some(kind) = hdf5_kind(data)? {
-            return Self::load_hdf5(data, kind, labels, top_genes, options);
+            return Self::load_hdf5(data, kind, labels, genes, options);
         }
         refuse_h5ad_options(data, options, "a .npy matrix")?;
         let data = if data.is_dir() {
@@ -107,18 +131,16 @@ impl Dataset {
         };
         let x = scae_io::read_matrix(&data)?;
         let labels_path = labels_beside_file(labels, &data);
-        Self::finish(x, &data, labels_path, "npy", None)
+        let (x, names) = genes.keep_dense(x, column_numbers, &data)?;
+        Self::finish(x, names, &data, labels_path, "npy", None)
     }
 
     /// A 10x matrix folder (at `dir` or up to two levels below), preprocessed; labels from
     /// `labels`, else `labels.txt` beside the matrix or in `dir`.
-    fn load_10x(dir: &Path, labels: Option<&Path>, top_genes: usize) -> Result<Self> {
-        if top_genes == 0 {
-            anyhow::bail!("--top-genes must be at least 1");
-        }
+    fn load_10x(dir: &Path, labels: Option<&Path>, genes: Genes<'_>) -> Result<Self> {
         let files = find_10x(dir, "counts.npy")?;
         let matrix = scae_io::read_10x(&files.dir)?;
-        let pre = scae_io::preprocess(&matrix.counts, top_genes);
+        let (pre, names) = genes.preprocess(&matrix.counts, &matrix.gene_names, &files.dir)?;
         tracing::info!(
             cells = matrix.n_cells(),
             genes = matrix.n_genes(),
@@ -127,7 +149,7 @@ impl Dataset {
             files.dir.display()
         );
         let labels_path = labels_for_10x(labels, &files, dir);
-        Self::finish(pre.x, &files.matrix, labels_path, "10x", Some(top_genes))
+        Self::finish(pre.x, names, &files.matrix, labels_path, "10x", genes.top())
     }
 
     /// A Cell Ranger `.h5` (raw counts, preprocessed as a 10x folder) or an `.h5ad` file: integer
@@ -136,27 +158,24 @@ impl Dataset {
         data: &Path,
         kind: Hdf5Kind,
         labels: Option<&Path>,
-        top_genes: usize,
+        genes: Genes<'_>,
         options: &H5adOptions,
     ) -> Result<Self> {
-        if top_genes == 0 {
-            bail!("--top-genes must be at least 1");
-        }
-        let (x, file_labels, format) = match kind {
+        let (x, file_labels, var_names, format) = match kind {
             Hdf5Kind::TenxH5 => {
                 refuse_h5ad_options(data, options, "a Cell Ranger .h5 file")?;
                 let m = scae_io::read_10x_h5(data)?;
-                (m.counts, m.labels, "10x-h5")
+                (m.counts, m.labels, m.gene_names, "10x-h5")
             }
             Hdf5Kind::H5ad => {
                 let m = scae_io::read_h5ad(data, options)?;
-                (m.x, m.labels, "h5ad")
+                (m.x, m.labels, m.var_names, "h5ad")
             }
         };
         let integer = x.data().iter().all(|v| *v >= 0.0 && v.fract() == 0.0);
-        let (x, top) = if integer {
+        let (x, var_names, top) = if integer {
             let counts = CountMatrix::new(x, data)?;
-            let pre = scae_io::preprocess(counts.csr(), top_genes);
+            let (pre, names) = genes.preprocess(counts.csr(), &var_names, data)?;
             tracing::info!(
                 cells = counts.cells(),
                 genes = counts.genes(),
@@ -164,13 +183,14 @@ impl Dataset {
                 "read and preprocessed raw counts from {}",
                 data.display()
             );
-            (pre.x, Some(top_genes))
+            (pre.x, names, genes.top())
         } else {
             tracing::info!(
                 "{}: values are not counts; used as they are",
                 data.display()
             );
-            (scae_io::to_dense(&x), None)
+            let (x, names) = genes.keep_dense(scae_io::to_dense(&x), |_| var_names, data)?;
+            (x, names, None)
         };
         let labels_path = labels.map(Path::to_path_buf).or_else(|| {
             file_labels
@@ -178,7 +198,8 @@ impl Dataset {
                 .then(|| data.with_file_name("labels.txt"))
                 .filter(|p| p.exists())
         });
-        let mut dataset = Self::finish_with(x, data, labels_path, file_labels, format, top)?;
+        let mut dataset =
+            Self::finish_with(x, var_names, data, labels_path, file_labels, format, top)?;
         dataset.source.layer = options.layer.clone();
         dataset.source.labels_key = options.labels_key.clone();
         Ok(dataset)
@@ -186,16 +207,18 @@ impl Dataset {
 
     fn finish(
         x: Array2<f32>,
+        var_names: Vec<String>,
         data: &Path,
         labels_path: Option<PathBuf>,
         format: &str,
         top_genes: Option<usize>,
     ) -> Result<Self> {
-        Self::finish_with(x, data, labels_path, None, format, top_genes)
+        Self::finish_with(x, var_names, data, labels_path, None, format, top_genes)
     }
 
     fn finish_with(
         x: Array2<f32>,
+        var_names: Vec<String>,
         data: &Path,
         labels_path: Option<PathBuf>,
         file_labels: Option<Labels>,
@@ -219,13 +242,79 @@ impl Dataset {
             unlabelled_cells: unlabelled(labels.as_ref(), data),
             fingerprint,
         };
-        Ok(Self { x, labels, source })
+        Ok(Self {
+            x,
+            labels,
+            var_names,
+            source,
+        })
     }
 
     /// The rows of `x` at `rows`, as a new matrix.
     pub fn rows(&self, rows: &[usize]) -> Array2<f32> {
         self.x.select(ndarray::Axis(0), rows)
     }
+}
+
+/// Which genes a [`Dataset`] keeps.
+#[derive(Debug, Clone, Copy)]
+enum Genes<'a> {
+    /// Of raw counts, the most variable (every gene of a log-normalised matrix).
+    Top(usize),
+    /// Those a model reads, by name and in its order.
+    Named(&'a [String]),
+}
+
+impl Genes<'_> {
+    /// The `top_genes` a dataset's source records.
+    fn top(self) -> Option<usize> {
+        match self {
+            Self::Top(n) => Some(n),
+            Self::Named(_) => None,
+        }
+    }
+
+    /// Log-normalised values of the chosen genes of `counts` (genes named `names`), with their
+    /// names.
+    fn preprocess(
+        self,
+        counts: &scae_io::CsMat<f32>,
+        names: &[String],
+        data: &Path,
+    ) -> Result<(scae_io::Preprocessed, Vec<String>)> {
+        let pre = match self {
+            Self::Top(n) => scae_io::preprocess(counts, n),
+            Self::Named(genes) => {
+                let columns = crate::card::gene_columns(genes, names, data)?;
+                scae_io::preprocess::preprocess_genes(counts, &columns)
+            }
+        };
+        let kept = pre.genes.iter().map(|&g| names[g].clone()).collect();
+        Ok((pre, kept))
+    }
+
+    /// The chosen columns of the log-normalised `x`, whose names `names(n)` gives: every one for
+    /// `Top`, those named for `Named`.
+    fn keep_dense(
+        self,
+        x: Array2<f32>,
+        names: impl FnOnce(usize) -> Vec<String>,
+        data: &Path,
+    ) -> Result<(Array2<f32>, Vec<String>)> {
+        let all = names(x.ncols());
+        match self {
+            Self::Top(_) => Ok((x, all)),
+            Self::Named(genes) => {
+                let columns = crate::card::gene_columns(genes, &all, data)?;
+                Ok((x.select(ndarray::Axis(1), &columns), genes.to_vec()))
+            }
+        }
+    }
+}
+
+/// The names of `n` columns that have none: their numbers, from 0.
+pub fn column_numbers(n: usize) -> Vec<String> {
+    (0..n).map(|j| j.to_string()).collect()
 }
 
 /// An error when `--layer` or `--labels-key` was given for `data`, which is `what` and not an

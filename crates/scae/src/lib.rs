@@ -6,6 +6,7 @@
 //! ndarray), `scae-viz` (figures) and `scae-sim` (the default data). The study
 //! pipelines own `configs/` and `results/`.
 
+pub mod card;
 pub mod cli;
 pub mod commands;
 pub mod config;

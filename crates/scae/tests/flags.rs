@@ -1,6 +1,6 @@
 //! Every data flag is honoured or refused: `--layer` picks the matrix Q1 trains on, `--labels-key`
 //! the labels Q4 scores against, `--top-genes` the genes `scae vae` keeps; a flag that has nothing
-//! to act on (`--layer` on a `.npy`, labels for Q1) ends in one line; `--h5ad` inside the results
+//! to act on (`--layer` on a `.npy`, labels for `train`) ends in one line; `--h5ad` inside the results
 //! folder survives the run and an unwritable one is refused before training; cells whose label is
 //! missing train and are left out of the scores (checked against scikit-learn).
 
@@ -200,6 +200,27 @@ fn q1_trains_on_the_layer_it_is_given() {
     );
     assert!(source("lognorm").get("top_genes").is_none());
     assert_eq!(source("layer")["top_genes"], 1000);
+
+    // Q1 trains without labels but records them with the fingerprint that decides whether Q3-Q5
+    // may reuse its models: the same training, another fingerprint.
+    let labelled = out("labelled");
+    let data = fixture("csr.h5ad");
+    let args = [
+        "q1",
+        "--data",
+        &data,
+        "--labels-key",
+        "cell_type",
+        "--out",
+        &labelled,
+    ];
+    assert_ok(&run(root.path(), &args));
+    assert_eq!(history("x"), history("labelled"));
+    assert_eq!(source("labelled")["labels_key"], "cell_type");
+    assert_ne!(
+        source("labelled")["fingerprint"],
+        source("x")["fingerprint"]
+    );
 }
 
 #[test]
@@ -272,14 +293,8 @@ fn a_flag_with_nothing_to_act_on_is_refused_in_one_line() {
             &["vae", "--data", &npy, "--labels-key", "cell_type"],
             "--labels-key",
         ),
-        (
-            &["q1", "--data", &csr, "--labels-key", "cell_type"],
-            "does not use labels",
-        ),
-        (
-            &["q2", "--data", &csr, "--labels", &labels],
-            "does not use labels",
-        ),
+        // Q1 reads the labels it records: 40 labels for 30 cells is an error.
+        (&["q1", "--data", &npy, "--labels", &labels], "labels.txt"),
         (
             &["train", "--data", &csr, "--labels-key", "batch"],
             "does not use labels",

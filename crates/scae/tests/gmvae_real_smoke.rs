@@ -191,7 +191,8 @@ fn gmvae_real_scores_every_method_and_its_model_clusters_new_cells() {
     };
     assert_eq!(clusters(&saved), clusters(&fresh));
 
-    // Counts with other genes are refused, naming the file, and nothing is written.
+    // Counts lacking some of the model's genes (found by name: a .npy numbers its columns) are
+    // refused, naming the file and how many are missing, and nothing is written.
     let wrong = root.path().join("wrong.npy");
     let narrow = counts().slice(ndarray::s![.., ..20]).to_owned();
     scae_io::write_npy(&wrong, &narrow.view()).expect("write");
@@ -208,7 +209,7 @@ fn gmvae_real_scores_every_method_and_its_model_clusters_new_cells() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("wrong.npy") && err.contains("20 genes"),
+        err.contains("wrong.npy") && err.contains("4 of the model's 24 genes are missing"),
         "{err}"
     );
     assert!(!refused.exists());

@@ -1,6 +1,6 @@
 //! Training, saving and loading the autoencoders the questions share.
 //!
-//! A trained model is a folder: `model.json` (its config and input width),
+//! A trained model is a folder: `model.json` (its card: config and the genes it reads),
 //! `weights.safetensors`, `history.csv` and `latent.npy`. `scae embed` and
 //! `scae evaluate` read the same layout, so any model a question trains can be
 //! reused on new data.
@@ -11,16 +11,29 @@ use anyhow::{Context, Result, bail};
 use ndarray::Array2;
 use scae_io::BatchSource;
 use scae_models::{AeConfig, Autoencoder, ComputeDevice, History, Net, TrainConfig};
-use serde::{Deserialize, Serialize};
 
+use crate::card::{ModelCard, ModelKind};
 use crate::progress::EpochProgress;
 
-/// What `model.json` holds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// What an autoencoder is: its input width, config and the genes of its input columns (saved as
+/// the model card, [`crate::card::ModelCard`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelMeta {
     pub input_dim: usize,
     pub model: AeConfig,
+    /// The name of each input column.
+    pub genes: Vec<String>,
+}
+
+impl ModelMeta {
+    /// The autoencoder `model` on the columns `genes`.
+    pub fn new(model: AeConfig, genes: &[String]) -> Self {
+        Self {
+            input_dim: genes.len(),
+            model,
+            genes: genes.to_vec(),
+        }
+    }
 }
 
 /// A trained (or loaded) autoencoder.
@@ -67,7 +80,11 @@ impl TrainedAe {
     /// Writes `model.json`, `weights.safetensors` and `history.csv` into `dir`.
     pub fn save(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        crate::provenance::write_json(&dir.join("model.json"), &self.meta)?;
+        ModelCard::new(
+            ModelKind::Ae(self.meta.model.clone()),
+            self.meta.genes.clone(),
+        )
+        .write(dir)?;
         self.net.save_weights(&dir.join("weights.safetensors"))?;
         write_history(&dir.join("history.csv"), &self.history)
     }
@@ -81,12 +98,15 @@ impl TrainedAe {
 
     /// Reads a model folder written by [`TrainedAe::save`] onto `device`.
     pub fn load(dir: &Path, device: ComputeDevice) -> Result<Self> {
-        let meta_path = dir.join("model.json");
-        let text = std::fs::read_to_string(&meta_path).with_context(|| {
-            format!("{}: cannot read the model description", meta_path.display())
-        })?;
-        let meta: ModelMeta = serde_json::from_str(&text)
-            .with_context(|| format!("{}: not a model description", meta_path.display()))?;
+        let card = ModelCard::read(dir)?;
+        let ModelKind::Ae(model) = card.model else {
+            bail!(
+                "{}: a model of kind {}, not an autoencoder",
+                dir.join(crate::card::CARD_FILE).display(),
+                card.model.name()
+            );
+        };
+        let meta = ModelMeta::new(model, &card.genes);
         let net = Net::<Autoencoder>::load(
             &dir.join("weights.safetensors"),
             meta.input_dim,
@@ -95,18 +115,6 @@ impl TrainedAe {
         )?;
         let history = read_history(&dir.join("history.csv")).unwrap_or_default();
         Ok(Self { meta, net, history })
-    }
-
-    /// Checks `x` has the width the model was trained on.
-    pub fn check_input(&self, genes: usize, source: &Path) -> Result<()> {
-        if genes != self.meta.input_dim {
-            bail!(
-                "{}: has {genes} genes but the model was trained on {}",
-                source.display(),
-                self.meta.input_dim
-            );
-        }
-        Ok(())
     }
 }
 

@@ -42,7 +42,7 @@ use super::{Run, RunArgs};
 use crate::config::{StudyConfig, check_run};
 use crate::data::CountData;
 use crate::progress::EpochProgress;
-use crate::provenance::{Provenance, RunClock, write_json};
+use crate::provenance::{Provenance, RunClock};
 
 /// The acceptance bound of the GMVAE's mean ARI on worm_neuron.
 pub const ARI_TARGET: f64 = 0.57;
@@ -935,42 +935,25 @@ pub(super) fn train_gmvae(
     })
 }
 
-/// What `scae cluster` needs to assign new cells: written as `model.json`.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct SavedGmvae {
-    /// Always `gmvae`.
-    pub kind: String,
-    /// Genes of the data the model was trained from.
-    pub input_genes: usize,
-    /// The input columns the model reads, in order.
-    pub genes: Vec<usize>,
-    pub model: GmvaeConfig,
-}
-
-impl SavedGmvae {
-    /// Reads and checks `model.json` of a GMVAE model folder.
-    pub fn read(dir: &Path) -> Result<Self> {
-        let spec = dir.join("model.json");
-        let text = std::fs::read_to_string(&spec)
-            .with_context(|| format!("{}: cannot read the model description", spec.display()))?;
-        let saved: Self = serde_json::from_str(&text)
-            .with_context(|| format!("{}: not a GMVAE model description", spec.display()))?;
-        if saved.kind != "gmvae" {
-            bail!("{}: a {} model, not a GMVAE", spec.display(), saved.kind);
-        }
-        saved
-            .model
-            .validate()
-            .with_context(|| format!("{}: invalid model", spec.display()))?;
-        if let Some(&g) = saved.genes.iter().find(|&&g| g >= saved.input_genes) {
-            bail!(
-                "{}: gene {g} is out of range for {} input genes",
-                spec.display(),
-                saved.input_genes
-            );
-        }
-        Ok(saved)
-    }
+/// The config and genes (by name, in input order) of the GMVAE model folder `dir`, from its
+/// card.
+///
+/// # Errors
+/// A card that is not readable, not a GMVAE's, or holds an invalid config.
+pub fn read_gmvae(dir: &Path) -> Result<(GmvaeConfig, Vec<String>)> {
+    let card = crate::card::ModelCard::read(dir)?;
+    let path = dir.join(crate::card::CARD_FILE);
+    let crate::card::ModelKind::Gmvae(model) = card.model else {
+        bail!(
+            "{}: a model of kind {}, not a GMVAE",
+            path.display(),
+            card.model.name()
+        );
+    };
+    model
+        .validate()
+        .with_context(|| format!("{}: invalid model", path.display()))?;
+    Ok((model, card.genes))
 }
 
 fn save_gmvae(
@@ -983,15 +966,11 @@ fn save_gmvae(
     assigned: &[usize],
 ) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    write_json(
-        &dir.join("model.json"),
-        &SavedGmvae {
-            kind: "gmvae".into(),
-            input_genes: prepared.input_genes,
-            genes: prepared.genes.clone(),
-            model: cfg.clone(),
-        },
-    )?;
+    crate::card::ModelCard::new(
+        crate::card::ModelKind::Gmvae(cfg.clone()),
+        prepared.counts.var_names.clone(),
+    )
+    .write(dir)?;
     net.save_weights(&dir.join("weights.safetensors"))?;
     super::ae::write_history(&dir.join("history.csv"), history)?;
     write_clusters(dir, &prepared.counts.cells, q_y, assigned)

@@ -93,8 +93,8 @@ impl RunArgs {
             .unwrap_or_else(|| self.root.join("results").join(question))
     }
 
-    /// Reads and validates the data of a command that does not use labels (Q1, Q2, `train`):
-    /// `--labels` and `--labels-key` are refused rather than read and ignored.
+    /// Reads and validates the data of a command that does not use labels (`train`): `--labels`
+    /// and `--labels-key` are refused rather than read and ignored.
     pub fn load_unlabelled_data(&self, command: &str) -> Result<Dataset> {
         for (flag, given) in [
             ("--labels", self.labels.is_some()),
@@ -579,7 +579,6 @@ pub fn q1_model_or_train(
     study: &AeStudy,
     latent: usize,
     prepared: &Prepared,
-    genes: usize,
     data: &Dataset,
     device: ComputeDevice,
 ) -> Result<(TrainedAe, String)> {
@@ -603,7 +602,7 @@ pub fn q1_model_or_train(
     tracing::info!("training the latent-{latent} model here: {why}");
     let mut one = study.clone();
     one.latents = vec![latent];
-    let model = q1::train_models(&one, prepared, genes, device)?.remove(0);
+    let model = q1::train_models(&one, prepared, &data.var_names, device)?.remove(0);
     Ok((model, format!("model trained here ({why})")))
 }
 

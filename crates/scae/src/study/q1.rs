@@ -41,17 +41,14 @@ struct Metrics<'a> {
 pub fn train_models(
     cfg: &AeStudy,
     prepared: &Prepared,
-    genes: usize,
+    genes: &[String],
     device: ComputeDevice,
 ) -> Result<Vec<TrainedAe>> {
     let (train, test) = (prepared.train()?, prepared.test()?);
     cfg.latents
         .iter()
         .map(|&latent| {
-            let meta = ModelMeta {
-                input_dim: genes,
-                model: cfg.model(latent),
-            };
+            let meta = ModelMeta::new(cfg.model(latent), genes);
             super::ae::train(
                 &format!("latent {latent}"),
                 meta,
@@ -113,11 +110,11 @@ pub fn history_panel(models: &[TrainedAe], title: &str, y_label: &str) -> LinePa
 pub fn run(args: &RunArgs) -> Result<()> {
     let clock = RunClock::start();
     let cfg = AeStudy::load(&args.config_path("q1"))?;
-    let data = args.load_unlabelled_data("q1")?;
+    let data = args.load_data()?;
     let (device, threads) = args.setup_torch(cfg.device, cfg.threads)?;
     let out = Staging::new(&args.out_dir("q1"))?;
     let prepared = Prepared::new(&cfg, &data)?;
-    let models = train_models(&cfg, &prepared, data.x.ncols(), device)?;
+    let models = train_models(&cfg, &prepared, &data.var_names, device)?;
     for m in &models {
         let dir = out.path().join(format!("latent{}", m.meta.model.latent));
         m.save_with_latent(&dir, &prepared.all())?;

@@ -67,7 +67,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         .unwrap_or(Path::new("."))
         .join(&cfg.models);
     let study = AeStudy::load(&models_path)?;
-    let data = args.load_unlabelled_data("q2")?;
+    let data = args.load_data()?;
     let (device, threads) = args.setup_torch(study.device, study.threads)?;
     let out = Staging::new(&args.out_dir("q2"))?;
     let prepared = Prepared::new(&study, &data)?;
@@ -82,7 +82,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
             ),
             Err(why) => {
                 tracing::info!("training Q1's models here: {why:#}");
-                let models = super::q1::train_models(&study, &prepared, data.x.ncols(), device)?;
+                let models = super::q1::train_models(&study, &prepared, &data.var_names, device)?;
                 (models, false, format!("models trained by Q2 ({why:#})"))
             }
         };

@@ -76,7 +76,6 @@ pub fn run(args: &RunArgs) -> Result<()> {
         &study,
         cfg.latent,
         prepared,
-        data.x.ncols(),
         data,
         started.device,
     )?;

@@ -46,7 +46,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let (data, prepared, out) = (&started.data, &started.prepared, started.out.path());
     let q1_losses = super::q1_test_losses(&args.root, &base, data).unwrap_or_default();
     let model =
-        super::q1::train_models(&study, prepared, data.x.ncols(), started.device)?.remove(0);
+        super::q1::train_models(&study, prepared, &data.var_names, started.device)?.remove(0);
     model.save_with_latent(&out.join(format!("latent{}", cfg.latent)), &prepared.all())?;
     super::write_test_indices(out, &prepared.split)?;
     let test_error = scae_eval::reconstruction_error(

@@ -64,12 +64,11 @@ pub fn run(args: &RunArgs) -> Result<()> {
         &study,
         cfg.latent,
         prepared,
-        data.x.ncols(),
         data,
         started.device,
     )?;
     let model =
-        super::q1::train_models(&new_study, prepared, data.x.ncols(), started.device)?.remove(0);
+        super::q1::train_models(&new_study, prepared, &data.var_names, started.device)?.remove(0);
     let name = format!("{}_latent{}", cfg.loss.name(), cfg.latent);
     model.save_with_latent(&out.join(&name), &prepared.all())?;
     super::write_test_indices(out, &prepared.split)?;

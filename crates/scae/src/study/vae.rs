@@ -23,10 +23,11 @@ use serde::{Deserialize, Serialize};
 
 use super::ae::write_history;
 use super::{Run, RunArgs};
+use crate::card::{ModelCard, ModelKind};
 use crate::config::{StudyConfig, check_run};
 use crate::data::{BackedCounts, CountData, Hdf5Kind};
 use crate::progress::EpochProgress;
-use crate::provenance::{Provenance, RunClock, write_json};
+use crate::provenance::{Provenance, RunClock};
 
 /// Counts simulated in memory instead of read from `--data`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -400,13 +401,19 @@ impl TrainedVae {
         Ok(self.net.latent_means(&data.all(), self.chunk)?)
     }
 
-    /// Writes `model.json` (config and genes), `weights.safetensors` and `history.csv`.
-    pub fn save(&self, dir: &Path) -> Result<()> {
+    /// Writes `model.json` (the model card: config and `genes`, the name of each input column),
+    /// `weights.safetensors` and `history.csv`.
+    pub fn save(&self, dir: &Path, genes: &[String]) -> Result<()> {
+        if genes.len() != self.genes {
+            bail!(
+                "{}: {} gene names for a VAE of {} genes",
+                dir.display(),
+                genes.len(),
+                self.genes
+            );
+        }
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        write_json(
-            &dir.join("model.json"),
-            &serde_json::json!({"genes": self.genes, "model": self.config}),
-        )?;
+        ModelCard::new(ModelKind::Vae(self.config.clone()), genes.to_vec()).write(dir)?;
         self.net.save_weights(&dir.join("weights.safetensors"))?;
         write_history(&dir.join("history.csv"), &self.history)
     }
@@ -752,7 +759,7 @@ pub fn run(args: &VaeArgs) -> Result<()> {
         cfg.seed,
     )?;
     drop((train_cells, test_cells));
-    model.save(run.path())?;
+    model.save(run.path(), data.var_names())?;
     let all = data.rows(None)?;
     let latent = model.net.latent_means(&*all, model.chunk)?;
     scae_io::write_npy(&run.path().join("latent.npy"), &latent.view())?;

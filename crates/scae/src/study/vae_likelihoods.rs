@@ -191,7 +191,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         )?;
         let summary = model.summarize(&split, cfg.importance_samples, cfg.seed)?;
         let dir = run.path().join(likelihood.name());
-        model.save(&dir)?;
+        model.save(&dir, &data.var_names)?;
         let latent = model.latent_means(&split)?;
         scae_io::write_npy(&dir.join("latent.npy"), &latent.view())?;
         let latent_scores = colouring.score(latent.view(), &cfg.scores)?;

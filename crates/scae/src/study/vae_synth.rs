@@ -104,7 +104,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         );
     }
 
-    model.save(run.path())?;
+    model.save(run.path(), &crate::data::column_numbers(model.genes))?;
     let mut csv = String::from("feature,true_rate,decoded_rate,sample_mean,relative_error\n");
     for r in &table {
         let _ = writeln!(

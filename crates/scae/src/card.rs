@@ -1,0 +1,226 @@
+//! One model card for every saved model: `model.json` of a model folder, whatever trained it.
+//!
+//! The card says what the model is (`kind` with its config: an autoencoder, a VAE or a GMVAE),
+//! the genes it reads by name and in the order of its input columns, the covariate categories it
+//! knows (none yet: the models take no covariates), and the card format and scae version that
+//! wrote it. `scae embed`, `scae cluster`, `scae evaluate` and the studies that reuse Q1's models
+//! load any card through [`ModelCard::read`], and [`ModelCard::columns`] finds the model's genes
+//! in new data by name, refusing data that lack some of them in one line.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use scae_models::{AeConfig, GmvaeConfig, VaeConfig};
+use serde::{Deserialize, Serialize};
+
+/// The card format this scae writes; [`ModelCard::read`] refuses another.
+pub const CARD_FORMAT: u32 = 1;
+
+/// The file of a model folder that holds its card.
+pub const CARD_FILE: &str = "model.json";
+
+/// What a model is, with the config it was built from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "config", rename_all = "lowercase")]
+pub enum ModelKind {
+    /// An autoencoder on log-normalised values (Q1-Q5, `scae train`).
+    Ae(AeConfig),
+    /// A VAE on raw counts (`scae vae`, the likelihood studies).
+    Vae(VaeConfig),
+    /// A Gaussian-mixture VAE on raw counts (`gmvae-real`).
+    Gmvae(GmvaeConfig),
+}
+
+impl ModelKind {
+    /// The kind's name, as the card spells it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Ae(_) => "ae",
+            Self::Vae(_) => "vae",
+            Self::Gmvae(_) => "gmvae",
+        }
+    }
+}
+
+/// The card of a saved model (`model.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelCard {
+    /// The card format ([`CARD_FORMAT`]).
+    pub card_format: u32,
+    /// The scae version that trained the model.
+    pub scae_version: String,
+    /// What the model is, with its config.
+    #[serde(flatten)]
+    pub model: ModelKind,
+    /// The genes the model reads, by name, in the order of its input columns.
+    pub genes: Vec<String>,
+    /// Each covariate the model takes (an `obs` column), with the categories it knows in the
+    /// order of its one-hot columns; empty for a model without covariates.
+    #[serde(default)]
+    pub covariates: BTreeMap<String, Vec<String>>,
+}
+
+impl ModelCard {
+    /// The card of a model of `model` that reads `genes`, written by this scae.
+    pub fn new(model: ModelKind, genes: Vec<String>) -> Self {
+        Self {
+            card_format: CARD_FORMAT,
+            scae_version: env!("CARGO_PKG_VERSION").into(),
+            model,
+            genes,
+            covariates: BTreeMap::new(),
+        }
+    }
+
+    /// Writes the card as `model.json` in `dir` (atomically).
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        crate::provenance::write_json(&dir.join(CARD_FILE), self)
+    }
+
+    /// Reads the card of the model folder `dir`.
+    ///
+    /// # Errors
+    /// When `model.json` is missing, is not a card (the message names the file), was written in
+    /// another card format, or names no gene.
+    pub fn read(dir: &Path) -> Result<Self> {
+        let path = dir.join(CARD_FILE);
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "{}: cannot read the model card (is {} a model folder?)",
+                path.display(),
+                dir.display()
+            )
+        })?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+        match value.get("card_format").and_then(serde_json::Value::as_u64) {
+            Some(f) if f == u64::from(CARD_FORMAT) => {}
+            Some(f) => bail!(
+                "{}: card format {f}, but this scae reads format {CARD_FORMAT}",
+                path.display()
+            ),
+            None => bail!(
+                "{}: not a model card of this scae (no card_format; a model saved by an older \
+                 scae must be trained again)",
+                path.display()
+            ),
+        }
+        let card: Self = serde_json::from_value(value)
+            .map_err(|e| anyhow::anyhow!("{}: not a model card: {e}", path.display()))?;
+        if card.genes.is_empty() {
+            bail!("{}: the card names no gene", path.display());
+        }
+        Ok(card)
+    }
+
+    /// The columns of data with gene names `var_names` that hold the model's genes, in the
+    /// model's order ([`gene_columns`]).
+    ///
+    /// # Errors
+    /// One line naming `data` and how many of the model's genes it lacks.
+    pub fn columns(&self, var_names: &[String], data: &Path) -> Result<Vec<usize>> {
+        gene_columns(&self.genes, var_names, data)
+    }
+}
+
+/// The columns of data with gene names `var_names` that hold `genes`, in that order, found by
+/// name (a name the data hold twice is matched in order of appearance).
+///
+/// # Errors
+/// One line naming `data` and how many of `genes` it lacks (with the first few).
+pub fn gene_columns(genes: &[String], var_names: &[String], data: &Path) -> Result<Vec<usize>> {
+    if var_names == genes {
+        return Ok((0..var_names.len()).collect());
+    }
+    let mut at: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (j, name) in var_names.iter().enumerate().rev() {
+        at.entry(name.as_str()).or_default().push(j);
+    }
+    let mut missing = Vec::new();
+    let mut columns = Vec::with_capacity(genes.len());
+    for gene in genes {
+        match at.get_mut(gene.as_str()).and_then(Vec::pop) {
+            Some(j) => columns.push(j),
+            None => missing.push(gene.as_str()),
+        }
+    }
+    if !missing.is_empty() {
+        let shown: Vec<&str> = missing.iter().take(3).copied().collect();
+        bail!(
+            "{}: {} of the model's {} genes are missing ({}{})",
+            data.display(),
+            missing.len(),
+            genes.len(),
+            shown.join(", "),
+            if missing.len() > shown.len() {
+                ", ..."
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(columns)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(n: &[&str]) -> Vec<String> {
+        n.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    fn card(genes: &[&str]) -> ModelCard {
+        ModelCard::new(
+            ModelKind::Vae(VaeConfig::new(2, scae_models::Likelihood::Nb)),
+            names(genes),
+        )
+    }
+
+    #[test]
+    fn genes_are_found_by_name_in_any_order_and_missing_ones_counted() {
+        let c = card(&["b", "a", "c"]);
+        let data = Path::new("x.h5ad");
+        assert_eq!(
+            c.columns(&names(&["b", "a", "c"]), data).expect("found"),
+            [0, 1, 2]
+        );
+        assert_eq!(
+            c.columns(&names(&["a", "z", "c", "b"]), data)
+                .expect("found"),
+            [3, 0, 2]
+        );
+        let err = c
+            .columns(&names(&["a", "z"]), data)
+            .expect_err("refused")
+            .to_string();
+        assert_eq!(err, "x.h5ad: 2 of the model's 3 genes are missing (b, c)");
+        // A name held twice is matched in order of appearance.
+        let twice = card(&["a", "a"]);
+        assert_eq!(
+            twice
+                .columns(&names(&["x", "a", "a"]), data)
+                .expect("found"),
+            [1, 2]
+        );
+    }
+
+    #[test]
+    fn a_card_reads_back_as_written_and_another_format_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = card(&["g1", "g2"]);
+        c.write(dir.path()).expect("write");
+        assert_eq!(ModelCard::read(dir.path()).expect("read"), c);
+        let text = std::fs::read_to_string(dir.path().join(CARD_FILE)).expect("text");
+        assert!(text.contains("\"kind\": \"vae\""), "{text}");
+        std::fs::write(dir.path().join(CARD_FILE), r#"{"genes": 5, "model": {}}"#).expect("old");
+        let err = ModelCard::read(dir.path())
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            err.contains("no card_format") && !err.contains('\n'),
+            "{err}"
+        );
+    }
+}
