@@ -10,99 +10,9 @@ use serde_json::Value;
 
 mod common;
 
-use common::{assert_ok, scae};
-
-/// Two epochs of one small autoencoder (Q1, Q4 and `train` read it as `configs/q1.toml`).
-const Q1: &str = r#"
-seed = 7
-threads = 1
-device = "cpu"
-test_fraction = 0.2
-latents = [2]
-hidden = [16]
-loss = "mse"
-
-[train]
-epochs = 2
-batch_size = 8
-learning_rate = 1e-3
-"#;
+use common::{FIXTURE_GMVAE, SMALL_Q1, SMALL_VAE, assert_ok, io_fixture, scae};
 
 const Q4: &str = "models = \"q1.toml\"\nlatent = 2\nscore_components = 10\n";
-
-/// A small NB VAE, 2 epochs.
-const VAE: &str = r#"
-seed = 3
-threads = 1
-device = "cpu"
-test_fraction = 0.25
-importance_samples = 5
-
-[model]
-hidden = [16]
-latent = 3
-likelihood = "nb"
-
-[train]
-epochs = 2
-batch_size = 8
-learning_rate = 1e-2
-"#;
-
-/// gmvae-real on the 40-cell fixtures: one seed, one epoch of each phase.
-const GMVAE: &str = r#"
-seeds = [0]
-threads = 1
-device = "cpu"
-test_fraction = 0.2
-components = 0
-top_genes = 20
-pca_components = 5
-
-[gmvae.model]
-y_balance = 1.0
-
-[gmvae.model.vae]
-hidden = [16]
-latent = 2
-likelihood = "nb"
-batch_norm = true
-
-[gmvae.train]
-epochs = 1
-batch_size = 8
-learning_rate = 1e-2
-
-[gmvae_init]
-pretrain_epochs = 1
-pseudo_label_epochs = 1
-
-[vae.model]
-hidden = [16]
-latent = 2
-likelihood = "nb"
-
-[vae.train]
-epochs = 1
-batch_size = 8
-learning_rate = 1e-2
-
-[tsne]
-perplexity = 5.0
-n_iter = 150
-early_exaggeration_iter = 50
-
-[scores]
-kmeans_restarts = 2
-"#;
-
-fn fixture(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../io/tests/fixtures")
-        .join(name)
-        .display()
-        .to_string()
-}
 
 fn json(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).expect("file")).expect("JSON")
@@ -114,10 +24,10 @@ fn project() -> tempfile::TempDir {
     let configs = root.path().join("configs");
     std::fs::create_dir_all(&configs).expect("configs");
     for (name, text) in [
-        ("q1.toml", Q1),
+        ("q1.toml", SMALL_Q1),
         ("q4.toml", Q4),
-        ("vae.toml", VAE),
-        ("gmvae-real.toml", GMVAE),
+        ("vae.toml", SMALL_VAE),
+        ("gmvae-real.toml", FIXTURE_GMVAE),
     ] {
         std::fs::write(configs.join(name), text).expect("config");
     }
@@ -153,14 +63,14 @@ fn q1_trains_on_the_layer_it_is_given() {
     // counts in layers["counts"] (make_h5ad.py).
     assert_ok(&run(
         root.path(),
-        &["q1", "--data", &fixture("csr.h5ad"), "--out", &out("x")],
+        &["q1", "--data", &io_fixture("csr.h5ad"), "--out", &out("x")],
     ));
     assert_ok(&run(
         root.path(),
         &[
             "q1",
             "--data",
-            &fixture("layers.h5ad"),
+            &io_fixture("layers.h5ad"),
             "--layer",
             "counts",
             "--out",
@@ -172,7 +82,7 @@ fn q1_trains_on_the_layer_it_is_given() {
         &[
             "q1",
             "--data",
-            &fixture("layers.h5ad"),
+            &io_fixture("layers.h5ad"),
             "--out",
             &out("lognorm"),
         ],
@@ -204,7 +114,7 @@ fn q1_trains_on_the_layer_it_is_given() {
     // Q1 trains without labels but records them with the fingerprint that decides whether Q3-Q5
     // may reuse its models: the same training, another fingerprint.
     let labelled = out("labelled");
-    let data = fixture("csr.h5ad");
+    let data = io_fixture("csr.h5ad");
     let args = [
         "q1",
         "--data",
@@ -229,7 +139,7 @@ fn q4_scores_against_the_obs_column_labels_key_names() {
     let scores = |key: &str| {
         let out = root.path().join(key);
         let o = out.display().to_string();
-        let data = fixture("csr.h5ad");
+        let data = io_fixture("csr.h5ad");
         assert_ok(&run(
             root.path(),
             &["q4", "--data", &data, "--labels-key", key, "--out", &o],
@@ -260,7 +170,7 @@ fn vae_keeps_the_number_of_genes_top_genes_asks_for() {
     let genes = |extra: &[&str], name: &str| {
         let out = root.path().join(name);
         let o = out.display().to_string();
-        let data = fixture("csr.h5ad");
+        let data = io_fixture("csr.h5ad");
         let mut args = vec!["vae", "--data", &data, "--out", &o];
         args.extend(extra);
         assert_ok(&run(root.path(), &args));
@@ -282,7 +192,7 @@ fn a_flag_with_nothing_to_act_on_is_refused_in_one_line() {
     let labels = dir.path().join("labels.txt");
     scae_io::write_labels(&labels, &vec!["a".to_owned(); 40]).expect("labels");
     let labels = labels.display().to_string();
-    let (csr, layers) = (fixture("csr.h5ad"), fixture("layers.h5ad"));
+    let (csr, layers) = (io_fixture("csr.h5ad"), io_fixture("layers.h5ad"));
     let out = dir.path().join("out").display().to_string();
     let cases: &[(&[&str], &str)] = &[
         (
@@ -346,7 +256,7 @@ fn a_flag_with_nothing_to_act_on_is_refused_in_one_line() {
 fn an_h5ad_in_the_results_folder_survives_and_an_unwritable_one_is_refused_up_front() {
     let root = project();
     let res = root.path().join("res");
-    let (r, data) = (res.display().to_string(), fixture("csr.h5ad"));
+    let (r, data) = (res.display().to_string(), io_fixture("csr.h5ad"));
     let inside = res.join("cells.h5ad").display().to_string();
     assert_ok(&run(
         root.path(),
@@ -392,7 +302,7 @@ fn cells_without_a_label_train_and_are_left_out_of_the_scores() {
         return;
     };
     let root = project();
-    let file = fixture("missing_labels.h5ad");
+    let file = io_fixture("missing_labels.h5ad");
     let labels = anndata_labels(&python, &file);
     assert_eq!(labels.iter().filter(|l| l.is_none()).count(), 3);
     let out: PathBuf = root.path().join("gmvae");

@@ -10,26 +10,7 @@ use serde_json::Value;
 
 mod common;
 
-use common::{assert_ok, scae};
-
-/// A small NB VAE, 2 epochs.
-const VAE: &str = r#"
-seed = 3
-threads = 1
-device = "cpu"
-test_fraction = 0.25
-importance_samples = 5
-
-[model]
-hidden = [16]
-latent = 3
-likelihood = "nb"
-
-[train]
-epochs = 2
-batch_size = 8
-learning_rate = 1e-2
-"#;
+use common::{SMALL_VAE, assert_ok, scae};
 
 /// gmvae-real's smoke config on worm_neuron: one seed, one epoch of each phase.
 const GMVAE: &str = r#"
@@ -95,7 +76,7 @@ fn every_bad_hdf5_input_is_one_line_naming_file_and_dataset_with_nothing_written
     assert!(cases.len() >= 10);
     let tmp = tempfile::tempdir().expect("tempdir");
     let config = tmp.path().join("vae.toml");
-    std::fs::write(&config, VAE).expect("config");
+    std::fs::write(&config, SMALL_VAE).expect("config");
     for (file, case) in cases {
         let data = dir.join(file);
         let out_dir = tmp.path().join("out");
@@ -132,7 +113,7 @@ fn every_bad_hdf5_input_is_one_line_naming_file_and_dataset_with_nothing_written
 fn vae_backed_from_the_file_gives_the_numbers_of_the_run_in_memory() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let config = tmp.path().join("vae.toml");
-    std::fs::write(&config, VAE).expect("config");
+    std::fs::write(&config, SMALL_VAE).expect("config");
     let c = config.display().to_string();
     let data = fixtures().join("csr.h5ad").display().to_string();
     let mut runs = Vec::new();

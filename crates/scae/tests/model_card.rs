@@ -10,94 +10,7 @@ use serde_json::Value;
 
 mod common;
 
-use common::{assert_ok, scae};
-
-const Q1: &str = r#"
-seed = 7
-threads = 1
-device = "cpu"
-test_fraction = 0.2
-latents = [2]
-hidden = [16]
-loss = "mse"
-
-[train]
-epochs = 2
-batch_size = 8
-learning_rate = 1e-3
-"#;
-
-const VAE: &str = r#"
-seed = 3
-threads = 1
-device = "cpu"
-test_fraction = 0.25
-importance_samples = 5
-
-[model]
-hidden = [16]
-latent = 3
-likelihood = "nb"
-
-[train]
-epochs = 2
-batch_size = 8
-learning_rate = 1e-2
-"#;
-
-const GMVAE: &str = r#"
-seeds = [0]
-threads = 1
-device = "cpu"
-test_fraction = 0.2
-components = 0
-top_genes = 20
-pca_components = 5
-
-[gmvae.model]
-y_balance = 1.0
-
-[gmvae.model.vae]
-hidden = [16]
-latent = 2
-likelihood = "nb"
-batch_norm = true
-
-[gmvae.train]
-epochs = 1
-batch_size = 8
-learning_rate = 1e-2
-
-[gmvae_init]
-pretrain_epochs = 1
-pseudo_label_epochs = 1
-
-[vae.model]
-hidden = [16]
-latent = 2
-likelihood = "nb"
-
-[vae.train]
-epochs = 1
-batch_size = 8
-learning_rate = 1e-2
-
-[tsne]
-perplexity = 5.0
-n_iter = 150
-early_exaggeration_iter = 50
-
-[scores]
-kmeans_restarts = 2
-"#;
-
-fn fixture(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../io/tests/fixtures")
-        .join(name)
-        .display()
-        .to_string()
-}
+use common::{FIXTURE_GMVAE, SMALL_Q1, SMALL_VAE, assert_ok, io_fixture, scae};
 
 fn card(dir: &Path) -> Value {
     let text = std::fs::read_to_string(dir.join("model.json")).expect("model.json");
@@ -150,14 +63,14 @@ fn embed_loads_the_card_of_an_autoencoder_a_vae_and_a_gmvae() {
     let root = dir.path();
     std::fs::create_dir_all(root.join("configs")).expect("configs");
     for (name, text) in [
-        ("q1.toml", Q1),
-        ("vae.toml", VAE),
-        ("gmvae-real.toml", GMVAE),
+        ("q1.toml", SMALL_Q1),
+        ("vae.toml", SMALL_VAE),
+        ("gmvae-real.toml", FIXTURE_GMVAE),
     ] {
         std::fs::write(root.join("configs").join(name), text).expect("config");
     }
     let r = root.display().to_string();
-    let (counts, layers) = (fixture("csr.h5ad"), fixture("layers.h5ad"));
+    let (counts, layers) = (io_fixture("csr.h5ad"), io_fixture("layers.h5ad"));
 
     // The autoencoder, trained on counts (log-normalised here), embeds the same counts read
     // from a layer of another file.
@@ -243,11 +156,11 @@ fn genes_are_found_by_name_and_data_lacking_them_are_refused_in_one_line() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path();
     std::fs::create_dir_all(root.join("configs")).expect("configs");
-    std::fs::write(root.join("configs/q1.toml"), Q1).expect("config");
+    std::fs::write(root.join("configs/q1.toml"), SMALL_Q1).expect("config");
     let r = root.display().to_string();
     let ae = root.join("ae");
     let a = ae.display().to_string();
-    let counts = fixture("csr.h5ad");
+    let counts = io_fixture("csr.h5ad");
     assert_ok(&scae(&[
         "train", "--root", &r, "--data", &counts, "--out", &a,
     ]));

@@ -109,3 +109,94 @@ ad.AnnData(X=x, obs=obs, var=pd.DataFrame(index=genes)).write_h5ad(out)
 "#;
     run_python(python, convert, &[tenx, out]);
 }
+
+/// A path in `scae-io`'s test fixtures (`crates/io/tests/fixtures`, made by the scripts there).
+pub fn io_fixture(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../io/tests/fixtures")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// Two epochs of one small autoencoder (Q1, Q4 and `train` read it as `configs/q1.toml`).
+pub const SMALL_Q1: &str = r#"
+seed = 7
+threads = 1
+device = "cpu"
+test_fraction = 0.2
+latents = [2]
+hidden = [16]
+loss = "mse"
+
+[train]
+epochs = 2
+batch_size = 8
+learning_rate = 1e-3
+"#;
+
+/// A small NB VAE, 2 epochs.
+pub const SMALL_VAE: &str = r#"
+seed = 3
+threads = 1
+device = "cpu"
+test_fraction = 0.25
+importance_samples = 5
+
+[model]
+hidden = [16]
+latent = 3
+likelihood = "nb"
+
+[train]
+epochs = 2
+batch_size = 8
+learning_rate = 1e-2
+"#;
+
+/// gmvae-real on the 40-cell fixtures of `scae-io`: one seed, one epoch of each phase.
+pub const FIXTURE_GMVAE: &str = r#"
+seeds = [0]
+threads = 1
+device = "cpu"
+test_fraction = 0.2
+components = 0
+top_genes = 20
+pca_components = 5
+
+[gmvae.model]
+y_balance = 1.0
+
+[gmvae.model.vae]
+hidden = [16]
+latent = 2
+likelihood = "nb"
+batch_norm = true
+
+[gmvae.train]
+epochs = 1
+batch_size = 8
+learning_rate = 1e-2
+
+[gmvae_init]
+pretrain_epochs = 1
+pseudo_label_epochs = 1
+
+[vae.model]
+hidden = [16]
+latent = 2
+likelihood = "nb"
+
+[vae.train]
+epochs = 1
+batch_size = 8
+learning_rate = 1e-2
+
+[tsne]
+perplexity = 5.0
+n_iter = 150
+early_exaggeration_iter = 50
+
+[scores]
+kmeans_restarts = 2
+"#;
