@@ -311,9 +311,11 @@ fn ae(runs: usize, threads: Option<usize>, epochs: usize) -> Result<()> {
     let torch_cps = median(torch_runs.iter().map(|r| r["cells_per_second"].as_f64()))?;
     let scae_mse = median(scae_runs.iter().map(|r| r["final_test_loss"].as_f64()))?;
     let torch_mse = median(torch_runs.iter().map(|r| r["final_test_loss"].as_f64()))?;
-    let genes = read_json(&work.join("scae-run1/model.json"))?["input_dim"]
-        .as_f64()
-        .context("input_dim")?;
+    // The model card lists the genes the autoencoder reads.
+    let genes = read_json(&work.join("scae-run1/model.json"))?["genes"]
+        .as_array()
+        .context("model.json: genes")?
+        .len() as f64;
     // Multiply-adds of the weight matrices per cell: genes*hidden + hidden*latent, twice (encoder, decoder).
     let macs = 2.0 * (genes * hidden as f64 + (hidden * latent) as f64);
     // Training a cell costs a forward (2 FLOP per MAC) and a backward (4 FLOP per MAC).
