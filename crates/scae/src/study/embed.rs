@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use ndarray::{Array2, ArrayView2, Axis, s};
+use ndarray::{Array2, ArrayView2, Axis, CowArray, Ix2, s};
 use scae_eval::{KMeansParams, Pca, TsneParams};
 use scae_io::Labels;
 use serde::{Deserialize, Serialize};
@@ -160,11 +160,12 @@ impl Colouring {
         }
     }
 
-    /// The rows of `x` (one per cell) of the labelled cells.
-    pub fn labelled_rows(&self, x: ArrayView2<'_, f32>) -> Array2<f32> {
+    /// The rows of `x` (one per cell) of the labelled cells: `x` itself, not a copy, when every
+    /// cell has a label.
+    pub fn labelled_rows<'a>(&self, x: ArrayView2<'a, f32>) -> CowArray<'a, f32, Ix2> {
         match &self.labels {
-            Some(l) if l.missing() > 0 => x.select(Axis(0), &l.labelled_cells()),
-            _ => x.to_owned(),
+            Some(l) if l.missing() > 0 => x.select(Axis(0), &l.labelled_cells()).into(),
+            _ => x.into(),
         }
     }
 
@@ -176,11 +177,8 @@ impl Colouring {
             return Ok(None);
         }
         let truth = self.truth();
-        let silhouette = if self.missing() > 0 {
-            scae_eval::silhouette_score(self.labelled_rows(x).view(), &truth, cfg.seed)?
-        } else {
-            scae_eval::silhouette_score(x, &truth, cfg.seed)?
-        };
+        let silhouette =
+            scae_eval::silhouette_score(self.labelled_rows(x).view(), &truth, cfg.seed)?;
         let km = self.pick(&cfg.kmeans(x, self.classes())?);
         Ok(Some(Scores {
             silhouette,

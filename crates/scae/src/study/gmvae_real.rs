@@ -709,11 +709,7 @@ fn scored(
 ) -> Result<Row> {
     let truth = &colouring.truth();
     let picked = &colouring.pick(clusters);
-    let silhouette = if colouring.missing() > 0 {
-        scae_eval::silhouette_score(colouring.labelled_rows(x).view(), truth, seed)?
-    } else {
-        scae_eval::silhouette_score(x, truth, seed)?
-    };
+    let silhouette = scae_eval::silhouette_score(colouring.labelled_rows(x).view(), truth, seed)?;
     Ok(Row {
         seed,
         method,
