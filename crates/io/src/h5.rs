@@ -14,11 +14,60 @@ use hdf5::{Dataset, File, Group, H5Type, Location};
 
 use crate::{Error, Result};
 
+/// What an HDF5 data file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hdf5Kind {
+    /// Cell Ranger's `filtered_feature_bc_matrix.h5` (v2 or v3).
+    TenxH5,
+    /// AnnData.
+    H5ad,
+}
+
+/// An HDF5 data file, opened once: every reader of it ([`crate::read_h5ad_file`],
+/// [`crate::H5adRows::from_file`], [`crate::read_10x_h5_file`]) and the `.h5ad` writer's
+/// [`crate::AnnSource`] take this handle, so a command that reads a file, trains and writes its
+/// results back opens the file one time. Clones share the open file.
+#[derive(Debug, Clone)]
+pub struct Hdf5File {
+    pub(crate) h5: H5,
+}
+
+impl Hdf5File {
+    /// Opens `path` read-only; `Ok(None)` when it is not an HDF5 file (no signature).
+    ///
+    /// # Errors
+    /// [`Error::Io`] when it cannot be read; [`Error::Hdf5`] when the library refuses it.
+    pub fn open(path: &Path) -> Result<Option<Self>> {
+        if !is_hdf5(path)? {
+            return Ok(None);
+        }
+        Ok(Some(Self {
+            h5: H5::open(path)?,
+        }))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.h5.path
+    }
+
+    /// AnnData when it has `obs` and `var`; Cell Ranger's `.h5` when it has a `matrix` group (or
+    /// a genome group holding `indptr` and `genes`) and no `obs`; `None` otherwise.
+    pub fn kind(&self) -> Option<Hdf5Kind> {
+        if self.h5.has("obs") && self.h5.has("var") {
+            Some(Hdf5Kind::H5ad)
+        } else if crate::tenx_h5::matrix_group(&self.h5).is_ok() && !self.h5.has("obs") {
+            Some(Hdf5Kind::TenxH5)
+        } else {
+            None
+        }
+    }
+}
+
 /// The signature every HDF5 file carries at offset 0, 512, 1024, 2048, ...
 const SIGNATURE: &[u8; 8] = b"\x89HDF\r\n\x1a\n";
 
-/// An open HDF5 file and its path, for messages.
-#[derive(Debug)]
+/// An open HDF5 file and its path, for messages. Clones share the one open file.
+#[derive(Debug, Clone)]
 pub(crate) struct H5 {
     pub path: PathBuf,
     pub file: File,
@@ -40,10 +89,24 @@ impl H5 {
         }
         let file = File::open(path)
             .map_err(|e| Error::hdf5(path, "/", format!("cannot open: {}", one_line(&e))))?;
+        // Counted by the tests that check a command opens its input once.
+        tracing::debug!("opened the HDF5 file {}", path.display());
         Ok(Self {
             path: path.into(),
             file,
         })
+    }
+
+    /// The number of rows of the data frame `name` (`obs`, `var`): the length of its index;
+    /// `None` when it is not a group with an index (an old layout).
+    pub fn frame_len(&self, name: &str) -> Result<Option<usize>> {
+        let Ok(g) = self.file.group(name) else {
+            return Ok(None);
+        };
+        let index = attr_string(&g, "_index")
+            .map_err(|e| self.err(name, e))?
+            .unwrap_or_else(|| "_index".into());
+        Ok(g.dataset(&index).ok().map(|d| d.size()))
     }
 
     /// The error [`Error::Hdf5`] about `object` in this file.
@@ -430,6 +493,39 @@ pub(crate) fn attr_string(
         other => return Err(format!("expected a string, found {}", type_name(&other))),
     };
     Ok(Some(value))
+}
+
+/// The string-array attribute `attr` of `loc`; empty when it has none or it holds no strings
+/// (h5py writes an empty `column-order` as an empty array of floats).
+pub(crate) fn attr_strings(loc: &Location, attr: &str) -> std::result::Result<Vec<String>, String> {
+    let names = loc.attr_names().map_err(|e| one_line(&e))?;
+    if !names.iter().any(|a| a == attr) {
+        return Ok(Vec::new());
+    }
+    let a = loc.attr(attr).map_err(|e| one_line(&e))?;
+    let ty = a
+        .dtype()
+        .and_then(|t| t.to_descriptor())
+        .map_err(|e| one_line(&e))?;
+    let err = |e: hdf5::Error| one_line(&e);
+    Ok(match ty {
+        TypeDescriptor::VarLenUnicode => a
+            .read_raw::<VarLenUnicode>()
+            .map_err(err)?
+            .iter()
+            .map(|s| s.as_str().to_owned())
+            .collect(),
+        TypeDescriptor::VarLenAscii => a
+            .read_raw::<VarLenAscii>()
+            .map_err(err)?
+            .iter()
+            .map(|s| s.as_str().to_owned())
+            .collect(),
+        TypeDescriptor::FixedAscii(_) | TypeDescriptor::FixedUnicode(_) if a.size() == 1 => {
+            attr_string(loc, attr)?.into_iter().collect()
+        }
+        _ => Vec::new(),
+    })
 }
 
 /// `/name` for a path given with or without the leading slash.

@@ -14,7 +14,7 @@ use std::path::Path;
 use hdf5::types::TypeDescriptor;
 use sprs::CsMat;
 
-use crate::h5::{H5, field, one_line, type_name};
+use crate::h5::{H5, Hdf5File, field, one_line, type_name};
 use crate::sparse_h5::{Compressed, canonical, read_dense};
 use crate::{Labels, Result};
 
@@ -77,7 +77,20 @@ impl AnnMatrix {
 /// (the message lists what exists), an unknown encoding, parts of a sparse matrix that do not
 /// fit, names or labels of the wrong length.
 pub fn read_h5ad(path: &Path, options: &H5adOptions) -> Result<AnnMatrix> {
-    let rows = H5adRows::open(path, options.layer.as_deref())?;
+    read_h5ad_file(
+        &Hdf5File {
+            h5: H5::open(path)?,
+        },
+        options,
+    )
+}
+
+/// [`read_h5ad`] of a file already open.
+///
+/// # Errors
+/// As [`read_h5ad`].
+pub fn read_h5ad_file(file: &Hdf5File, options: &H5adOptions) -> Result<AnnMatrix> {
+    let rows = H5adRows::from_file(file, options.layer.as_deref())?;
     let x = match &rows.layout {
         Layout::Dense => read_dense(&rows.h5, &rows.element, None)?,
         Layout::Sparse { matrix, csc } => matrix.read(&rows.h5, *csc)?,
@@ -95,11 +108,6 @@ pub fn read_h5ad(path: &Path, options: &H5adOptions) -> Result<AnnMatrix> {
         labels,
         element: format!("/{}", rows.element),
     })
-}
-
-/// Whether `path` is an HDF5 file with the groups of an AnnData file (`obs` and `var`).
-pub fn is_h5ad(path: &Path) -> bool {
-    H5::open(path).is_ok_and(|h5| h5.has("obs") && h5.has("var"))
 }
 
 /// How the matrix is stored.
@@ -123,12 +131,32 @@ pub struct H5adRows {
 }
 
 impl H5adRows {
+    /// The open file these rows are read from.
+    pub fn file(&self) -> Hdf5File {
+        Hdf5File {
+            h5: self.h5.clone(),
+        }
+    }
+
     /// Opens `path` and finds the matrix `layer` (see [`H5adOptions::layer`]).
     ///
     /// # Errors
     /// As [`read_h5ad`].
     pub fn open(path: &Path, layer: Option<&str>) -> Result<Self> {
-        let h5 = H5::open(path)?;
+        Self::from_file(
+            &Hdf5File {
+                h5: H5::open(path)?,
+            },
+            layer,
+        )
+    }
+
+    /// [`H5adRows::open`] on a file already open.
+    ///
+    /// # Errors
+    /// As [`read_h5ad`].
+    pub fn from_file(file: &Hdf5File, layer: Option<&str>) -> Result<Self> {
+        let h5 = file.h5.clone();
         if !h5.has("obs") || !h5.has("var") {
             return Err(h5.err("/", "not an AnnData file: no `obs` and `var`"));
         }

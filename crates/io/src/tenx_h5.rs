@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use crate::h5::H5;
+use crate::h5::{H5, Hdf5File};
 use crate::sparse_h5::Compressed;
 use crate::{Result, TenxFiles, TenxMatrix};
 
@@ -22,7 +22,18 @@ use crate::{Result, TenxFiles, TenxMatrix};
 /// missing, or the parts of the matrix do not fit together; the errors of
 /// [`crate::read_labels`] for a bad `labels.txt`.
 pub fn read_10x_h5(path: &Path) -> Result<TenxMatrix> {
-    let h5 = H5::open(path)?;
+    read_10x_h5_file(&Hdf5File {
+        h5: H5::open(path)?,
+    })
+}
+
+/// [`read_10x_h5`] of a file already open.
+///
+/// # Errors
+/// As [`read_10x_h5`].
+pub fn read_10x_h5_file(file: &Hdf5File) -> Result<TenxMatrix> {
+    let h5 = file.h5.clone();
+    let path = h5.path.as_path();
     let group = matrix_group(&h5)?;
     let part = |name: &str| format!("{group}/{name}");
     let shape = h5.ints(&part("shape"), None)?;
@@ -86,14 +97,8 @@ pub fn read_10x_h5(path: &Path) -> Result<TenxMatrix> {
     })
 }
 
-/// Whether `path` looks like a Cell Ranger `.h5` (HDF5 with a `matrix` group, or groups holding
-/// `indptr` and `genes`), as opposed to an AnnData file.
-pub fn is_10x_h5(path: &Path) -> bool {
-    H5::open(path).is_ok_and(|h5| matrix_group(&h5).is_ok() && !h5.has("obs"))
-}
-
 /// `matrix` (version 3) or the one genome group (version 2).
-fn matrix_group(h5: &H5) -> Result<String> {
+pub(crate) fn matrix_group(h5: &H5) -> Result<String> {
     if h5.is_group("matrix") {
         return Ok("matrix".into());
     }

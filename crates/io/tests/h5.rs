@@ -9,8 +9,8 @@ use std::process::Command;
 use std::sync::Arc;
 
 use scae_io::{
-    AnnOutput, BackedRows, BatchSource, CountRows, H5adOptions, H5adRows, read_10x, read_10x_h5,
-    read_h5ad, to_dense, write_h5ad,
+    AnnOutput, AnnSource, BackedRows, BatchSource, CountRows, H5adOptions, H5adRows, read_10x,
+    read_10x_h5, read_h5ad, to_dense, write_h5ad,
 };
 use serde_json::Value;
 
@@ -108,7 +108,12 @@ fn cell_ranger_h5_gives_the_matrix_of_its_mtx_twin() {
         assert_eq!(a.gene_ids, b.gene_ids);
         assert_eq!(a.gene_names, b.gene_names);
         assert_eq!(a.feature_types, b.feature_types);
-        assert!(scae_io::is_10x_h5(&h5) && !scae_io::is_h5ad(&h5));
+        assert_eq!(
+            scae_io::Hdf5File::open(&h5)
+                .expect("opens")
+                .and_then(|f| f.kind()),
+            Some(scae_io::Hdf5Kind::TenxH5)
+        );
     }
 }
 
@@ -432,6 +437,7 @@ fn a_written_h5ad_opens_in_anndata_with_names_embeddings_clusters_and_layers() {
         obs_categorical: vec![("scae_cluster", codes.clone(), vec!["0".into(), "1".into()])],
         layers: vec![("scae_denoised", decoded.view())],
         uns: vec![("scae", "{\"seed\": 1}".into())],
+        source: None,
     };
     write_h5ad(&path, &out).expect("writes");
     assert_eq!(
@@ -500,4 +506,88 @@ print(json.dumps({
     );
     assert_eq!(got["cluster_dtype"], "category");
     assert_eq!(got["uns"], "{\"seed\": 1}");
+}
+
+#[test]
+fn a_written_h5ad_carries_every_annotation_of_its_input_cut_to_the_cells_and_genes_written() {
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = fixtures().join("annotated.h5ad");
+    let source = scae_io::Hdf5File::open(&input)
+        .expect("opens")
+        .expect("HDF5");
+    let m = scae_io::read_h5ad_file(&source, &H5adOptions::default()).expect("reads");
+    let (n, g) = (m.x.rows(), m.x.cols());
+    for (cells, genes, kind) in [
+        (vec![0, 2, 3, 5, 6, 7, 30, 39], vec![1, 3, 4, 20], "cut"),
+        ((0..n).collect(), (0..g).collect(), "whole"),
+    ] {
+        let x = sprs::CsMat::csr_from_dense(
+            scae_io::to_dense(&m.x.to_csr())
+                .select(ndarray::Axis(0), &cells)
+                .select(ndarray::Axis(1), &genes)
+                .view(),
+            0.0,
+        );
+        let obs_names: Vec<String> = cells.iter().map(|&c| m.obs_names[c].clone()).collect();
+        let var_names: Vec<String> = genes.iter().map(|&j| m.var_names[j].clone()).collect();
+        let latent = ndarray::Array2::<f32>::ones((cells.len(), 2));
+        let out = AnnOutput {
+            obs_names: &obs_names,
+            var_names: &var_names,
+            x: Some(&x),
+            obsm: vec![("X_scae", latent.view())],
+            obs_categorical: vec![("scae_cluster", vec![0; cells.len()], vec!["0".into()])],
+            uns: vec![("scae", "{}".into())],
+            source: Some(AnnSource {
+                file: &source,
+                cells: &cells,
+                genes: &genes,
+            }),
+            ..Default::default()
+        };
+        let path = dir.path().join(format!("{kind}.h5ad"));
+        write_h5ad(&path, &out).expect("writes");
+        let run = Command::new(&python)
+            .arg(fixtures().join("check_carried.py"))
+            .arg(&input)
+            .arg(&path)
+            .arg(kind)
+            .output()
+            .expect("python runs");
+        assert!(
+            run.status.success() && String::from_utf8_lossy(&run.stdout).trim() == "ok",
+            "{kind}: the written file does not carry the input's annotations: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+    }
+}
+
+#[test]
+fn a_source_that_does_not_have_the_cells_written_is_refused_with_nothing_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = fixtures().join("annotated.h5ad");
+    let source = scae_io::Hdf5File::open(&input)
+        .expect("opens")
+        .expect("HDF5");
+    let names = vec!["a".to_owned()];
+    let out = AnnOutput {
+        obs_names: &names,
+        var_names: &names,
+        source: Some(AnnSource {
+            file: &source,
+            cells: &[40],
+            genes: &[0],
+        }),
+        ..Default::default()
+    };
+    let path = dir.path().join("out.h5ad");
+    let err = write_h5ad(&path, &out)
+        .expect_err("cell 40 of 40")
+        .to_string();
+    assert!(
+        err.contains("annotated.h5ad") && err.contains("does not have"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0);
 }

@@ -153,7 +153,13 @@ pub struct EmbedArgs {
 /// `scae embed`: the latent code of every cell, from any saved model (autoencoder, VAE, GMVAE).
 pub fn embed(args: &EmbedArgs) -> Result<()> {
     let card = crate::card::ModelCard::read(&args.model)?;
-    let (latent, obs_names, var_names, x) = match &card.model {
+    let Embedded {
+        latent,
+        obs_names,
+        var_names,
+        x,
+        source,
+    } = match &card.model {
         ModelKind::Ae(_) => {
             if args.backed {
                 bail!(
@@ -169,8 +175,13 @@ pub fn embed(args: &EmbedArgs) -> Result<()> {
                 args.threads,
             )?;
             let latent = model.encode(&DenseRows::all(data.x.view()))?;
-            let names = (0..data.x.nrows()).map(|i| i.to_string()).collect();
-            (latent, names, data.var_names, None)
+            Embedded {
+                obs_names: (0..data.x.nrows()).map(|i| i.to_string()).collect(),
+                latent,
+                var_names: data.var_names,
+                x: None,
+                source: None,
+            }
         }
         ModelKind::Vae(_) | ModelKind::Gmvae(_) => embed_counts(args, &card)?,
     };
@@ -183,6 +194,9 @@ pub fn embed(args: &EmbedArgs) -> Result<()> {
             var_names: &var_names,
             x: x.as_ref().map(|c: &scae_io::CountMatrix| c.csr()),
             obsm: vec![("X_scae", latent.view())],
+            source: source
+                .as_ref()
+                .map(|(file, cells, genes)| scae_io::AnnSource { file, cells, genes }),
             ..Default::default()
         };
         scae_io::write_h5ad(&path, &out)?;
@@ -198,14 +212,17 @@ pub fn embed(args: &EmbedArgs) -> Result<()> {
     Ok(())
 }
 
-/// The latent means of a count model (a VAE or a GMVAE), with the cells' names, the model's
-/// genes and, read in memory, their counts.
-type Embedded = (
-    Array2<f32>,
-    Vec<String>,
-    Vec<String>,
-    Option<scae_io::CountMatrix>,
-);
+/// The latent means of the cells under a model, with what the `.h5ad` writer needs.
+struct Embedded {
+    latent: Array2<f32>,
+    obs_names: Vec<String>,
+    /// The model's genes.
+    var_names: Vec<String>,
+    /// The cells' counts of those genes, when read in memory.
+    x: Option<scae_io::CountMatrix>,
+    /// The input `.h5ad` file, open, with the row of each cell and the column of each gene in it.
+    source: Option<(scae_io::Hdf5File, Vec<usize>, Vec<usize>)>,
+}
 
 /// The latent means of every cell of `args.data` under the VAE or GMVAE of `card`.
 fn embed_counts(args: &EmbedArgs, card: &crate::card::ModelCard) -> Result<Embedded> {
@@ -216,8 +233,13 @@ fn embed_counts(args: &EmbedArgs, card: &crate::card::ModelCard) -> Result<Embed
         layer: args.layer.clone(),
         labels_key: None,
     };
-    let backed =
-        crate::study::vae::read_backed(Some(&args.data), args.layer.as_deref(), args.backed)?;
+    let opened = crate::data::open_hdf5(&args.data)?;
+    let backed = crate::study::vae::read_backed(
+        Some(&args.data),
+        opened.as_ref(),
+        args.layer.as_deref(),
+        args.backed,
+    )?;
     let (device, _) = crate::study::setup_compute(args.device, args.threads)?;
     let weights = args.model.join("weights.safetensors");
     let genes = card.genes.len();
@@ -236,7 +258,7 @@ fn embed_counts(args: &EmbedArgs, card: &crate::card::ModelCard) -> Result<Embed
             })
         };
     if backed {
-        let data = BackedCounts::open(&args.data, None, &options)?;
+        let data = BackedCounts::open_opened(&args.data, opened, None, &options)?;
         let columns = card.columns(&data.var_names, &args.data)?;
         if columns.iter().enumerate().any(|(i, &j)| i != j) || columns.len() != data.var_names.len()
         {
@@ -251,18 +273,34 @@ fn embed_counts(args: &EmbedArgs, card: &crate::card::ModelCard) -> Result<Embed
         let all =
             scae_io::BackedRows::new(std::sync::Arc::clone(&data.file), data.cells.clone(), None)?;
         let latent = latent_means(&all)?;
-        let names = if args.h5ad.is_some() {
+        let obs_names = if args.h5ad.is_some() {
             data.obs_names()?
         } else {
             Vec::new()
         };
-        return Ok((latent, names, data.var_names, None));
+        let genes = (0..data.var_names.len()).collect();
+        return Ok(Embedded {
+            latent,
+            obs_names,
+            var_names: data.var_names,
+            x: None,
+            source: Some((data.file.file(), data.cells, genes)),
+        });
     }
-    let data = CountData::load(&args.data, None, &options)?;
+    let data = CountData::load_opened(&args.data, opened, None, &options)?;
     let columns = card.columns(&data.var_names, &args.data)?;
-    let counts = data.counts.select_genes(&columns);
-    let latent = latent_means(&CountRows::all(&counts))?;
-    Ok((latent, data.obs_names, card.genes.clone(), Some(counts)))
+    let data = data.select_genes(&columns);
+    let latent = latent_means(&CountRows::all(&data.counts))?;
+    let source = data
+        .ann_source()
+        .map(|s| (s.file.clone(), s.cells.to_vec(), s.genes.to_vec()));
+    Ok(Embedded {
+        latent,
+        source,
+        obs_names: data.obs_names,
+        var_names: card.genes.clone(),
+        x: Some(data.counts),
+    })
 }
 
 #[derive(Debug, Clone, clap::Args)]

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use ndarray::Array2;
-use scae_io::{CountMatrix, H5adOptions, H5adRows, Labels};
+use scae_io::{CountMatrix, H5adOptions, H5adRows, Hdf5File, Labels};
 use serde::Serialize;
 
 /// A validated expression matrix with its labels.
@@ -120,8 +120,8 @@ impl Dataset {
             refuse_h5ad_options(data, options, "a 10x Genomics folder")?;
             return Self::load_10x(data, labels, genes);
         }
-        if let Some(kind) = hdf5_kind(data)? {
-            return Self::load_hdf5(data, kind, labels, genes, options);
+        if let Some((kind, file)) = open_hdf5(data)? {
+            return Self::load_hdf5(data, kind, &file, labels, genes, options);
         }
         refuse_h5ad_options(data, options, "a .npy matrix")?;
         let data = if data.is_dir() {
@@ -157,6 +157,7 @@ impl Dataset {
     fn load_hdf5(
         data: &Path,
         kind: Hdf5Kind,
+        file: &Hdf5File,
         labels: Option<&Path>,
         genes: Genes<'_>,
         options: &H5adOptions,
@@ -164,11 +165,11 @@ impl Dataset {
         let (x, file_labels, var_names, format) = match kind {
             Hdf5Kind::TenxH5 => {
                 refuse_h5ad_options(data, options, "a Cell Ranger .h5 file")?;
-                let m = scae_io::read_10x_h5(data)?;
+                let m = scae_io::read_10x_h5_file(file)?;
                 (m.counts, m.labels, m.gene_names, "10x-h5")
             }
             Hdf5Kind::H5ad => {
-                let m = scae_io::read_h5ad(data, options)?;
+                let m = scae_io::read_h5ad_file(file, options)?;
                 (m.x, m.labels, m.var_names, "h5ad")
             }
         };
@@ -407,6 +408,10 @@ pub struct CountData {
     pub source: DataSource,
     /// The input row of each kept cell (cells without any count are dropped), ascending.
     pub cells: Vec<usize>,
+    /// The input column of each kept gene (every gene until [`CountData::select_genes`]).
+    pub genes: Vec<usize>,
+    /// The input `.h5ad`, still open, for the writer to start from.
+    pub file: Option<Hdf5File>,
     /// The names of the kept cells (barcodes, `obs` names; row numbers for a `.npy`).
     pub obs_names: Vec<String>,
     /// The names of the genes (gene names, `var` names; column numbers for a `.npy`).
@@ -414,12 +419,56 @@ pub struct CountData {
 }
 
 impl CountData {
+    /// The same cells with only the genes `genes` (columns of this data, in the order given),
+    /// recorded in the provenance as the `top_genes` kept.
+    pub fn select_genes(&self, genes: &[usize]) -> Self {
+        let counts = if genes.len() == self.counts.genes() {
+            self.counts.clone()
+        } else {
+            self.counts.select_genes(genes)
+        };
+        let mut source = self.source.clone();
+        source.genes = counts.genes();
+        source.top_genes = Some(genes.len());
+        Self {
+            counts,
+            labels: self.labels.clone(),
+            source,
+            cells: self.cells.clone(),
+            genes: genes.iter().map(|&g| self.genes[g]).collect(),
+            file: self.file.clone(),
+            obs_names: self.obs_names.clone(),
+            var_names: genes.iter().map(|&g| self.var_names[g].clone()).collect(),
+        }
+    }
+
+    /// The input `.h5ad` file these cells and genes came from, for the writer to start from;
+    /// `None` for any other format.
+    pub fn ann_source(&self) -> Option<scae_io::AnnSource<'_>> {
+        self.file.as_ref().map(|file| scae_io::AnnSource {
+            file,
+            cells: &self.cells,
+            genes: &self.genes,
+        })
+    }
+
     /// Raw counts: a `.npy` file, a folder holding `counts_raw.npy`, a 10x folder or `.h5` file,
     /// or an `.h5ad` file (the matrix of `options.layer`, labels from `options.labels_key`);
     /// every gene, unnormalised. Every value must be a non-negative integer. Cells without any
     /// count are dropped with a warning (their labels too); a matrix without any count is an
     /// error.
     pub fn load(data: &Path, labels: Option<&Path>, options: &H5adOptions) -> Result<Self> {
+        Self::load_opened(data, open_hdf5(data)?, labels, options)
+    }
+
+    /// [`CountData::load`] of `data`, whose HDF5 file (if it is one) `opened` already holds
+    /// ([`open_hdf5`]); an `.h5ad` stays open in [`CountData::file`] for the writer.
+    pub fn load_opened(
+        data: &Path,
+        opened: Option<(Hdf5Kind, Hdf5File)>,
+        labels: Option<&Path>,
+        options: &H5adOptions,
+    ) -> Result<Self> {
         if data.is_dir() && !data.join("counts_raw.npy").exists() {
             refuse_h5ad_options(data, options, "a 10x Genomics folder")?;
             let files = find_10x(data, "counts_raw.npy")?;
@@ -437,18 +486,18 @@ impl CountData {
                 "10x-counts",
             );
         }
-        match hdf5_kind(data)? {
-            Some(Hdf5Kind::TenxH5) => {
+        match opened {
+            Some((Hdf5Kind::TenxH5, file)) => {
                 refuse_h5ad_options(data, options, "a Cell Ranger .h5 file")?;
-                let matrix = scae_io::read_10x_h5(data)?;
+                let matrix = scae_io::read_10x_h5_file(&file)?;
                 let counts = CountMatrix::new(matrix.counts, data)?;
                 log_counts(&counts, data);
                 let labels_path = labels.map(Path::to_path_buf).or(matrix.files.labels);
                 let names = (matrix.barcodes, matrix.gene_names);
                 return Self::finish(counts, data, labels_path, None, names, "10x-h5-counts");
             }
-            Some(Hdf5Kind::H5ad) => {
-                let m = scae_io::read_h5ad(data, options)?.into_counts(data)?;
+            Some((Hdf5Kind::H5ad, file)) => {
+                let m = scae_io::read_h5ad_file(&file, options)?.into_counts(data)?;
                 log_counts(&m.counts, data);
                 let labels_path = labels.map(Path::to_path_buf).or_else(|| {
                     m.labels
@@ -461,6 +510,7 @@ impl CountData {
                     Self::finish(m.counts, data, labels_path, m.labels, names, "h5ad-counts")?;
                 out.source.layer = options.layer.clone();
                 out.source.labels_key = options.labels_key.clone();
+                out.file = Some(file);
                 return Ok(out);
             }
             None => {}
@@ -539,6 +589,8 @@ impl CountData {
             fingerprint: counts.fingerprint(codes),
         };
         Ok(Self {
+            genes: (0..counts.genes()).collect(),
+            file: None,
             counts,
             labels,
             source,
@@ -567,39 +619,44 @@ fn numbered(cells: usize, genes: usize) -> (Vec<String>, Vec<String>) {
     )
 }
 
-/// What an HDF5 `--data` file is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Hdf5Kind {
-    /// Cell Ranger's `filtered_feature_bc_matrix.h5`.
-    TenxH5,
-    /// AnnData.
-    H5ad,
-}
+pub use scae_io::Hdf5Kind;
 
 /// `Some(kind)` when `data` is an HDF5 file (by its signature, whatever its name), `None` for
-/// anything else; an HDF5 file that is neither kind is an error.
+/// anything else; an HDF5 file that is neither kind is an error. Opens the file to look.
 pub fn hdf5_kind(data: &Path) -> Result<Option<Hdf5Kind>> {
+    Ok(open_hdf5(data)?.map(|(kind, _)| kind))
+}
+
+/// [`hdf5_kind`], with the open file for the readers (so a command opens its input once).
+pub fn open_hdf5(data: &Path) -> Result<Option<(Hdf5Kind, Hdf5File)>> {
     if !data.is_file() {
         return Ok(None);
     }
     let is_h5_name = data
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("h5ad") || e.eq_ignore_ascii_case("h5"));
-    if scae_io::is_h5ad(data) {
-        return Ok(Some(Hdf5Kind::H5ad));
+    let file = match Hdf5File::open(data) {
+        Ok(Some(file)) => file,
+        // Not HDF5 (or refused by the library): with an HDF5 name, the reader's own one-line
+        // error (not HDF5, no obs, ...); otherwise another format's reader takes it.
+        Ok(None) | Err(_) if is_h5_name => {
+            scae_io::H5adRows::open(data, None)?;
+            bail!("{}: not an HDF5 file", data.display());
+        }
+        Ok(None) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    match file.kind() {
+        Some(kind) => Ok(Some((kind, file))),
+        None if is_h5_name => {
+            scae_io::H5adRows::from_file(&file, None)?;
+            bail!(
+                "{}: neither an AnnData file nor a Cell Ranger matrix",
+                data.display()
+            );
+        }
+        None => Ok(None),
     }
-    if scae_io::is_10x_h5(data) {
-        return Ok(Some(Hdf5Kind::TenxH5));
-    }
-    if is_h5_name {
-        // Open it as AnnData for the reader's own one-line error (not HDF5, no obs, ...).
-        scae_io::H5adRows::open(data, None)?;
-        bail!(
-            "{}: neither an AnnData file nor a Cell Ranger matrix",
-            data.display()
-        );
-    }
-    Ok(None)
 }
 
 /// An `.h5ad` count matrix read from the file as training goes (`--backed`): the non-empty
@@ -627,10 +684,23 @@ impl BackedCounts {
     /// # Errors
     /// When the file is not AnnData, its matrix is CSC, or its names or labels do not fit.
     pub fn open(data: &Path, labels: Option<&Path>, options: &H5adOptions) -> Result<Self> {
-        if hdf5_kind(data)? != Some(Hdf5Kind::H5ad) {
+        Self::open_opened(data, open_hdf5(data)?, labels, options)
+    }
+
+    /// [`BackedCounts::open`] of `data`, whose HDF5 file (if it is one) `opened` already holds.
+    ///
+    /// # Errors
+    /// As [`BackedCounts::open`].
+    pub fn open_opened(
+        data: &Path,
+        opened: Option<(Hdf5Kind, Hdf5File)>,
+        labels: Option<&Path>,
+        options: &H5adOptions,
+    ) -> Result<Self> {
+        let Some((Hdf5Kind::H5ad, file)) = opened else {
             bail!("{}: --backed reads .h5ad files only", data.display());
-        }
-        let file = H5adRows::open(data, options.layer.as_deref())?;
+        };
+        let file = H5adRows::from_file(&file, options.layer.as_deref())?;
         if !file.row_readable() {
             file.read_rows(0..0)?;
         }

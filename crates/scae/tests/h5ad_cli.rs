@@ -245,3 +245,95 @@ print(json.dumps({
     .expect("text");
     assert_eq!(got["first_obs"], barcode.lines().next().expect("a barcode"));
 }
+
+/// `scae vae` (in memory with `--top-genes`, and `--backed`) and `scae embed` write their results
+/// into the user's AnnData: every `obs`/`var` column and `obsm`/`varm`/`uns` entry of
+/// annotated.h5ad comes back, cut to the cells and genes the model saw (checked by anndata in
+/// check_carried.py), whether `--h5ad` points inside the results folder or elsewhere. Each
+/// command opens the input once: reading it, deciding whether to read it backed and writing the
+/// results back share one handle (counted in scae-io's debug log).
+#[test]
+fn results_go_back_into_the_users_anndata_wherever_h5ad_points() {
+    let Some(python) = common::python() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let config = tmp.path().join("vae.toml");
+    std::fs::write(&config, SMALL_VAE).expect("config");
+    let c = config.display().to_string();
+    let input = fixtures().join("annotated.h5ad");
+    let data = input.display().to_string();
+    let check = fixtures().join("check_carried.py");
+    let carried = |written: &Path| {
+        let run = std::process::Command::new(&python)
+            .arg(&check)
+            .arg(&input)
+            .arg(written)
+            .arg("cut")
+            .output()
+            .expect("python runs");
+        assert!(
+            run.status.success(),
+            "{}: {}",
+            written.display(),
+            String::from_utf8_lossy(&run.stderr)
+        );
+    };
+    // Runs scae with scae-io's debug log and checks it opened the input one time.
+    let opens_once = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_scae"))
+            .args(args)
+            .env("RUST_LOG", "warn,scae_io=debug")
+            .output()
+            .expect("the scae binary runs");
+        assert_ok(&out);
+        let log = String::from_utf8_lossy(&out.stderr);
+        let opens = log.matches("opened the HDF5 file").count();
+        assert_eq!(
+            opens, 1,
+            "{} opened its input {opens} times:\n{log}",
+            args[0]
+        );
+    };
+    let inside = tmp.path().join("memory");
+    let inside_h5ad = inside.join("cells.h5ad");
+    let (o, h) = (
+        inside.display().to_string(),
+        inside_h5ad.display().to_string(),
+    );
+    let args = [
+        "vae",
+        "--config",
+        &c,
+        "--data",
+        &data,
+        "--out",
+        &o,
+        "--h5ad",
+        &h,
+        "--top-genes",
+        "10",
+    ];
+    assert_ok(&scae(&args));
+    carried(&inside_h5ad);
+
+    let backed = tmp.path().join("backed");
+    let elsewhere = tmp.path().join("elsewhere").join("cells.h5ad");
+    std::fs::create_dir_all(elsewhere.parent().expect("parent")).expect("dir");
+    let (o, h) = (
+        backed.display().to_string(),
+        elsewhere.display().to_string(),
+    );
+    let args = [
+        "vae", "--config", &c, "--data", &data, "--out", &o, "--h5ad", &h, "--backed",
+    ];
+    opens_once(&args);
+    carried(&elsewhere);
+
+    let npy = tmp.path().join("embedded.npy");
+    let (m, n) = (inside.display().to_string(), npy.display().to_string());
+    opens_once(&[
+        "embed", "--model", &m, "--data", &data, "--out", &n, "--h5ad",
+    ]);
+    carried(&npy.with_extension("h5ad"));
+}

@@ -746,28 +746,13 @@ pub(super) fn prepare(data: &CountData, cfg: &GmvaeRealStudy) -> Result<Prepared
         );
     }
     let pca = super::embed::fit_pca(lognorm.view(), cfg.pca_components)?;
-    let counts = data.counts.select_genes(&pre.genes);
     tracing::info!(
         genes = pre.genes.len(),
         of = input,
         "kept the most variable genes"
     );
-    let mut source = data.source.clone();
-    source.genes = counts.genes();
-    source.top_genes = Some(pre.genes.len());
     Ok(Prepared {
-        counts: CountData {
-            counts,
-            labels: data.labels.clone(),
-            source,
-            cells: data.cells.clone(),
-            obs_names: data.obs_names.clone(),
-            var_names: pre
-                .genes
-                .iter()
-                .map(|&g| data.var_names[g].clone())
-                .collect(),
-        },
+        counts: data.select_genes(&pre.genes),
         genes: pre.genes,
         pcs: super::embed::scores_f32(&pca),
         input_genes: input,
@@ -992,6 +977,7 @@ pub fn write_clusters_h5ad(
         x: Some(data.counts.csr()),
         obsm: vec![("X_scae", latent.view()), ("scae_q_y", q_y.view())],
         obs_categorical: vec![("scae_cluster", assigned.to_vec(), categories)],
+        source: data.ann_source(),
         ..Default::default()
     };
     scae_io::write_h5ad(path, &out)?;

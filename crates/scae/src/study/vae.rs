@@ -182,23 +182,8 @@ pub fn variable_genes(data: &CountData, n: usize) -> VariableGenes {
         of = input,
         "kept the most variable genes"
     );
-    let counts = if genes.len() == input {
-        data.counts.clone()
-    } else {
-        data.counts.select_genes(&genes)
-    };
-    let mut source = data.source.clone();
-    source.genes = counts.genes();
-    source.top_genes = Some(genes.len());
     VariableGenes {
-        counts: CountData {
-            counts,
-            labels: data.labels.clone(),
-            source,
-            cells: data.cells.clone(),
-            obs_names: data.obs_names.clone(),
-            var_names: genes.iter().map(|&g| data.var_names[g].clone()).collect(),
-        },
+        counts: data.select_genes(&genes),
         genes,
     }
 }
@@ -592,7 +577,12 @@ pub fn memory_budget() -> u64 {
 
 /// Whether `data` is an `.h5ad` file to read backed: asked for (`backed`), or too large for
 /// the budget.
-pub fn read_backed(data: Option<&Path>, layer: Option<&str>, backed: bool) -> Result<bool> {
+pub fn read_backed(
+    data: Option<&Path>,
+    opened: Option<&(Hdf5Kind, scae_io::Hdf5File)>,
+    layer: Option<&str>,
+    backed: bool,
+) -> Result<bool> {
     let Some(data) = data else {
         if backed {
             bail!("--backed reads an .h5ad file given with --data");
@@ -602,10 +592,10 @@ pub fn read_backed(data: Option<&Path>, layer: Option<&str>, backed: bool) -> Re
     if backed {
         return Ok(true);
     }
-    if crate::data::hdf5_kind(data)? != Some(Hdf5Kind::H5ad) {
+    let Some((Hdf5Kind::H5ad, file)) = opened else {
         return Ok(false);
-    }
-    let file = scae_io::H5adRows::open(data, layer)?;
+    };
+    let file = scae_io::H5adRows::from_file(file, layer)?;
     let stored = match file.row_nnz()? {
         Some(nnz) => nnz.iter().map(|&n| n as u64).sum(),
         None => (file.shape().0 as u64) * (file.shape().1 as u64),
@@ -697,8 +687,14 @@ pub fn run(args: &VaeArgs) -> Result<()> {
         cfg.top_genes = n;
     }
     cfg.validate()?;
+    // The input is opened here, once: the readers and the `.h5ad` writer share the handle.
+    let opened = match args.run.data.as_deref() {
+        Some(path) => crate::data::open_hdf5(path)?,
+        None => None,
+    };
     let data = if read_backed(
         args.run.data.as_deref(),
+        opened.as_ref(),
         args.run.layer.as_deref(),
         args.backed,
     )? {
@@ -711,13 +707,22 @@ pub fn run(args: &VaeArgs) -> Result<()> {
                 cfg.top_genes
             );
         }
-        VaeInput::Backed(BackedCounts::open(
+        VaeInput::Backed(BackedCounts::open_opened(
             path,
+            opened,
             args.run.labels.as_deref(),
             &h5ad_options(&args.run),
         )?)
     } else {
-        let data = load_counts(&args.run, cfg.simulate.as_ref(), cfg.seed)?;
+        let data = match args.run.data.as_deref() {
+            Some(path) => CountData::load_opened(
+                path,
+                opened,
+                args.run.labels.as_deref(),
+                &h5ad_options(&args.run),
+            )?,
+            None => load_counts(&args.run, cfg.simulate.as_ref(), cfg.seed)?,
+        };
         VaeInput::Memory(if cfg.top_genes > 0 {
             variable_genes(&data, cfg.top_genes).counts
         } else {
@@ -782,6 +787,19 @@ pub fn run(args: &VaeArgs) -> Result<()> {
             .then(|| model.net.decoded_means(&*all, model.chunk, 0, cfg.seed))
             .transpose()?;
         let obs_names = data.obs_names()?;
+        let (every_gene, backed_file): (Vec<usize>, _);
+        let source = match &data {
+            VaeInput::Memory(d) => d.ann_source(),
+            VaeInput::Backed(d) => {
+                every_gene = (0..d.var_names.len()).collect();
+                backed_file = d.file.file();
+                Some(scae_io::AnnSource {
+                    file: &backed_file,
+                    cells: &d.cells,
+                    genes: &every_gene,
+                })
+            }
+        };
         let out = scae_io::AnnOutput {
             obs_names: &obs_names,
             var_names: data.var_names(),
@@ -800,6 +818,7 @@ pub fn run(args: &VaeArgs) -> Result<()> {
                     &serde_json::json!({"config": &cfg, "provenance": &provenance}),
                 )?,
             )],
+            source,
             ..Default::default()
         };
         scae_io::write_h5ad(&path, &out)?;
