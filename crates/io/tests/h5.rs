@@ -70,6 +70,18 @@ fn shared(rel: &str) -> Option<PathBuf> {
     None
 }
 
+/// A command running `python` on files these tests have written and closed.
+///
+/// HDF5 opens files without close-on-exec, so a Python started by one test inherits the
+/// descriptor, and the lock, of a file another test in this process is writing at that
+/// moment, and the next reader of that file finds it locked. The files read here are closed,
+/// so the reader does not take HDF5's lock.
+fn reader(python: &Path) -> Command {
+    let mut command = Command::new(python);
+    command.env("HDF5_USE_FILE_LOCKING", "FALSE");
+    command
+}
+
 /// The set-up's Python (`SCAE_PYTHON`, set by `cargo xtask`), `None` outside CI when unset.
 fn python() -> Option<PathBuf> {
     match std::env::var_os("SCAE_PYTHON") {
@@ -461,7 +473,7 @@ print(json.dumps({
     "uns": str(a.uns["scae"]),
 }))
 "#;
-    let run = Command::new(&python)
+    let run = reader(&python)
         .args(["-c", script])
         .arg(&path)
         .output()
@@ -548,7 +560,7 @@ fn a_written_h5ad_carries_every_annotation_of_its_input_cut_to_the_cells_and_gen
         };
         let path = dir.path().join(format!("{kind}.h5ad"));
         write_h5ad(&path, &out).expect("writes");
-        let run = Command::new(&python)
+        let run = reader(&python)
             .arg(fixtures().join("check_carried.py"))
             .arg(&input)
             .arg(&path)
