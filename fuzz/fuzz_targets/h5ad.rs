@@ -165,7 +165,7 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(rows) = scae_io::H5adRows::open(&path, options.layer.as_deref()) {
         let cells = rows.shape().0;
-        if let Ok(source) = scae_io::BackedRows::new(Arc::new(rows), (0..cells).collect(), None) {
+        if let Ok(source) = scae_io::BackedRows::new(Arc::new(rows), (0..cells).collect()) {
             let order: Vec<usize> = (0..cells).rev().collect();
             source.plan(&order, 3);
             for chunk in order.chunks(3) {

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use sprs::CsMat;
 
-use crate::batch::{Batch, BatchSource};
+use crate::batch::{Batch, BatchSource, Fields};
 use crate::h5ad::H5adRows;
 use crate::{Error, MAX_COUNT, Result};
 
@@ -50,7 +50,7 @@ struct Shared {
     file: Arc<H5adRows>,
     /// The file row of each position, ascending.
     rows: Vec<usize>,
-    labels: Option<Vec<i64>>,
+    fields: Fields,
 }
 
 /// A pass being read ahead: its order, how far the trainer got, the queue of batches and the
@@ -76,13 +76,12 @@ impl Drop for Ahead {
 }
 
 impl BackedRows {
-    /// The cells at file rows `rows` (ascending, e.g. a training split of the non-empty cells),
-    /// with a label each when `labels` is given (in position order).
+    /// The cells at file rows `rows` (ascending, e.g. a training split of the non-empty cells).
     ///
     /// # Errors
-    /// [`Error::Inconsistent`] when the rows are not ascending or out of range, the labels do not
-    /// match them, or the matrix cannot be read by rows (CSC).
-    pub fn new(file: Arc<H5adRows>, rows: Vec<usize>, labels: Option<&[usize]>) -> Result<Self> {
+    /// [`Error::Inconsistent`] when the rows are not ascending or out of range, or the matrix
+    /// cannot be read by rows (CSC).
+    pub fn new(file: Arc<H5adRows>, rows: Vec<usize>) -> Result<Self> {
         let inconsistent = |reason: String| Error::Inconsistent {
             path: file.path().into(),
             reason,
@@ -98,21 +97,42 @@ impl BackedRows {
             // Reading one block of a CSC matrix returns the explanation.
             file.read_rows(0..0)?;
         }
-        let labels = match labels {
-            Some(l) if l.len() != rows.len() => {
-                return Err(inconsistent(format!(
-                    "{} labels for {} cells",
-                    l.len(),
-                    rows.len()
-                )));
-            }
-            Some(l) => Some(l.iter().map(|&c| c as i64).collect()),
-            None => None,
-        };
         Ok(Self {
-            shared: Arc::new(Shared { file, rows, labels }),
+            shared: Arc::new(Shared {
+                file,
+                rows,
+                fields: Fields::default(),
+            }),
             ahead: Mutex::new(None),
         })
+    }
+
+    /// The same cells with field `key` (one code per position, [`crate::MISSING`] for a cell
+    /// without a value), carried by every batch.
+    ///
+    /// # Errors
+    /// As [`Fields::insert`], and when a pass has already been planned.
+    pub fn with_field(mut self, key: &str, codes: &[i64]) -> Result<Self> {
+        let path = self.shared.file.path().to_path_buf();
+        let Some(shared) = Arc::get_mut(&mut self.shared) else {
+            return Err(Error::Inconsistent {
+                path,
+                reason: format!("the field `{key}` came after a pass was planned"),
+            });
+        };
+        let cells = shared.rows.len();
+        shared.fields.insert(key, codes, cells)?;
+        Ok(self)
+    }
+
+    /// The same cells with every field of `fields` (over the same positions).
+    ///
+    /// # Errors
+    /// As [`BackedRows::with_field`].
+    pub fn with_fields(self, fields: &Fields) -> Result<Self> {
+        fields
+            .iter()
+            .try_fold(self, |rows, (key, codes)| rows.with_field(key, codes))
     }
 }
 
@@ -125,8 +145,8 @@ impl BatchSource for BackedRows {
         self.shared.file.shape().1
     }
 
-    fn has_labels(&self) -> bool {
-        self.shared.labels.is_some()
+    fn fields(&self) -> Vec<&str> {
+        self.shared.fields.keys().collect()
     }
 
     fn plan(&self, order: &[usize], lengths: &[usize]) {
@@ -269,11 +289,8 @@ impl Shared {
             .iter()
             .map(|&p| blocks[&(p / Blocks::CELLS)].row(p))
             .collect();
-        let labels = self
-            .labels
-            .as_ref()
-            .map(|l| positions.iter().map(|&p| l[p]).collect());
-        Ok(Batch::of_count_rows(self.file.shape().1, &rows, labels))
+        let fields = self.fields.subset(positions);
+        Ok(Batch::of_count_rows(self.file.shape().1, &rows, fields))
     }
 
     /// Block `b`: the file rows of its positions, every value checked to be a count. A run

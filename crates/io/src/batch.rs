@@ -3,8 +3,11 @@
 //!
 //! A [`BatchSource`] hands out the cells at given positions as a [`Batch`], a typed host-side
 //! value: the values (sparse CSR rows for counts, dense rows for a log-normalised matrix), each
-//! cell's library size when the values are counts, and its label when a study attached labels
-//! (the supervised `q(y | x)` of the GMVAE takes them from here). The training loop decides the
+//! cell's library size when the values are counts, and the per-cell [`Fields`] a study attached
+//! by key, as scvi-tools' registry does: the cell's label ([`keys::LABELS`]), the GMVAE's
+//! pseudo-labels ([`keys::PSEUDO_LABELS`]), any categorical `obs` column a model asks for. A
+//! model reads a field by its key and never learns where it came from, so a new covariate
+//! enters at the source and at the model and nowhere between. The training loop decides the
 //! order from its seed and asks the source for positions, so the order does not depend on the
 //! source; the model crate turns a batch into tensors on its device, where it is made dense.
 //!
@@ -13,7 +16,9 @@
 //! implements the same trait.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use ndarray::ArrayView2;
 
@@ -32,6 +37,84 @@ pub enum BatchValues {
     },
 }
 
+/// The keys of the per-cell fields scae's own models read.
+pub mod keys {
+    /// The cell's label (`--labels`, `--labels-key`): label scores, a supervised `q(y | x)`.
+    pub const LABELS: &str = "labels";
+    /// The GMVAE's start: each cell's cluster in the latent space of a first VAE.
+    pub const PSEUDO_LABELS: &str = "pseudo_labels";
+}
+
+/// A cell without a value in a categorical field (pandas' missing category, AnnData's `-1`).
+pub const MISSING: i64 = -1;
+
+/// Categorical per-cell fields by key: each cell's code into the field's categories, or
+/// [`MISSING`]. A source holds them for its positions, a [`Batch`] for its rows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Fields(BTreeMap<String, Arc<[i64]>>);
+
+impl Fields {
+    /// The codes of field `key`, one per cell, when there is such a field.
+    pub fn get(&self, key: &str) -> Option<&[i64]> {
+        self.0.get(key).map(|codes| &codes[..])
+    }
+
+    /// The keys held, sorted.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(String::as_str)
+    }
+
+    /// Each field, by key.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[i64])> {
+        self.0.iter().map(|(key, codes)| (key.as_str(), &codes[..]))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Adds (or replaces) field `key` of a holder of `cells` cells.
+    ///
+    /// # Errors
+    /// [`Error::Inconsistent`] when there is not one code per cell, or a code is below
+    /// [`MISSING`].
+    pub fn insert(&mut self, key: &str, codes: &[i64], cells: usize) -> Result<()> {
+        let inconsistent = |reason: String| Error::Inconsistent {
+            path: Path::new("<fields>").into(),
+            reason,
+        };
+        if codes.len() != cells {
+            return Err(inconsistent(format!(
+                "{} values of `{key}` for a source of {cells} cells",
+                codes.len()
+            )));
+        }
+        if let Some(c) = codes.iter().find(|&&c| c < MISSING) {
+            return Err(inconsistent(format!("`{key}` has the code {c}")));
+        }
+        self.0.insert(key.to_owned(), codes.into());
+        Ok(())
+    }
+
+    /// Cells each field holds (0 without fields).
+    pub fn cells(&self) -> usize {
+        self.0.values().next().map_or(0, |codes| codes.len())
+    }
+
+    /// The fields of the cells at `positions`, in that order.
+    ///
+    /// # Panics
+    /// When a position is out of range.
+    pub fn subset(&self, positions: &[usize]) -> Self {
+        Self(
+            self.0
+                .iter()
+                .map(|(key, codes)| (key.clone(), positions.iter().map(|&p| codes[p]).collect()))
+                .collect(),
+        )
+    }
+}
+
 /// One minibatch of cells, on the host.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Batch {
@@ -40,8 +123,8 @@ pub struct Batch {
     pub values: BatchValues,
     /// Each cell's total count (count sources only).
     pub library: Option<Vec<f32>>,
-    /// Each cell's label, when the source carries labels.
-    pub labels: Option<Vec<i64>>,
+    /// The per-cell fields the source carries, one code per row.
+    pub fields: Fields,
 }
 
 impl Batch {
@@ -74,11 +157,6 @@ pub trait BatchSource: Sync {
     /// Columns of every batch.
     fn genes(&self) -> usize;
 
-    /// Whether batches carry labels.
-    fn has_labels(&self) -> bool {
-        false
-    }
-
     /// Announces a pass: the positions the next calls of [`BatchSource::batch`] will ask for, in
     /// `order`, cut into consecutive batches of the given `lengths` (they add up to the order's
     /// length; the trainer's last batch may be longer than the others, see
@@ -100,6 +178,11 @@ pub trait BatchSource: Sync {
     fn dense_rows(&self) -> Option<(ArrayView2<'_, f32>, Option<&[usize]>)> {
         None
     }
+
+    /// The keys of the per-cell fields every batch carries.
+    fn fields(&self) -> Vec<&str> {
+        Vec::new()
+    }
 }
 
 /// Checks every position is below `cells`.
@@ -113,17 +196,6 @@ fn check_positions(positions: &[usize], cells: usize) -> Result<()> {
     }
 }
 
-/// Labels, one per row of a source, checked against its length.
-fn check_labels(labels: &[usize], cells: usize) -> Result<Vec<i64>> {
-    if labels.len() != cells {
-        return Err(Error::Inconsistent {
-            path: Path::new("<labels>").into(),
-            reason: format!("{} labels for a source of {cells} cells", labels.len()),
-        });
-    }
-    Ok(labels.iter().map(|&l| l as i64).collect())
-}
-
 /// Counts in memory: some rows of a [`CountMatrix`] (all of them, or a split), sparse batches
 /// with library sizes.
 #[derive(Debug, Clone)]
@@ -131,7 +203,7 @@ pub struct CountRows<'a> {
     counts: &'a CountMatrix,
     /// Matrix row of each position; `None`: position = row.
     rows: Option<Cow<'a, [usize]>>,
-    labels: Option<Vec<i64>>,
+    fields: Fields,
 }
 
 impl<'a> CountRows<'a> {
@@ -140,7 +212,7 @@ impl<'a> CountRows<'a> {
         Self {
             counts,
             rows: None,
-            labels: None,
+            fields: Fields::default(),
         }
     }
 
@@ -153,17 +225,29 @@ impl<'a> CountRows<'a> {
         Ok(Self {
             counts,
             rows: Some(Cow::Borrowed(rows)),
-            labels: None,
+            fields: Fields::default(),
         })
     }
 
-    /// The same cells with a label each (in position order), carried by every batch.
+    /// The same cells with field `key` (one code per position, [`MISSING`] for a cell without
+    /// a value), carried by every batch.
     ///
     /// # Errors
-    /// [`Error::Inconsistent`] when the number of labels is not the number of cells.
-    pub fn with_labels(mut self, labels: &[usize]) -> Result<Self> {
-        self.labels = Some(check_labels(labels, self.cells())?);
+    /// As [`Fields::insert`].
+    pub fn with_field(mut self, key: &str, codes: &[i64]) -> Result<Self> {
+        let cells = self.cells();
+        self.fields.insert(key, codes, cells)?;
         Ok(self)
+    }
+
+    /// The same cells with every field of `fields` (over the same positions).
+    ///
+    /// # Errors
+    /// As [`CountRows::with_field`].
+    pub fn with_fields(self, fields: &Fields) -> Result<Self> {
+        fields
+            .iter()
+            .try_fold(self, |rows, (key, codes)| rows.with_field(key, codes))
     }
 
     fn row_of(&self, position: usize) -> usize {
@@ -180,8 +264,8 @@ impl BatchSource for CountRows<'_> {
         self.counts.genes()
     }
 
-    fn has_labels(&self) -> bool {
-        self.labels.is_some()
+    fn fields(&self) -> Vec<&str> {
+        self.fields.keys().collect()
     }
 
     fn batch(&self, positions: &[usize]) -> Result<Batch> {
@@ -190,22 +274,15 @@ impl BatchSource for CountRows<'_> {
             .iter()
             .map(|&p| self.counts.row(self.row_of(p)))
             .collect();
-        let labels = self
-            .labels
-            .as_ref()
-            .map(|l| positions.iter().map(|&p| l[p]).collect());
-        Ok(Batch::of_count_rows(self.genes(), &rows, labels))
+        let fields = self.fields.subset(positions);
+        Ok(Batch::of_count_rows(self.genes(), &rows, fields))
     }
 }
 
 impl Batch {
     /// A sparse batch of count rows (columns and values each), with each row's total as its
     /// library size; stored zeros are left out.
-    pub(crate) fn of_count_rows(
-        genes: usize,
-        rows: &[(&[usize], &[f32])],
-        labels: Option<Vec<i64>>,
-    ) -> Self {
+    pub(crate) fn of_count_rows(genes: usize, rows: &[(&[usize], &[f32])], fields: Fields) -> Self {
         let nnz = rows.iter().map(|(cols, _)| cols.len()).sum();
         let mut indptr = Vec::with_capacity(rows.len() + 1);
         let mut indices = Vec::with_capacity(nnz);
@@ -235,7 +312,7 @@ impl Batch {
                 values,
             },
             library: Some(library),
-            labels,
+            fields,
         }
     }
 }
@@ -303,7 +380,7 @@ impl BatchSource for DenseRows<'_> {
             genes,
             values: BatchValues::Dense(values),
             library: None,
-            labels: None,
+            fields: Fields::default(),
         })
     }
 
@@ -319,14 +396,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn count_batches_are_the_rows_asked_for_with_their_libraries_and_labels() {
+    fn count_batches_are_the_rows_asked_for_with_their_libraries_and_fields() {
         let x = array![[0.0f32, 3.0, 0.0], [1.0, 0.0, 2.0], [0.0, 0.0, 5.0]];
         let counts = CountMatrix::from_dense(x.view(), Path::new("x")).expect("counts");
         let rows = [2, 0];
         let source = CountRows::subset(&counts, &rows)
             .expect("in range")
-            .with_labels(&[7, 8])
-            .expect("one label per cell");
+            .with_field(keys::LABELS, &[7, MISSING])
+            .expect("one label per cell")
+            .with_field("batch", &[0, 1])
+            .expect("one batch per cell");
         assert_eq!((source.cells(), source.genes()), (2, 3));
         let batch = source.batch(&[1, 0, 1]).expect("in range");
         assert_eq!(
@@ -334,10 +413,17 @@ mod tests {
             [0.0, 3.0, 0.0, 0.0, 0.0, 5.0, 0.0, 3.0, 0.0]
         );
         assert_eq!(batch.library, Some(vec![3.0, 5.0, 3.0]));
-        assert_eq!(batch.labels, Some(vec![8, 7, 8]));
+        assert_eq!(batch.fields.get(keys::LABELS), Some(&[-1, 7, -1][..]));
+        assert_eq!(batch.fields.get("batch"), Some(&[1, 0, 1][..]));
+        assert_eq!(source.fields(), ["batch", keys::LABELS]);
         assert!(source.batch(&[2]).is_err());
         assert!(CountRows::subset(&counts, &[3]).is_err());
-        assert!(CountRows::all(&counts).with_labels(&[1]).is_err());
+        assert!(CountRows::all(&counts).with_field("b", &[1]).is_err());
+        assert!(
+            CountRows::all(&counts)
+                .with_field("b", &[0, 0, -2])
+                .is_err()
+        );
     }
 
     #[test]

@@ -25,6 +25,10 @@ pub struct H5adOptions {
     pub layer: Option<String>,
     /// The `obs` column holding each cell's label (categorical, strings or integers).
     pub labels_key: Option<String>,
+    /// Further `obs` columns read as categorical per-cell fields (a model's covariates, e.g. the
+    /// sample each cell came from), each keyed by its column name; a cell without a value is a
+    /// value of its own ([`crate::MISSING`]), not an error.
+    pub obs_keys: Vec<String>,
 }
 
 /// An AnnData matrix with its names and, when asked for, labels.
@@ -38,6 +42,8 @@ pub struct AnnMatrix {
     pub var_names: Vec<String>,
     /// The labels of `labels_key`.
     pub labels: Option<Labels>,
+    /// The columns of `obs_keys`, by name, in that order.
+    pub obs: Vec<(String, Labels)>,
     /// The matrix read, from the root (`/X`, `/layers/counts`, `/raw/X`).
     pub element: String,
 }
@@ -49,6 +55,7 @@ pub struct AnnCounts {
     pub obs_names: Vec<String>,
     pub var_names: Vec<String>,
     pub labels: Option<Labels>,
+    pub obs: Vec<(String, Labels)>,
     pub element: String,
 }
 
@@ -65,6 +72,7 @@ impl AnnMatrix {
             obs_names: self.obs_names,
             var_names: self.var_names,
             labels: self.labels,
+            obs: self.obs,
             element: self.element,
         })
     }
@@ -101,11 +109,13 @@ pub fn read_h5ad_file(file: &Hdf5File, options: &H5adOptions) -> Result<AnnMatri
         .as_deref()
         .map(|key| rows.labels(key))
         .transpose()?;
+    let obs = rows.obs_columns(&options.obs_keys)?;
     Ok(AnnMatrix {
         x,
         obs_names,
         var_names,
         labels,
+        obs,
         element: format!("/{}", rows.element),
     })
 }
@@ -317,14 +327,24 @@ impl H5adRows {
     /// The labels in the `obs` column `key`, one per cell.
     ///
     /// # Errors
-    /// [`crate::Error::Hdf5`] when there is no such column (the message lists the columns), a cell has
-    /// no category, or the column is not categorical, strings or numbers.
+    /// [`crate::Error::Hdf5`] when there is no such column (the message lists the columns), a code
+    /// is outside the categories, or the column is not categorical, strings or numbers.
     pub fn labels(&self, key: &str) -> Result<Labels> {
         let values = obs_column(&self.h5, key)?;
         self.h5
             .check_len(&format!("obs/{key}"), values.len(), self.shape.0, "cells")?;
         let refs: Vec<Option<&str>> = values.iter().map(Option::as_deref).collect();
         Ok(Labels::from_optional(&refs))
+    }
+
+    /// The `obs` columns `keys`, each as [`H5adRows::labels`], by name.
+    ///
+    /// # Errors
+    /// As [`H5adRows::labels`].
+    pub fn obs_columns(&self, keys: &[String]) -> Result<Vec<(String, Labels)>> {
+        keys.iter()
+            .map(|key| Ok((key.clone(), self.labels(key)?)))
+            .collect()
     }
 }
 
@@ -434,10 +454,22 @@ fn obs_column(h5: &H5, key: &str) -> Result<Vec<Option<String>>> {
     }
     if h5.is_group(&name) {
         let encoding = h5.attr_string(&name, "encoding-type")?.unwrap_or_default();
+        if matches!(
+            encoding.as_str(),
+            "nullable-integer" | "nullable-boolean" | "nullable-string-array"
+        ) {
+            // pandas' nullable arrays: the values, and a mask that is true where one is missing.
+            let values = column_values(h5, &format!("{name}/values"))?;
+            let mask = h5.floats(&format!("{name}/mask"), None)?;
+            h5.check_len(&format!("{name}/mask"), mask.len(), values.len(), "values")?;
+            return Ok((values.into_iter().zip(mask))
+                .map(|(v, m)| v.filter(|_| m == 0.0))
+                .collect());
+        }
         if encoding != "categorical" {
             return Err(h5.err(
                 &name,
-                format!("unknown encoding {encoding:?} for a label column (scae reads categorical, strings and numbers)"),
+                format!("unknown encoding {encoding:?} for a label column (scae reads categorical, nullable, strings, booleans and numbers)"),
             ));
         }
         let codes = h5.ints(&format!("{name}/codes"), None)?;
@@ -466,13 +498,17 @@ fn column_values(h5: &H5, name: &str) -> Result<Vec<Option<String>>> {
     let ds = h5.dataset(name)?;
     let ty = crate::h5::descriptor(&ds).map_err(|e| h5.err(name, e))?;
     match ty {
-        TypeDescriptor::Integer(_) | TypeDescriptor::Unsigned(_) | TypeDescriptor::Boolean => {
-            Ok(h5
-                .ints(name, None)?
-                .iter()
-                .map(|v| Some(v.to_string()))
-                .collect())
-        }
+        // pandas' spelling of a boolean, as `str(True)` writes it.
+        TypeDescriptor::Boolean => Ok(h5
+            .floats(name, None)?
+            .iter()
+            .map(|&v| Some(if v != 0.0 { "True" } else { "False" }.to_owned()))
+            .collect()),
+        TypeDescriptor::Integer(_) | TypeDescriptor::Unsigned(_) => Ok(h5
+            .ints(name, None)?
+            .iter()
+            .map(|v| Some(v.to_string()))
+            .collect()),
         TypeDescriptor::Float(_) => h5
             .floats(name, None)?
             .iter()

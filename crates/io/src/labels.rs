@@ -73,6 +73,14 @@ impl Labels {
         self.codes.iter().filter(|c| c.is_none()).count()
     }
 
+    /// Each cell's code as a per-cell field of a minibatch ([`crate::Fields`]): the code, or
+    /// [`crate::MISSING`] for a cell without a label.
+    pub fn field_codes(&self) -> Vec<i64> {
+        (self.codes.iter())
+            .map(|c| c.map_or(crate::MISSING, |c| c as i64))
+            .collect()
+    }
+
     /// The positions of the cells that have a label, ascending.
     pub fn labelled_cells(&self) -> Vec<usize> {
         (self.codes.iter().enumerate())

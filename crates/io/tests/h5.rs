@@ -130,6 +130,61 @@ fn cell_ranger_h5_gives_the_matrix_of_its_mtx_twin() {
 }
 
 #[test]
+fn obs_columns_asked_for_are_read_as_categories_with_missing_values_kept() {
+    let path = fixtures().join("annotated.h5ad");
+    let options = H5adOptions {
+        obs_keys: vec![
+            "cell_type".into(),
+            "flag".into(),
+            "maybe".into(),
+            "ok".into(),
+        ],
+        ..Default::default()
+    };
+    let m = read_h5ad(&path, &options).expect("reads");
+    let keys: Vec<&str> = m.obs.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["cell_type", "flag", "maybe", "ok"]);
+    let cell_type = m.obs[0].1.field_codes();
+    assert_eq!(cell_type.len(), 40);
+    // make_annotated.py took cell 7's type away; every other cell has one.
+    assert_eq!(cell_type[7], scae_io::MISSING);
+    assert_eq!(cell_type.iter().filter(|&&c| c < 0).count(), 1);
+    let flag = &m.obs[1].1;
+    let want: Vec<usize> = (0..40).map(|i| usize::from(i % 3 == 0)).collect();
+    assert_eq!(flag.names, ["False", "True"]);
+    assert_eq!(flag.codes, want.into_iter().map(Some).collect::<Vec<_>>());
+    // pandas' nullable arrays (make_annotated.py): a masked value is a cell without one.
+    let maybe = &m.obs[2].1;
+    assert_eq!(maybe.missing(), 8);
+    assert_eq!(maybe.codes[0], None);
+    assert_eq!(maybe.names[maybe.codes[1].expect("1")], "1");
+    let ok = &m.obs[3].1;
+    assert_eq!(
+        (ok.names.clone(), ok.missing()),
+        (vec!["False".to_owned(), "True".into()], 6)
+    );
+    assert_eq!(ok.names[ok.codes[2].expect("2")], "True");
+    let backed = H5adRows::open(&path, None).expect("opens");
+    assert_eq!(
+        backed.obs_columns(&options.obs_keys).expect("columns"),
+        m.obs
+    );
+    let err = read_h5ad(
+        &path,
+        &H5adOptions {
+            obs_keys: vec!["donor".into()],
+            ..Default::default()
+        },
+    )
+    .expect_err("no such column")
+    .to_string();
+    assert!(
+        err.contains("annotated.h5ad") && err.contains("donor"),
+        "{err}"
+    );
+}
+
+#[test]
 fn h5ad_x_as_csr_csc_or_dense_reads_what_anndata_wrote() {
     let want = expected();
     let counts = rows_of(&want["counts"]);
@@ -138,6 +193,7 @@ fn h5ad_x_as_csr_csc_or_dense_reads_what_anndata_wrote() {
         let options = H5adOptions {
             layer: None,
             labels_key: Some("cell_type".into()),
+            ..Default::default()
         };
         let m = read_h5ad(&path, &options).expect("reads");
         assert_eq!(m.element, "/X");
@@ -169,6 +225,7 @@ fn counts_come_from_a_layer_or_raw_and_labels_from_any_obs_column() {
             &H5adOptions {
                 layer: layer.map(Into::into),
                 labels_key: None,
+                ..Default::default()
             },
         )
         .expect("reads");
@@ -262,6 +319,7 @@ fn scanpy_pbmc68k_reduced_in_the_pre_0_7_layout_reads_as_anndata_reads_it() {
     let options = H5adOptions {
         layer: None,
         labels_key: Some("bulk_labels".into()),
+        ..Default::default()
     };
     let m = read_h5ad(&path, &options).expect("reads");
     assert_eq!(vec![m.x.rows(), m.x.cols()], [700, 765]);
@@ -308,6 +366,7 @@ fn scanpy_pbmc68k_reduced_in_the_pre_0_7_layout_reads_as_anndata_reads_it() {
         &H5adOptions {
             layer: Some("raw".into()),
             labels_key: None,
+            ..Default::default()
         },
     )
     .expect("raw");
@@ -364,13 +423,16 @@ fn backed_rows_give_the_batches_of_the_same_rows_in_memory() {
             .expect("counts")
             .counts;
         let rows: Vec<usize> = (0..40).filter(|r| r % 3 != 0).collect();
-        let labels: Vec<usize> = rows.iter().map(|r| r % 5).collect();
+        let labels: Vec<i64> = rows.iter().map(|&r| r as i64 % 5 - 1).collect();
         let memory = CountRows::subset(&counts, &rows)
             .expect("rows")
-            .with_labels(&labels)
+            .with_field(scae_io::keys::LABELS, &labels)
             .expect("labels");
         let file_rows = Arc::new(H5adRows::open(&path, None).expect("opens"));
-        let backed = BackedRows::new(file_rows, rows.clone(), Some(&labels)).expect("backed");
+        let backed = BackedRows::new(file_rows, rows.clone())
+            .and_then(|b| b.with_field(scae_io::keys::LABELS, &labels))
+            .expect("backed");
+        assert_eq!(backed.fields(), [scae_io::keys::LABELS]);
         assert_eq!(
             (backed.cells(), backed.genes()),
             (memory.cells(), memory.genes())
@@ -413,7 +475,7 @@ fn backed_rows_give_the_batches_of_the_same_rows_in_memory() {
     };
     let path = fixtures().join("csr.h5ad");
     let file = Arc::new(H5adRows::open(&path, None).expect("opens"));
-    let backed = BackedRows::new(file, (0..40).collect(), None).expect("backed");
+    let backed = BackedRows::new(file, (0..40).collect()).expect("backed");
     let order: Vec<usize> = (0..40).collect();
     backed.plan(&order, &[1; 40]);
     backed.batch(&[0]).expect("the first batch");
@@ -422,7 +484,7 @@ fn backed_rows_give_the_batches_of_the_same_rows_in_memory() {
     assert_eq!(readers(), 0, "a reader thread outlived its source");
 
     let csc = Arc::new(H5adRows::open(&fixtures().join("csc.h5ad"), None).expect("opens"));
-    let err = BackedRows::new(csc, vec![0, 1], None)
+    let err = BackedRows::new(csc, vec![0, 1])
         .expect_err("CSC")
         .to_string();
     assert!(err.contains("/X") && err.contains("CSC"), "{err}");

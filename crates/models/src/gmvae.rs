@@ -27,8 +27,8 @@
 //! suffices: no graph is kept across steps. Training minimises `−ELBO` with both KL terms
 //! weighted by the warm-up's `beta`; the `y` term can be dropped (`y_regulariser = "none"`) or
 //! replaced by the cross-entropy of `q(y | x)` against known labels (`"supervised"`, for the
-//! study's ablation and the k-means start: the labels come with the batch,
-//! [`TensorBatch::labels`]). Evaluation always reports the ELBO with the KL term and `beta = 1`.
+//! study's ablation and the k-means start: the labels come with the batch as a per-cell field,
+//! [`TensorBatch::field`]). Evaluation always reports the ELBO with the KL term and `beta = 1`.
 //! After each epoch the model reports how many components were the most probable for at least
 //! one training cell ([`Model::epoch_figures`]); the count is kept on the device until then.
 
@@ -53,7 +53,9 @@ pub enum YRegulariser {
     Kl,
     /// Nothing.
     None,
-    /// The cross-entropy of `q(y | x)` against the cell's known label.
+    /// The cross-entropy of `q(y | x)` against the cell's known label (the batch field
+    /// [`scae_io::keys::LABELS`], or the one [`Gmvae::supervise_on`] names); a cell without one
+    /// ([`scae_io::MISSING`]) takes the ELBO's own term.
     Supervised,
 }
 
@@ -161,6 +163,8 @@ pub struct Gmvae {
     /// Training cells assigned (argmax of `q(y | x)`) to each component so far this epoch, `[K]`
     /// on the device.
     assigned: std::cell::RefCell<Option<Tensor>>,
+    /// The batch field a supervised `q(y | x)` is trained against.
+    supervision: String,
 }
 
 /// Per cell (`[cells]` each): the ELBO and its terms, every one a mean over `q(y | x)`.
@@ -266,6 +270,7 @@ impl Gmvae {
                 0.0
             },
             assigned: std::cell::RefCell::new(None),
+            supervision: scae_io::keys::LABELS.to_owned(),
             cfg: cfg.clone(),
         })
     }
@@ -274,10 +279,18 @@ impl Gmvae {
         &self.cfg
     }
 
-    /// Changes what regularises `q(y | x)` from the next training step on (e.g. a supervised
-    /// phase on pseudo-labels before the ELBO's own term).
+    /// Changes what regularises `q(y | x)` from the next training step on; a supervised one
+    /// reads the cells' labels ([`scae_io::keys::LABELS`]).
     pub fn set_y_regulariser(&mut self, y_regulariser: YRegulariser) {
         self.cfg.y_regulariser = y_regulariser;
+        scae_io::keys::LABELS.clone_into(&mut self.supervision);
+    }
+
+    /// Supervises `q(y | x)` with the batch field `key` from the next training step on (e.g. a
+    /// phase on [`scae_io::keys::PSEUDO_LABELS`] before the ELBO's own term).
+    pub fn supervise_on(&mut self, key: &str) {
+        self.cfg.y_regulariser = YRegulariser::Supervised;
+        key.clone_into(&mut self.supervision);
     }
 
     /// Moves the means of `p(z | y)` to `means` (`[K, latent]`), e.g. to cluster centres found
@@ -520,20 +533,24 @@ impl Model for Gmvae {
         };
         let t = self.terms_with(batch, self.cfg.vae.mc_samples, train, reduction);
         let beta = if train { self.beta } else { 1.0 };
-        let y_term = match (self.cfg.y_regulariser, &batch.labels) {
+        let y_term = match (self.cfg.y_regulariser, batch.field(&self.supervision)) {
             (YRegulariser::Kl, _) => &t.kl_y * beta,
             (YRegulariser::None, _) => t.kl_y.zeros_like(),
-            (YRegulariser::Supervised, Some(labels)) => -t
-                .log_q_y
-                .gather(1, &labels.unsqueeze(1), false)
-                .squeeze_dim(1),
-            (YRegulariser::Supervised, None) if train => {
-                return Err(Error::Config(
-                    "the supervised q(y | x) regulariser needs batches with labels".into(),
-                ));
+            // Evaluation reports the ELBO, whatever trains `q(y | x)`.
+            (YRegulariser::Supervised, _) if !train => &t.kl_y * beta,
+            (YRegulariser::Supervised, Some(labels)) => {
+                let nll = -t
+                    .log_q_y
+                    .gather(1, &labels.clamp_min(0).unsqueeze(1), false)
+                    .squeeze_dim(1);
+                nll.where_self(&labels.ge(0), &(&t.kl_y * beta))
             }
-            // Evaluation without labels (test cells): the ELBO's own term.
-            (YRegulariser::Supervised, None) => &t.kl_y * beta,
+            (YRegulariser::Supervised, None) => {
+                return Err(Error::Config(format!(
+                    "the supervised q(y | x) regulariser needs batches with the field `{}`",
+                    self.supervision
+                )));
+            }
         };
         let mut total = (-&t.log_likelihood + &t.kl_z * beta + y_term).mean(Kind::Float);
         if train && self.cfg.y_balance > 0.0 {
@@ -809,6 +826,46 @@ mod tests {
         let eval_plain =
             f64::try_from(model.losses(&batch(&x), false).expect("step").total).expect("scalar");
         assert_eq!(eval, eval_plain);
+    }
+
+    #[test]
+    fn supervision_reads_the_field_it_is_told_and_a_cell_without_a_code_takes_the_elbo_term() {
+        let _rng = crate::torch_rng_lock();
+        let (x, _) = mixture(12, 9, 3, 5);
+        let vs = VarStore::new(Device::Cpu);
+        let mut cfg = GmvaeConfig::new(3, 2, Likelihood::Poisson);
+        cfg.vae.hidden = vec![8];
+        cfg.vae.kl_warmup_epochs = 0;
+        let mut model = Gmvae::new(&vs.root(), 9, &cfg).expect("valid");
+        model.begin_epoch(0);
+        let total = |model: &Gmvae, codes: Option<&[i64]>| {
+            let mut b = batch(&x);
+            if let Some(codes) = codes {
+                let field = Tensor::from_slice(codes);
+                b.fields.insert(scae_io::keys::PSEUDO_LABELS.into(), field);
+            }
+            tch::manual_seed(7);
+            model
+                .losses(&b, true)
+                .map(|l| f64::try_from(l.total).expect("scalar"))
+        };
+        let elbo = total(&model, None).expect("step");
+        model.supervise_on(scae_io::keys::PSEUDO_LABELS);
+        let missing = [scae_io::MISSING; 12];
+        assert_eq!(total(&model, Some(&missing)).expect("step"), elbo);
+        let mut some = missing;
+        some[..6].copy_from_slice(&[0, 1, 2, 0, 1, 2]);
+        let half = total(&model, Some(&some)).expect("step");
+        let all = total(&model, Some(&[0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2])).expect("step");
+        assert!(half != elbo && half != all, "{elbo} {half} {all}");
+        let err = total(&model, None).expect_err("no field").to_string();
+        assert!(err.contains(scae_io::keys::PSEUDO_LABELS), "{err}");
+        // Back to the labels, which this batch does not carry either.
+        model.set_y_regulariser(YRegulariser::Supervised);
+        let err = total(&model, Some(&some))
+            .expect_err("no labels")
+            .to_string();
+        assert!(err.contains(scae_io::keys::LABELS), "{err}");
     }
 
     #[test]

@@ -341,6 +341,11 @@ impl Net<Gmvae> {
     pub fn set_y_regulariser(&mut self, y_regulariser: YRegulariser) {
         self.model.set_y_regulariser(y_regulariser);
     }
+
+    /// See [`Gmvae::supervise_on`].
+    pub fn supervise_on(&mut self, key: &str) {
+        self.model.supervise_on(key);
+    }
 }
 
 /// Each row's argmax (e.g. the cluster of each cell of `q(y | x)`).

@@ -17,6 +17,7 @@
 //! step (a shape that does not fit, memory running out on a GPU) ends training with
 //! [`Error::Step`], naming the model, the phase, the epoch and the batch, instead of a panic.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use ndarray::Array2;
@@ -40,8 +41,9 @@ pub struct TensorBatch {
     pub x: Tensor,
     /// Each cell's total count, `[cells, 1]` (count sources).
     pub library: Option<Tensor>,
-    /// Each cell's label, `[cells]` `int64` (sources with labels).
-    pub labels: Option<Tensor>,
+    /// The source's per-cell fields by key ([`scae_io::Fields`]), each `[cells]` `int64` on the
+    /// device: a code, or [`scae_io::MISSING`].
+    pub fields: BTreeMap<String, Tensor>,
     /// The nonzero entries of `x` on the host, when a sparse batch came to the CPU: a model's
     /// sparse first layer reads them instead of scanning `x` for them.
     pub sparse: Option<SparseRows>,
@@ -53,7 +55,7 @@ impl TensorBatch {
         Self {
             x,
             library: None,
-            labels: None,
+            fields: BTreeMap::new(),
             sparse: None,
         }
     }
@@ -111,16 +113,20 @@ impl TensorBatch {
             .library
             .as_ref()
             .map(|l| Tensor::from_slice(l).view([rows, 1]).to_device(device));
-        let labels = batch
-            .labels
-            .as_ref()
-            .map(|l| Tensor::from_slice(l).to_device(device));
+        let fields = (batch.fields.iter())
+            .map(|(key, codes)| (key.to_owned(), Tensor::from_slice(codes).to_device(device)))
+            .collect();
         Ok(Self {
             x,
             library,
-            labels,
+            fields,
             sparse,
         })
+    }
+
+    /// The codes of field `key`, when the batch carries it.
+    pub fn field(&self, key: &str) -> Option<&Tensor> {
+        self.fields.get(key)
     }
 
     /// Cells in the batch.

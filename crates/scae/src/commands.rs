@@ -232,6 +232,7 @@ fn embed_counts(args: &EmbedArgs, card: &crate::card::ModelCard) -> Result<Embed
     let options = scae_io::H5adOptions {
         layer: args.layer.clone(),
         labels_key: None,
+        ..Default::default()
     };
     let opened = crate::data::open_hdf5(&args.data)?;
     let backed = crate::study::vae::read_backed(
@@ -270,8 +271,7 @@ fn embed_counts(args: &EmbedArgs, card: &crate::card::ModelCard) -> Result<Embed
                 data.var_names.len()
             );
         }
-        let all =
-            scae_io::BackedRows::new(std::sync::Arc::clone(&data.file), data.cells.clone(), None)?;
+        let all = scae_io::BackedRows::new(std::sync::Arc::clone(&data.file), data.cells.clone())?;
         let latent = latent_means(&all)?;
         let obs_names = if args.h5ad.is_some() {
             data.obs_names()?
@@ -345,6 +345,7 @@ fn load_model_and_data(
     let options = scae_io::H5adOptions {
         layer: layer.map(str::to_owned),
         labels_key: None,
+        ..Default::default()
     };
     let (device, _) = crate::study::setup_compute(device, threads)?;
     let model = TrainedAe::load(model_dir, device)?;
@@ -384,6 +385,7 @@ pub fn cluster(args: &ClusterArgs) -> Result<()> {
     let options = scae_io::H5adOptions {
         layer: args.layer.clone(),
         labels_key: None,
+        ..Default::default()
     };
     let data = CountData::load(&args.data, None, &options)?;
     let columns = crate::card::gene_columns(&genes, &data.var_names, &data.source.data)?;
@@ -438,6 +440,7 @@ pub fn info(args: &InfoArgs) -> Result<()> {
             let options = scae_io::H5adOptions {
                 layer: args.layer.clone(),
                 labels_key: None,
+                ..Default::default()
             };
             let m = scae_io::read_h5ad(&args.data, &options)?;
             ("h5ad", m.x.rows(), m.x.cols(), m.x.nnz())

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use ndarray::Array2;
-use scae_io::{CountMatrix, H5adOptions, H5adRows, Hdf5File, Labels};
+use scae_io::{CountMatrix, Fields, H5adOptions, H5adRows, Hdf5File, Labels, keys};
 use serde::Serialize;
 
 /// A validated expression matrix with its labels.
@@ -50,6 +50,9 @@ pub struct DataSource {
     /// For an `.h5ad` file: the `obs` column of the labels (`--labels-key`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels_key: Option<String>,
+    /// For an `.h5ad` file: the further `obs` columns read as per-cell fields.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub obs_keys: Vec<String>,
     /// The cells without a label (a missing category of `--labels-key`), left out of every
     /// label score.
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -240,6 +243,7 @@ impl Dataset {
             top_genes,
             layer: None,
             labels_key: None,
+            obs_keys: Vec::new(),
             unlabelled_cells: unlabelled(labels.as_ref(), data),
             fingerprint,
         };
@@ -321,6 +325,12 @@ pub fn column_numbers(n: usize) -> Vec<String> {
 /// An error when `--layer` or `--labels-key` was given for `data`, which is `what` and not an
 /// AnnData file: those options would have nothing to choose from.
 fn refuse_h5ad_options(data: &Path, options: &H5adOptions, what: &str) -> Result<()> {
+    if let Some(key) = options.obs_keys.first() {
+        bail!(
+            "obs column {key}: {} is {what}, not an AnnData .h5ad file",
+            data.display()
+        );
+    }
     for (flag, value) in [
         ("--layer", &options.layer),
         ("--labels-key", &options.labels_key),
@@ -405,6 +415,8 @@ fn fingerprint(x: &Array2<f32>, labels: Option<&Labels>) -> String {
 pub struct CountData {
     pub counts: CountMatrix,
     pub labels: Option<Labels>,
+    /// The `obs` columns asked for ([`H5adOptions::obs_keys`]) of the kept cells, by name.
+    pub obs: Vec<(String, Labels)>,
     pub source: DataSource,
     /// The input row of each kept cell (cells without any count are dropped), ascending.
     pub cells: Vec<usize>,
@@ -433,6 +445,7 @@ impl CountData {
         Self {
             counts,
             labels: self.labels.clone(),
+            obs: self.obs.clone(),
             source,
             cells: self.cells.clone(),
             genes: genes.iter().map(|&g| self.genes[g]).collect(),
@@ -440,6 +453,12 @@ impl CountData {
             obs_names: self.obs_names.clone(),
             var_names: genes.iter().map(|&g| self.var_names[g].clone()).collect(),
         }
+    }
+
+    /// The per-cell fields of every kept cell, for the minibatches: the labels
+    /// ([`scae_io::keys::LABELS`]) and each `obs` column read, by its name.
+    pub fn fields(&self) -> Result<Fields> {
+        fields(self.labels.as_ref(), &self.obs, self.counts.cells())
     }
 
     /// The input `.h5ad` file these cells and genes came from, for the writer to start from;
@@ -510,6 +529,17 @@ impl CountData {
                     Self::finish(m.counts, data, labels_path, m.labels, names, "h5ad-counts")?;
                 out.source.layer = options.layer.clone();
                 out.source.labels_key = options.labels_key.clone();
+                out.source.obs_keys = options.obs_keys.clone();
+                out.obs = (m.obs.into_iter())
+                    .map(|(key, column)| (key, column.subset(&out.cells)))
+                    .collect();
+                if !out.obs.is_empty() {
+                    // The fields read are part of what a model sees.
+                    let codes = (out.labels.iter().map(|l| &l.codes))
+                        .chain(out.obs.iter().map(|(_, column)| &column.codes))
+                        .flat_map(|codes| codes.iter().map(|&c| label_word(c)));
+                    out.source.fingerprint = out.counts.fingerprint(codes);
+                }
                 out.file = Some(file);
                 return Ok(out);
             }
@@ -585,6 +615,7 @@ impl CountData {
             top_genes: None,
             layer: None,
             labels_key: None,
+            obs_keys: Vec::new(),
             unlabelled_cells: unlabelled(labels.as_ref(), data),
             fingerprint: counts.fingerprint(codes),
         };
@@ -593,12 +624,26 @@ impl CountData {
             file: None,
             counts,
             labels,
+            obs: Vec::new(),
             source,
             cells,
             obs_names,
             var_names,
         })
     }
+}
+
+/// The labels and `obs` columns of `cells` cells as minibatch fields.
+fn fields(labels: Option<&Labels>, obs: &[(String, Labels)], cells: usize) -> Result<Fields> {
+    let mut fields = Fields::default();
+    for (key, column) in labels
+        .map(|l| (keys::LABELS, l))
+        .into_iter()
+        .chain(obs.iter().map(|(key, column)| (key.as_str(), column)))
+    {
+        fields.insert(key, &column.field_codes(), cells)?;
+    }
+    Ok(fields)
 }
 
 fn log_counts(counts: &CountMatrix, from: &Path) {
@@ -667,6 +712,8 @@ pub struct BackedCounts {
     /// The file row of each kept cell, ascending.
     pub cells: Vec<usize>,
     pub labels: Option<Labels>,
+    /// The `obs` columns asked for ([`H5adOptions::obs_keys`]) of the kept cells, by name.
+    pub obs: Vec<(String, Labels)>,
     pub source: DataSource,
     pub var_names: Vec<String>,
 }
@@ -677,6 +724,11 @@ impl BackedCounts {
     pub fn obs_names(&self) -> Result<Vec<String>> {
         let all = self.file.obs_names()?;
         Ok(self.cells.iter().map(|&c| all[c].clone()).collect())
+    }
+
+    /// The per-cell fields of every kept cell, as [`CountData::fields`].
+    pub fn fields(&self) -> Result<Fields> {
+        fields(self.labels.as_ref(), &self.obs, self.cells.len())
     }
 
     /// Opens `data` (an `.h5ad` file with a CSR or dense matrix) without reading its counts.
@@ -732,6 +784,9 @@ impl BackedCounts {
             (None, None) => None,
         }
         .map(|l| l.subset(&cells));
+        let obs: Vec<(String, Labels)> = (file.obs_columns(&options.obs_keys)?.into_iter())
+            .map(|(key, column)| (key, column.subset(&cells)))
+            .collect();
         // Checked now (one per cell), read again when written.
         file.obs_names()?;
         let var_names = file.var_names()?;
@@ -750,6 +805,9 @@ impl BackedCounts {
         for code in labels.iter().flat_map(|l| l.codes.iter()) {
             hash.eat(&label_word(*code).to_le_bytes());
         }
+        for code in obs.iter().flat_map(|(_, column)| column.codes.iter()) {
+            hash.eat(&label_word(*code).to_le_bytes());
+        }
         let source = DataSource {
             data: absolute(data),
             labels: labels_path,
@@ -759,6 +817,7 @@ impl BackedCounts {
             top_genes: None,
             layer: options.layer.clone(),
             labels_key: options.labels_key.clone(),
+            obs_keys: options.obs_keys.clone(),
             unlabelled_cells: unlabelled(labels.as_ref(), data),
             fingerprint: hash.hex(),
         };
@@ -766,6 +825,7 @@ impl BackedCounts {
             file: Arc::new(file),
             cells,
             labels,
+            obs,
             source,
             var_names,
         })

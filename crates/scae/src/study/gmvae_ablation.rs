@@ -199,7 +199,7 @@ pub fn run(args: &GmvaeAblationArgs) -> Result<()> {
                 seed,
                 ..base.scores.clone()
             };
-            let split = CountSplit::new(&prepared.counts.counts, base.test_fraction, seed)?;
+            let split = CountSplit::of(&prepared.counts, base.test_fraction, seed)?;
             let vae = super::vae::train(
                 &format!("{name} nb vae {seed}"),
                 &base.vae.model,
@@ -227,7 +227,7 @@ pub fn run(args: &GmvaeAblationArgs) -> Result<()> {
                 let trained = train_gmvae(study, &gmvae_cfg, seed, &split, &start, device)
                     .with_context(|| format!("dataset {name}, variant {variant:?}"))?;
                 let chunk = study.gmvae.train.eval_chunk(split.counts.genes());
-                let q_y = trained.net.cluster_probabilities(&split.all(), chunk)?;
+                let q_y = trained.net.cluster_probabilities(&split.all()?, chunk)?;
                 let assigned = scae_models::row_argmax(q_y.view()).to_vec();
                 let row = AblationRow {
                     dataset: name.clone(),

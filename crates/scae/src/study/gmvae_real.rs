@@ -29,10 +29,10 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use ndarray::{Array2, ArrayView2};
 use scae_eval::TsneParams;
-use scae_io::{BatchSource, Labels};
+use scae_io::{BatchSource, Labels, keys};
 use scae_models::{
     ComputeDevice, DeviceChoice, Gmvae, GmvaeConfig, History, MixturePosterior, Net, TrainConfig,
-    Trainer, VaeConfig, YRegulariser,
+    Trainer, VaeConfig,
 };
 use serde::{Deserialize, Serialize};
 
@@ -412,7 +412,7 @@ pub fn run_dataset(args: &RunArgs, output: &super::vae::H5adArgs) -> Result<Data
             seed,
             ..cfg.scores.clone()
         };
-        let split = CountSplit::new(&prepared.counts.counts, cfg.test_fraction, seed)?;
+        let split = CountSplit::of(&prepared.counts, cfg.test_fraction, seed)?;
         let mut push = |method: Method, clusters: &[usize], x: ArrayView2<'_, f32>, seconds| {
             let row = scored(seed, method, &colouring, clusters, x, seconds)?;
             tracing::info!(
@@ -481,7 +481,7 @@ pub fn run_dataset(args: &RunArgs, output: &super::vae::H5adArgs) -> Result<Data
         // Seconds of what (a) and (e) start from: the VAE when they start from its weights.
         let before = if from_vae { vae_kmeans_seconds } else { 0.0 };
         let chunk = cfg.gmvae.train.eval_chunk(split.counts.genes());
-        let all = split.all();
+        let all = split.all()?;
         let q_y = given.net.cluster_probabilities(&all, chunk)?;
         let assigned = scae_models::row_argmax(q_y.view()).to_vec();
         let latent = given.net.latent_means(&all, chunk)?;
@@ -861,7 +861,7 @@ pub(super) fn train_gmvae(
                     &train,
                     init.pretrain_epochs,
                 )?;
-                let latent = net.latent_means(&split.all(), chunk)?;
+                let latent = net.latent_means(&split.all()?, chunk)?;
                 let clusters = match clusters {
                     Some(c) => c.to_vec(),
                     None => {
@@ -888,10 +888,12 @@ pub(super) fn train_gmvae(
         }
         sizes.iter_mut().for_each(|s| *s = f64::max(*s, 1.0));
         net.start_components(centres.view(), &sizes)?;
-        let train_clusters: Vec<usize> = split.split.train.iter().map(|&i| clusters[i]).collect();
-        let labelled = split.train()?.with_labels(&train_clusters)?;
+        let train_clusters: Vec<i64> = (split.split.train.iter())
+            .map(|&i| clusters[i] as i64)
+            .collect();
+        let labelled = (split.train()?).with_field(keys::PSEUDO_LABELS, &train_clusters)?;
         started = Some((clusters, latent, timer.elapsed().as_secs_f64()));
-        net.set_y_regulariser(YRegulariser::Supervised);
+        net.supervise_on(keys::PSEUDO_LABELS);
         phase(
             &mut net,
             &mut trainer,

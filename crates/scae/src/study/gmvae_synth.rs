@@ -124,7 +124,9 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let split = CountSplit::new(&data.counts, cfg.test_fraction, cfg.seed)?;
     let genes = data.counts.genes();
     let chunk = cfg.train.eval_chunk(genes);
-    let train_truth: Vec<usize> = split.split.train.iter().map(|&i| truth[i]).collect();
+    let train_truth: Vec<i64> = (split.split.train.iter())
+        .map(|&i| truth[i] as i64)
+        .collect();
 
     let mut variants = Vec::new();
     let mut histories: Vec<(String, History)> = Vec::new();
@@ -138,7 +140,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         };
         // The supervised variant's training batches carry each cell's component.
         let plain = split.train()?;
-        let labelled = split.train()?.with_labels(&train_truth)?;
+        let labelled = (split.train()?).with_field(scae_io::keys::LABELS, &train_truth)?;
         let train: &dyn BatchSource = match regulariser {
             YRegulariser::Supervised => &labelled,
             _ => &plain,
@@ -151,7 +153,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
             })
             .with_context(|| format!("training the GMVAE with the {name} regulariser"))?;
         progress.finish();
-        let probs = model.cluster_probabilities(&split.all(), chunk)?;
+        let probs = model.cluster_probabilities(&split.all()?, chunk)?;
         let assigned = scae_models::row_argmax(probs.view()).to_vec();
         let mut used = assigned.clone();
         used.sort_unstable();

@@ -148,6 +148,7 @@ impl RunArgs {
         scae_io::H5adOptions {
             layer: self.layer.clone(),
             labels_key: self.labels_key.clone(),
+            obs_keys: Vec::new(),
         }
     }
 

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use ndarray::Array2;
-use scae_io::{BackedRows, BatchSource, CountMatrix, CountRows, H5adOptions};
+use scae_io::{BackedRows, BatchSource, CountMatrix, CountRows, Fields, H5adOptions};
 use scae_models::{ComputeDevice, History, Likelihood, Net, Split, TrainConfig, Vae, VaeConfig};
 use scae_viz::{LinePanel, Series};
 use serde::{Deserialize, Serialize};
@@ -188,11 +188,13 @@ pub fn variable_genes(data: &CountData, n: usize) -> VariableGenes {
     }
 }
 
-/// The train and test cells of a count matrix.
+/// The train and test cells of a count matrix, with the per-cell fields of its cells.
 #[derive(Debug)]
 pub struct CountSplit<'a> {
     pub counts: &'a CountMatrix,
     pub split: Split,
+    /// The fields of every cell of `counts`, carried by the batches of any split.
+    pub fields: Fields,
 }
 
 impl<'a> CountSplit<'a> {
@@ -205,22 +207,39 @@ impl<'a> CountSplit<'a> {
                 100.0 * test_fraction
             );
         }
-        Ok(Self { counts, split })
+        Ok(Self {
+            counts,
+            split,
+            fields: Fields::default(),
+        })
+    }
+
+    /// The split of `data`'s cells, whose batches carry its fields ([`CountData::fields`]).
+    pub fn of(data: &'a CountData, test_fraction: f64, seed: u64) -> Result<Self> {
+        Ok(Self {
+            fields: data.fields()?,
+            ..Self::new(&data.counts, test_fraction, seed)?
+        })
     }
 
     /// The training cells.
     pub fn train(&self) -> Result<CountRows<'_>> {
-        Ok(CountRows::subset(self.counts, &self.split.train)?)
+        self.rows(&self.split.train)
     }
 
     /// The held-out cells.
     pub fn test(&self) -> Result<CountRows<'_>> {
-        Ok(CountRows::subset(self.counts, &self.split.test)?)
+        self.rows(&self.split.test)
+    }
+
+    fn rows<'b>(&'b self, rows: &'b [usize]) -> Result<CountRows<'b>> {
+        let source = CountRows::subset(self.counts, rows)?;
+        Ok(source.with_fields(&self.fields.subset(rows))?)
     }
 
     /// Every cell, in input order.
-    pub fn all(&self) -> CountRows<'_> {
-        CountRows::all(self.counts)
+    pub fn all(&self) -> Result<CountRows<'_>> {
+        Ok(CountRows::all(self.counts).with_fields(&self.fields)?)
     }
 }
 
@@ -383,7 +402,7 @@ impl TrainedVae {
 
     /// The latent mean of every cell, in input order.
     pub fn latent_means(&self, data: &CountSplit<'_>) -> Result<Array2<f32>> {
-        Ok(self.net.latent_means(&data.all(), self.chunk)?)
+        Ok(self.net.latent_means(&data.all()?, self.chunk)?)
     }
 
     /// Writes `model.json` (the model card: config and `genes`, the name of each input column),
@@ -658,15 +677,23 @@ impl VaeInput {
 
     /// The cells at `positions` of the kept cells (a split), or all of them.
     fn rows<'a>(&'a self, positions: Option<&'a [usize]>) -> Result<Box<dyn BatchSource + 'a>> {
+        let fields = match self {
+            Self::Memory(d) => d.fields()?,
+            Self::Backed(d) => d.fields()?,
+        };
+        let fields = positions.map_or_else(|| fields.clone(), |p| fields.subset(p));
         Ok(match (self, positions) {
-            (Self::Memory(d), Some(p)) => Box::new(CountRows::subset(&d.counts, p)?),
-            (Self::Memory(d), None) => Box::new(CountRows::all(&d.counts)),
+            (Self::Memory(d), Some(p)) => {
+                Box::new(CountRows::subset(&d.counts, p)?.with_fields(&fields)?)
+            }
+            (Self::Memory(d), None) => Box::new(CountRows::all(&d.counts).with_fields(&fields)?),
             (Self::Backed(d), p) => {
                 let rows = p.map_or_else(
                     || d.cells.clone(),
                     |p| p.iter().map(|&i| d.cells[i]).collect(),
                 );
-                Box::new(BackedRows::new(std::sync::Arc::clone(&d.file), rows, None)?)
+                let file = std::sync::Arc::clone(&d.file);
+                Box::new(BackedRows::new(file, rows)?.with_fields(&fields)?)
             }
         })
     }
@@ -896,6 +923,44 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn batches_in_memory_and_backed_carry_the_same_labels_and_obs_columns() {
+        let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../io/tests/fixtures/annotated.h5ad");
+        let options = H5adOptions {
+            labels_key: Some("cell_type".into()),
+            obs_keys: vec!["flag".into(), "maybe".into()],
+            ..Default::default()
+        };
+        let loaded = CountData::load(&data, None, &options).expect("reads");
+        let obs = loaded.obs.clone();
+        let names = |key: &str, codes: &[i64]| -> Vec<String> {
+            let column = &obs.iter().find(|(k, _)| k == key).expect("column").1;
+            (codes.iter())
+                .map(|&c| usize::try_from(c).map_or("-".into(), |c| column.names[c].clone()))
+                .collect()
+        };
+        let backed = VaeInput::Backed(BackedCounts::open(&data, None, &options).expect("opens"));
+        // Cell 3 has no count and is dropped: positions 0, 3, 6, 7, 38 are file rows 0, 4, 7, 8, 39.
+        let positions = [0, 3, 6, 7, 38];
+        let batches = [backed, VaeInput::Memory(loaded)].map(|input| {
+            let rows = input.rows(Some(&positions)).expect("rows");
+            assert_eq!(rows.fields(), ["flag", scae_io::keys::LABELS, "maybe"]);
+            rows.batch(&[4, 0, 1, 2, 3]).expect("batch")
+        });
+        assert_eq!(batches[0], batches[1]);
+        // make_annotated.py: `maybe` is the row number, missing on every fifth row; `flag` is
+        // true on every third; `cell_type` is missing on row 7.
+        let fields = &batches[0].fields;
+        let maybe = names("maybe", fields.get("maybe").expect("maybe"));
+        assert_eq!(maybe, ["39", "-", "4", "7", "8"]);
+        let flag = names("flag", fields.get("flag").expect("flag"));
+        assert_eq!(flag, ["True", "True", "False", "False", "False"]);
+        let labels = fields.get(scae_io::keys::LABELS).expect("labels");
+        assert_eq!(labels[3], scae_io::MISSING);
+        assert_eq!(labels.iter().filter(|&&c| c >= 0).count(), 4);
     }
 
     #[test]

@@ -286,6 +286,7 @@ fn search(
     let search_split = CountSplit {
         counts: &train_cells,
         split: inner.clone(),
+        fields: scae_io::Fields::default(),
     };
     let train = TrainConfig {
         epochs: grid.epochs,

@@ -70,10 +70,12 @@ pub fn run(args: &RunArgs) -> Result<()> {
     )?;
     let summary = model.summarize(&split, cfg.importance_samples, cfg.seed)?;
 
-    let decoded =
-        model
-            .net
-            .decoded_means(&split.all(), model.chunk, DECODE_SAMPLES, cfg.seed ^ 0xdec0)?;
+    let decoded = model.net.decoded_means(
+        &split.all()?,
+        model.chunk,
+        DECODE_SAMPLES,
+        cfg.seed ^ 0xdec0,
+    )?;
     let cells = decoded.nrows() as f64;
     let sample_means = column_means(&data.counts);
     let table: Vec<FeatureRate> = rates
