@@ -196,6 +196,72 @@ fn check_positions(positions: &[usize], cells: usize) -> Result<()> {
     }
 }
 
+/// Another source's cells with further per-cell fields (over the same positions): e.g. the
+/// training cells of a split with the pseudo-labels of one phase of training.
+pub struct WithFields<'a> {
+    inner: &'a dyn BatchSource,
+    fields: Fields,
+}
+
+impl<'a> WithFields<'a> {
+    /// `inner`'s cells with field `key` (one code per position).
+    ///
+    /// # Errors
+    /// As [`Fields::insert`].
+    pub fn new(inner: &'a dyn BatchSource, key: &str, codes: &[i64]) -> Result<Self> {
+        let mut fields = Fields::default();
+        fields.insert(key, codes, inner.cells())?;
+        Ok(Self { inner, fields })
+    }
+}
+
+impl std::fmt::Debug for WithFields<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (f.debug_struct("WithFields"))
+            .field("cells", &self.inner.cells())
+            .field("fields", &self.fields)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BatchSource for WithFields<'_> {
+    fn cells(&self) -> usize {
+        self.inner.cells()
+    }
+
+    fn genes(&self) -> usize {
+        self.inner.genes()
+    }
+
+    fn plan(&self, order: &[usize], lengths: &[usize]) {
+        self.inner.plan(order, lengths);
+    }
+
+    fn batch(&self, positions: &[usize]) -> Result<Batch> {
+        let mut batch = self.inner.batch(positions)?;
+        for (key, codes) in self.fields.subset(positions).iter() {
+            batch.fields.insert(key, codes, batch.rows)?;
+        }
+        Ok(batch)
+    }
+
+    fn dense_rows(&self) -> Option<(ArrayView2<'_, f32>, Option<&[usize]>)> {
+        self.inner.dense_rows()
+    }
+
+    fn fields(&self) -> Vec<&str> {
+        let mut keys = self.inner.fields();
+        keys.extend(
+            self.fields
+                .keys()
+                .filter(|k| !keys.contains(k))
+                .collect::<Vec<_>>(),
+        );
+        keys.sort_unstable();
+        keys
+    }
+}
+
 /// Counts in memory: some rows of a [`CountMatrix`] (all of them, or a split), sparse batches
 /// with library sizes.
 #[derive(Debug, Clone)]

@@ -43,7 +43,9 @@ mod test_support;
 
 pub use atomic::{write_atomic, write_atomic_path};
 pub use backed::{BackedRows, Blocks};
-pub use batch::{Batch, BatchSource, BatchValues, CountRows, DenseRows, Fields, MISSING, keys};
+pub use batch::{
+    Batch, BatchSource, BatchValues, CountRows, DenseRows, Fields, MISSING, WithFields, keys,
+};
 pub use counts::{CountMatrix, Fnv, MAX_COUNT, drop_empty_cells};
 pub use error::{Error, Result};
 pub use h5::{Hdf5File, Hdf5Kind};

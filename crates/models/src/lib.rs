@@ -20,6 +20,7 @@ mod loss;
 mod net;
 mod optim;
 pub mod parallel;
+mod recipe;
 mod split;
 mod train;
 mod vae;
@@ -32,6 +33,9 @@ pub use layers::SparseRows;
 pub use loss::{ReconLoss, mse_loss, nonzero_mse_loss};
 pub use net::{Build, ComputeDevice, Net, row_argmax, seed_torch};
 pub use optim::Adam;
+pub use recipe::{
+    ComponentInit, GmvaeStart, PhaseTraining, RecipeCells, RecipeHooks, TrainedGmvae, train_gmvae,
+};
 pub use scae_dists::{CountLaw, Likelihood};
 pub use split::{
     MIN_LAST_BATCH, MIN_LAST_BATCH_PER_RANK, Split, batch_ranges, epoch_order, shuffled_indices,

@@ -17,10 +17,11 @@ use serde::{Deserialize, Serialize};
 
 use super::embed::ScoreConfig;
 use super::gmvae_real::{
-    GmvaeRealStudy, Spread, Start, distinct, labels_and_k, prepare, spread, train_gmvae,
+    GmvaeRealStudy, Spread, distinct, labels_and_k, prepare, seed_baseline, spread, start_of,
+    train_gmvae,
 };
 use super::gmvae_table::labelled_datasets;
-use super::vae::{CountSplit, load_counts};
+use super::vae::load_counts;
 use super::{Run, RunArgs};
 use crate::config::{StudyConfig, read_toml};
 use crate::provenance::RunClock;
@@ -199,22 +200,14 @@ pub fn run(args: &GmvaeAblationArgs) -> Result<()> {
                 seed,
                 ..base.scores.clone()
             };
-            let split = CountSplit::of(&prepared.counts, base.test_fraction, seed)?;
-            let vae = super::vae::train(
-                &format!("{name} nb vae {seed}"),
-                &base.vae.model,
-                &base.vae.train,
-                seed,
-                &split,
-                device,
-            )?;
-            let vae_latent = vae.latent_means(&split)?;
-            let vae_kmeans = scores.kmeans(vae_latent.view(), k)?;
+            let baseline = seed_baseline(base, &prepared, k, seed, name, device)?;
+            let (split, vae) = (&baseline.split, &baseline.vae);
+            let (vae_latent, vae_kmeans) = (&baseline.latent, &baseline.kmeans);
             let pca_kmeans = scores.kmeans(prepared.pcs.view(), k)?;
             baselines.push(BaselineRow {
                 dataset: name.clone(),
                 seed,
-                vae_kmeans_ari: scae_eval::adjusted_rand_index(truth, &labels.pick(&vae_kmeans))?,
+                vae_kmeans_ari: scae_eval::adjusted_rand_index(truth, &labels.pick(vae_kmeans))?,
                 pca_kmeans_ari: scae_eval::adjusted_rand_index(truth, &labels.pick(&pca_kmeans))?,
                 vae_epoch_seconds: vae.history.median_train_seconds(),
             });
@@ -223,8 +216,8 @@ pub fn run(args: &GmvaeAblationArgs) -> Result<()> {
                     components: k,
                     ..study.gmvae.model.clone()
                 };
-                let start = Start::of(study, &vae, &vae_latent, &vae_kmeans);
-                let trained = train_gmvae(study, &gmvae_cfg, seed, &split, &start, device)
+                let start = start_of(study, vae, vae_latent, vae_kmeans);
+                let trained = train_gmvae(study, &gmvae_cfg, seed, split, start, device)
                     .with_context(|| format!("dataset {name}, variant {variant:?}"))?;
                 let chunk = study.gmvae.train.eval_chunk(split.counts.genes());
                 let q_y = trained.net.cluster_probabilities(&split.all()?, chunk)?;

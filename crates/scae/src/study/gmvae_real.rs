@@ -29,10 +29,10 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use ndarray::{Array2, ArrayView2};
 use scae_eval::TsneParams;
-use scae_io::{BatchSource, Labels, keys};
+use scae_io::Labels;
 use scae_models::{
-    ComputeDevice, DeviceChoice, Gmvae, GmvaeConfig, History, MixturePosterior, Net, TrainConfig,
-    Trainer, VaeConfig,
+    ComponentInit, ComputeDevice, DeviceChoice, Gmvae, GmvaeConfig, GmvaeStart, History,
+    MixturePosterior, Net, RecipeCells, TrainConfig, TrainedGmvae, VaeConfig,
 };
 use serde::{Deserialize, Serialize};
 
@@ -57,25 +57,6 @@ pub struct Trained<M> {
 
 /// How the GMVAE's components are started off before training on the ELBO (VaDE's recipe,
 /// adapted to a GMVAE whose `q(y | x)` is a network of its own).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ComponentInit {
-    /// Start from the NB VAE of baseline (c), trained on the same cells with the same seed: its
-    /// encoder becomes `q(z | x)` and its decoder `p(x | z)`, and the components start at (c)'s
-    /// clusters. Needs a shared posterior and a `[gmvae.model.vae]` of the same shape as
-    /// `[vae.model]`.
-    #[serde(default)]
-    pub from_vae: bool,
-    /// Without `from_vae`: first, this many epochs on the ELBO.
-    #[serde(default)]
-    pub pretrain_epochs: usize,
-    /// Then k-means (k = K) on every cell's latent means: the centres become the means of
-    /// `p(z | y)` (and the cluster sizes a learned `p(y)`), and `q(y | x)` learns the training
-    /// cells' clusters (cross-entropy in place of its KL term) for this many epochs, before
-    /// `train.epochs` epochs on the ELBO again.
-    pub pseudo_label_epochs: usize,
-}
-
 /// K from the data: Leiden on a k-nearest-neighbour graph, scanpy's `sc.pp.neighbors` then
 /// `sc.tl.leiden`. It clusters PCA (f) and the NB VAE latent (g), and starts a second GMVAE (e)
 /// with as many components as it finds in one of them.
@@ -412,7 +393,10 @@ pub fn run_dataset(args: &RunArgs, output: &super::vae::H5adArgs) -> Result<Data
             seed,
             ..cfg.scores.clone()
         };
-        let split = CountSplit::of(&prepared.counts, cfg.test_fraction, seed)?;
+        let base = seed_baseline(&cfg, &prepared, k, seed, "", device)?;
+        let (split, vae, vae_latent, vae_kmeans) =
+            (&base.split, &base.vae, &base.latent, &base.kmeans);
+        let (vae_seconds, vae_kmeans_seconds) = (base.vae_seconds, base.kmeans_seconds);
         let mut push = |method: Method, clusters: &[usize], x: ArrayView2<'_, f32>, seconds| {
             let row = scored(seed, method, &colouring, clusters, x, seconds)?;
             tracing::info!(
@@ -428,23 +412,9 @@ pub fn run_dataset(args: &RunArgs, output: &super::vae::H5adArgs) -> Result<Data
         };
 
         // (c) and (d): k-means on the NB VAE latent and on PCA.
-        let timer = std::time::Instant::now();
-        let vae = super::vae::train(
-            &format!("nb vae {seed}"),
-            &cfg.vae.model,
-            &cfg.vae.train,
-            seed,
-            &split,
-            device,
-        )?;
-        let vae_seconds = timer.elapsed().as_secs_f64();
-        let vae_latent = vae.latent_means(&split)?;
-        let timer = std::time::Instant::now();
-        let vae_kmeans = scores.kmeans(vae_latent.view(), k)?;
-        let vae_kmeans_seconds = vae_seconds + timer.elapsed().as_secs_f64();
         push(
             Method::VaeLatentKmeans,
-            &vae_kmeans,
+            vae_kmeans,
             vae_latent.view(),
             vae_kmeans_seconds,
         )?;
@@ -476,8 +446,8 @@ pub fn run_dataset(args: &RunArgs, output: &super::vae::H5adArgs) -> Result<Data
 
         // (a): the GMVAE with K given, started from (c)'s clusters or from its own pretraining.
         let from_vae = cfg.gmvae_init.as_ref().is_some_and(|i| i.from_vae);
-        let start = Start::of(&cfg, &vae, &vae_latent, &vae_kmeans);
-        let given = train_gmvae(&cfg, &gmvae_cfg, seed, &split, &start, device)?;
+        let start = start_of(&cfg, vae, vae_latent, vae_kmeans);
+        let given = train_gmvae(&cfg, &gmvae_cfg, seed, split, start, device)?;
         // Seconds of what (a) and (e) start from: the VAE when they start from its weights.
         let before = if from_vae { vae_kmeans_seconds } else { 0.0 };
         let chunk = cfg.gmvae.train.eval_chunk(split.counts.genes());
@@ -489,7 +459,7 @@ pub fn run_dataset(args: &RunArgs, output: &super::vae::H5adArgs) -> Result<Data
         save_gmvae(
             &dir,
             &given.net,
-            &given.config,
+            &gmvae_cfg,
             &prepared,
             &given.history,
             &q_y,
@@ -539,17 +509,17 @@ pub fn run_dataset(args: &RunArgs, output: &super::vae::H5adArgs) -> Result<Data
                 ..gmvae_cfg.clone()
             };
             let start = if from_vae {
-                Start::Vae {
-                    vae: &vae,
-                    latent: &vae_latent,
+                GmvaeStart::Vae {
+                    vae: &vae.net,
+                    latent: vae_latent.view(),
                     clusters,
                 }
             } else {
-                Start::Own {
+                GmvaeStart::Own {
                     clusters: Some(clusters),
                 }
             };
-            let trained = train_gmvae(&cfg, &cfg_found, seed, &split, &start, device)?;
+            let trained = train_gmvae(&cfg, &cfg_found, seed, split, start, device)?;
             let q_y = trained.net.cluster_probabilities(&all, chunk)?;
             let assigned = scae_models::row_argmax(q_y.view()).to_vec();
             let latent = trained.net.latent_means(&all, chunk)?;
@@ -560,7 +530,7 @@ pub fn run_dataset(args: &RunArgs, output: &super::vae::H5adArgs) -> Result<Data
             save_gmvae(
                 &dir,
                 &trained.net,
-                &trained.config,
+                &cfg_found,
                 &prepared,
                 &trained.history,
                 &q_y,
@@ -759,163 +729,142 @@ pub(super) fn prepare(data: &CountData, cfg: &GmvaeRealStudy) -> Result<Prepared
     })
 }
 
-/// Where a GMVAE starts.
-pub(super) enum Start<'a> {
-    /// From a trained VAE (its weights) and clusters of every cell in its latent space, whose
-    /// latent means of every cell `latent` holds.
-    Vae {
-        vae: &'a TrainedVae,
-        latent: &'a Array2<f32>,
-        clusters: &'a [usize],
-    },
-    /// From its own weights: with `gmvae_init`, pretrained on the ELBO, then `clusters` of every
-    /// cell when given, else k-means on its latent means.
-    Own { clusters: Option<&'a [usize]> },
+/// One seed's split of the prepared cells and its NB VAE baseline (c), which every GMVAE of the
+/// seed starts from or is compared with: the VAE, every cell's latent means, their k-means
+/// clusters (k = `k`), and the seconds until the VAE was trained and until its clusters were
+/// found.
+pub(super) struct SeedBaseline<'a> {
+    pub(super) split: CountSplit<'a>,
+    pub(super) vae: TrainedVae,
+    pub(super) latent: Array2<f32>,
+    pub(super) kmeans: Vec<usize>,
+    pub(super) vae_seconds: f64,
+    pub(super) kmeans_seconds: f64,
 }
 
-impl<'a> Start<'a> {
-    /// The start `cfg` asks for: from the VAE with `gmvae_init.from_vae`, else its own.
-    pub(super) fn of(
-        cfg: &GmvaeRealStudy,
-        vae: &'a TrainedVae,
-        latent: &'a Array2<f32>,
-        clusters: &'a [usize],
-    ) -> Self {
-        if cfg.gmvae_init.as_ref().is_some_and(|i| i.from_vae) {
-            Self::Vae {
-                vae,
-                latent,
-                clusters,
-            }
-        } else {
-            Self::Own { clusters: None }
+/// [`SeedBaseline`] of seed `seed`; `name` (a dataset's, or empty) leads the VAE's progress.
+pub(super) fn seed_baseline<'a>(
+    cfg: &GmvaeRealStudy,
+    prepared: &'a Prepared,
+    k: usize,
+    seed: u64,
+    name: &str,
+    device: ComputeDevice,
+) -> Result<SeedBaseline<'a>> {
+    let split = CountSplit::of(&prepared.counts, cfg.test_fraction, seed)?;
+    let timer = std::time::Instant::now();
+    let vae = super::vae::train(
+        format!("{name} nb vae {seed}").trim_start(),
+        &cfg.vae.model,
+        &cfg.vae.train,
+        seed,
+        &split,
+        device,
+    )?;
+    let vae_seconds = timer.elapsed().as_secs_f64();
+    let latent = vae.latent_means(&split)?;
+    let timer = std::time::Instant::now();
+    let scores = ScoreConfig {
+        seed,
+        ..cfg.scores.clone()
+    };
+    let kmeans = scores.kmeans(latent.view(), k)?;
+    let kmeans_seconds = vae_seconds + timer.elapsed().as_secs_f64();
+    Ok(SeedBaseline {
+        split,
+        vae,
+        latent,
+        kmeans,
+        vae_seconds,
+        kmeans_seconds,
+    })
+}
+
+/// The start `cfg` asks for: from the VAE (its weights, the clusters of its latent space)
+/// with `gmvae_init.from_vae`, else the GMVAE's own.
+pub(super) fn start_of<'a>(
+    cfg: &GmvaeRealStudy,
+    vae: &'a TrainedVae,
+    latent: &'a Array2<f32>,
+    clusters: &'a [usize],
+) -> GmvaeStart<'a> {
+    if cfg.gmvae_init.as_ref().is_some_and(|i| i.from_vae) {
+        GmvaeStart::Vae {
+            vae: &vae.net,
+            latent: latent.view(),
+            clusters,
         }
+    } else {
+        GmvaeStart::Own { clusters: None }
     }
 }
 
-/// A trained GMVAE and how it got there.
-pub(super) struct TrainedGmvae {
-    pub(super) net: Net<Gmvae>,
-    pub(super) config: GmvaeConfig,
-    pub(super) history: History,
-    /// The clusters its components started from, of every cell, with the latent they were
-    /// found in.
-    pub(super) start: Option<(Vec<usize>, Array2<f32>)>,
-    /// Until the components were started, and in all.
-    pub(super) start_seconds: f64,
-    pub(super) seconds: f64,
+/// What the recipe asks of this study: k-means with the study's restarts, progress and the
+/// GMVAE's name around each phase.
+struct Hooks<'a> {
+    study: &'a GmvaeRealStudy,
+    k: usize,
+    seed: u64,
 }
 
-/// Trains one GMVAE: on the ELBO, or with `gmvae_init` in phases (pretraining or a VAE's
-/// weights; a start of the components at clusters with pseudo-labels; the ELBO) of one run,
-/// whose optimiser, epoch count and history go on from phase to phase.
+impl scae_models::RecipeHooks for Hooks<'_> {
+    type Error = anyhow::Error;
+
+    fn cluster(&mut self, latent: ArrayView2<'_, f32>, k: usize) -> Result<Vec<usize>> {
+        let scores = ScoreConfig {
+            seed: self.seed,
+            kmeans_restarts: self.study.scores.kmeans_restarts,
+        };
+        scores.kmeans(latent, k)
+    }
+
+    fn phase(
+        &mut self,
+        name: &str,
+        epochs: usize,
+        train: &mut scae_models::PhaseTraining<'_>,
+    ) -> Result<()> {
+        let (k, seed) = (self.k, self.seed);
+        let progress = EpochProgress::new(&format!("gmvae K={k} {seed} {name}"), epochs);
+        train(&mut |e| progress.epoch(e))
+            .with_context(|| format!("training the GMVAE (K = {k}, seed {seed}, {name})"))?;
+        progress.finish();
+        Ok(())
+    }
+}
+
+/// Trains one GMVAE by `scae_models::train_gmvae` (on the ELBO, or with `gmvae_init` in
+/// phases) on the cells of `split`.
 pub(super) fn train_gmvae(
     study: &GmvaeRealStudy,
     cfg: &GmvaeConfig,
     seed: u64,
     split: &CountSplit<'_>,
-    start: &Start<'_>,
+    start: GmvaeStart<'_>,
     device: ComputeDevice,
 ) -> Result<TrainedGmvae> {
-    let timer = std::time::Instant::now();
-    let genes = split.counts.genes();
-    let mut net = Net::<Gmvae>::new(genes, cfg, device, seed)?;
-    let train_cfg = &study.gmvae.train;
-    let mut trainer = net.trainer(train_cfg, seed)?;
-    let (train, test) = (split.train()?, split.test()?);
-    let k = cfg.components;
-    let phase = |net: &mut Net<Gmvae>,
-                 trainer: &mut Trainer,
-                 name: &str,
-                 source: &dyn BatchSource,
-                 epochs: usize|
-     -> Result<()> {
-        if epochs == 0 {
-            return Ok(());
-        }
-        let progress = EpochProgress::new(&format!("gmvae K={k} {seed} {name}"), epochs);
-        net.train(trainer, name, source, Some(&test), epochs, |e| {
-            progress.epoch(e);
-        })
-        .with_context(|| format!("training the GMVAE (K = {k}, seed {seed}, {name})"))?;
-        progress.finish();
-        Ok(())
+    let (train, test, all) = (split.train()?, split.test()?, split.all()?);
+    let cells = RecipeCells {
+        train: &train,
+        train_cells: &split.split.train,
+        test: &test,
+        all: &all,
     };
-    let mut started = None;
-    if let Some(init) = &study.gmvae_init {
-        let chunk = train_cfg.eval_chunk(genes);
-        let (clusters, latent) = match start {
-            Start::Vae {
-                vae,
-                latent,
-                clusters,
-            } => {
-                net.start_from_vae(&vae.net)?;
-                (clusters.to_vec(), (*latent).clone())
-            }
-            Start::Own { clusters } => {
-                phase(
-                    &mut net,
-                    &mut trainer,
-                    "pretrain",
-                    &train,
-                    init.pretrain_epochs,
-                )?;
-                let latent = net.latent_means(&split.all()?, chunk)?;
-                let clusters = match clusters {
-                    Some(c) => c.to_vec(),
-                    None => {
-                        let scores = ScoreConfig {
-                            seed,
-                            kmeans_restarts: study.scores.kmeans_restarts,
-                        };
-                        scores.kmeans(latent.view(), k)?
-                    }
-                };
-                (clusters, latent)
-            }
-        };
-        // The means of p(z | y) start at the clusters' centres, and a learned p(y) at their
-        // sizes, as VaDE starts its mixture.
-        let mut sizes = vec![0.0; k];
-        let mut centres = Array2::<f32>::zeros((k, latent.ncols()));
-        for (&c, row) in clusters.iter().zip(latent.rows()) {
-            sizes[c] += 1.0;
-            centres.row_mut(c).scaled_add(1.0, &row);
-        }
-        for (mut centre, &n) in centres.rows_mut().into_iter().zip(&sizes) {
-            centre /= f32::max(n as f32, 1.0);
-        }
-        sizes.iter_mut().for_each(|s| *s = f64::max(*s, 1.0));
-        net.start_components(centres.view(), &sizes)?;
-        let train_clusters: Vec<i64> = (split.split.train.iter())
-            .map(|&i| clusters[i] as i64)
-            .collect();
-        let labelled = (split.train()?).with_field(keys::PSEUDO_LABELS, &train_clusters)?;
-        started = Some((clusters, latent, timer.elapsed().as_secs_f64()));
-        net.supervise_on(keys::PSEUDO_LABELS);
-        phase(
-            &mut net,
-            &mut trainer,
-            "pseudo-labels",
-            &labelled,
-            init.pseudo_label_epochs,
-        )?;
-        net.set_y_regulariser(cfg.y_regulariser);
-    }
-    phase(&mut net, &mut trainer, "elbo", &train, train_cfg.epochs)?;
-    let (start, start_seconds) = match started {
-        Some((clusters, latent, seconds)) => (Some((clusters, latent)), seconds),
-        None => (None, 0.0),
+    let mut hooks = Hooks {
+        study,
+        k: cfg.components,
+        seed,
     };
-    Ok(TrainedGmvae {
-        net,
-        config: cfg.clone(),
-        history: trainer.into_history(),
+    scae_models::train_gmvae(
+        cfg,
+        &study.gmvae.train,
+        study.gmvae_init.as_ref(),
+        seed,
+        device,
+        cells,
         start,
-        start_seconds,
-        seconds: timer.elapsed().as_secs_f64(),
-    })
+        &mut hooks,
+    )
 }
 
 /// The config and genes (by name, in input order) of the GMVAE model folder `dir`, from its
