@@ -13,7 +13,7 @@ use crate::config::{AeStudy, StudyConfig};
 use crate::data::{CountData, Dataset};
 use crate::provenance::{RunClock, write_json};
 use crate::study::ae::TrainedAe;
-use crate::study::{Prepared, RunArgs, Staging};
+use crate::study::{RunArgs, Staging};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DataArgs {
@@ -90,11 +90,9 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     cfg.loss = args.loss.unwrap_or(cfg.loss);
     cfg.train.epochs = args.epochs.unwrap_or(cfg.train.epochs);
     cfg.validate()?;
-    let data = run.load_unlabelled_data("train")?;
-    let (device, threads) = run.setup_torch(cfg.device, cfg.threads)?;
-    let out = Staging::new(&run.out_dir("model"))?;
-    let prepared = Prepared::new(&cfg, &data)?;
-    let model = crate::study::q1::train_models(&cfg, &prepared, &data.var_names, device)?
+    let started = crate::study::Started::new(run, clock, ("train", "model"), &cfg, true)?;
+    let (data, prepared, out) = (&started.data, &started.prepared, &started.run);
+    let model = crate::study::q1::train_models(&cfg, prepared, &data.var_names, out.device)?
         .pop()
         .context("no model was trained")?;
     model.save_with_latent(out.path(), &prepared.all())?;
@@ -106,12 +104,11 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         summary: crate::study::q1::ModelSummary,
     }
     let metrics = Metrics {
-        provenance: clock.finish("train", &run.root, device, threads, cfg.seed, &data.source),
+        provenance: started.provenance(cfg.seed),
         config: &cfg,
         summary: crate::study::q1::summarize(&model, prepared.split.train.len()),
     };
-    write_json(&out.path().join("metrics.json"), &metrics)?;
-    let dest = out.commit()?;
+    let dest = started.run.finish(&metrics)?;
     eprintln!("model written to {}", dest.display());
     Ok(())
 }

@@ -219,9 +219,10 @@ impl SimArgs {
     }
 }
 
-/// What every count study (`scae vae`, vae-synth, vae-likelihoods, gmvae-synth, gmvae-real)
-/// starts from and ends with, once: libtorch set up, a staging folder, and at the end the report,
-/// `metrics.json` with the provenance, and the commit of the folder.
+/// What every study (Q1-Q5, `scae train`, `scae vae` and the count studies) starts from and
+/// ends with, once: the clock started with the command, libtorch set up, a staging folder, and
+/// at the end the report, `metrics.json` with the provenance, and the commit of the folder (by
+/// rank 0 alone in a data-parallel job, [`Staging::commit`]).
 #[derive(Debug)]
 pub struct Run {
     clock: crate::provenance::RunClock,
@@ -243,8 +244,20 @@ impl Run {
         device: DeviceChoice,
         threads: usize,
     ) -> Result<Self> {
+        Self::start_in(args, clock, question, question, device, threads)
+    }
+
+    /// [`Run::start`] with the results in the folder `folder` of the results (`--out` aside).
+    pub fn start_in(
+        args: &RunArgs,
+        clock: crate::provenance::RunClock,
+        question: &'static str,
+        folder: &str,
+        device: DeviceChoice,
+        threads: usize,
+    ) -> Result<Self> {
         let (device, threads) = args.setup_torch(device, threads)?;
-        let out = Staging::new(&args.out_dir(question))?;
+        let out = Staging::new(&args.out_dir(folder))?;
         Ok(Self {
             clock,
             question,
@@ -296,51 +309,50 @@ impl Run {
     }
 }
 
-/// What every question that trains or loads autoencoders starts from.
+/// What every question that trains or loads autoencoders starts from: its [`Run`], the data and
+/// their split.
 #[derive(Debug)]
 pub struct Started {
-    pub clock: crate::provenance::RunClock,
+    pub run: Run,
     pub data: Dataset,
-    pub device: ComputeDevice,
-    pub threads: usize,
-    pub out: Staging,
     pub prepared: Prepared,
 }
 
 impl Started {
-    /// Loads the data, sets up libtorch for `study`, opens the staging folder of `question`
-    /// and splits the data, in that order (so bad input is reported before anything is written).
-    pub fn new(args: &RunArgs, question: &str, study: &AeStudy) -> Result<Self> {
-        let clock = crate::provenance::RunClock::start();
-        let data = args.load_data()?;
-        let (device, threads) = args.setup_torch(study.device, study.threads)?;
-        let out = Staging::new(&args.out_dir(question))?;
+    /// Loads the data (`unlabelled`: refusing labels, for a command that uses none), sets up
+    /// libtorch for `study`, opens the staging folder `folder` of `question` and splits the
+    /// data, in that order (so bad input is reported before anything is written). `clock`
+    /// started with the command.
+    pub fn new(
+        args: &RunArgs,
+        clock: crate::provenance::RunClock,
+        (question, folder): (&'static str, &str),
+        study: &AeStudy,
+        unlabelled: bool,
+    ) -> Result<Self> {
+        let data = if unlabelled {
+            args.load_unlabelled_data(question)?
+        } else {
+            args.load_data()?
+        };
+        let run = Run::start_in(args, clock, question, folder, study.device, study.threads)?;
         let prepared = Prepared::new(study, &data)?;
         Ok(Self {
-            clock,
+            run,
             data,
-            device,
-            threads,
-            out,
             prepared,
         })
     }
 
+    /// [`Started::new`] of a question that reads labels, with its results in its own folder.
+    pub fn question(args: &RunArgs, question: &'static str, study: &AeStudy) -> Result<Self> {
+        let clock = crate::provenance::RunClock::start();
+        Self::new(args, clock, (question, question), study, false)
+    }
+
     /// The provenance of this run, to save in `metrics.json`.
-    pub fn provenance(
-        &self,
-        question: &str,
-        root: &Path,
-        seed: u64,
-    ) -> crate::provenance::Provenance {
-        self.clock.finish(
-            question,
-            root,
-            self.device,
-            self.threads,
-            seed,
-            &self.data.source,
-        )
+    pub fn provenance(&self, seed: u64) -> crate::provenance::Provenance {
+        self.run.provenance(seed, &self.data.source)
     }
 }
 

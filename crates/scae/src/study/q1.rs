@@ -12,9 +12,9 @@ use serde::Serialize;
 use super::ae::{ModelMeta, TrainedAe};
 use scae_models::ComputeDevice;
 
-use super::{Prepared, RunArgs, Staging, parameter_count};
+use super::{Prepared, RunArgs, parameter_count};
 use crate::config::{AeStudy, StudyConfig};
-use crate::provenance::{Provenance, RunClock, write_json};
+use crate::provenance::{Provenance, RunClock};
 
 /// One model's line in `metrics.json`.
 #[derive(Debug, Serialize)]
@@ -110,11 +110,9 @@ pub fn history_panel(models: &[TrainedAe], title: &str, y_label: &str) -> LinePa
 pub fn run(args: &RunArgs) -> Result<()> {
     let clock = RunClock::start();
     let cfg = AeStudy::load(&args.config_path("q1"))?;
-    let data = args.load_data()?;
-    let (device, threads) = args.setup_torch(cfg.device, cfg.threads)?;
-    let out = Staging::new(&args.out_dir("q1"))?;
-    let prepared = Prepared::new(&cfg, &data)?;
-    let models = train_models(&cfg, &prepared, &data.var_names, device)?;
+    let started = super::Started::new(args, clock, ("q1", "q1"), &cfg, false)?;
+    let (data, prepared, out) = (&started.data, &started.prepared, &started.run);
+    let models = train_models(&cfg, prepared, &data.var_names, out.device)?;
     for m in &models {
         let dir = out.path().join(format!("latent{}", m.meta.model.latent));
         m.save_with_latent(&dir, &prepared.all())?;
@@ -152,14 +150,13 @@ pub fn run(args: &RunArgs) -> Result<()> {
         );
     }
     let metrics = Metrics {
-        provenance: clock.finish("q1", &args.root, device, threads, cfg.seed, &data.source),
+        provenance: started.provenance(cfg.seed),
         config: &cfg,
         train_cells: prepared.split.train.len(),
         test_cells: prepared.split.test.len(),
         models: summaries,
     };
-    write_json(&out.path().join("metrics.json"), &metrics)?;
-    let dest = out.commit()?;
+    let dest = started.run.finish(&metrics)?;
     eprintln!("Q1 results written to {}", dest.display());
     Ok(())
 }

@@ -13,10 +13,10 @@ use scae_eval::ReconstructionError;
 use serde::Serialize;
 
 use super::ae::TrainedAe;
-use super::{Prepared, RunArgs, Staging, parameter_count};
+use super::{Prepared, RunArgs, parameter_count};
 use crate::config::{AeStudy, Q2Config, StudyConfig};
 use crate::data::Dataset;
-use crate::provenance::{Provenance, RunClock, write_json};
+use crate::provenance::{Provenance, RunClock};
 
 /// Loss at one epoch.
 #[derive(Debug, Clone, Serialize)]
@@ -67,14 +67,17 @@ pub fn run(args: &RunArgs) -> Result<()> {
         .unwrap_or(Path::new("."))
         .join(&cfg.models);
     let study = AeStudy::load(&models_path)?;
-    let data = args.load_data()?;
-    let (device, threads) = args.setup_torch(study.device, study.threads)?;
-    let out = Staging::new(&args.out_dir("q2"))?;
-    let prepared = Prepared::new(&study, &data)?;
+    let started = super::Started::new(args, clock, ("q2", "q2"), &study, false)?;
+    let (data, prepared, out, device) = (
+        &started.data,
+        &started.prepared,
+        &started.run,
+        started.run.device,
+    );
 
     let q1_dir = args.root.join("results").join("q1");
     let (models, reused, note) =
-        match super::reusable_q1(&q1_dir, &study, &study.latents, &data, device) {
+        match super::reusable_q1(&q1_dir, &study, &study.latents, data, device) {
             Ok(models) => (
                 models,
                 true,
@@ -82,14 +85,14 @@ pub fn run(args: &RunArgs) -> Result<()> {
             ),
             Err(why) => {
                 tracing::info!("training Q1's models here: {why:#}");
-                let models = super::q1::train_models(&study, &prepared, &data.var_names, device)?;
+                let models = super::q1::train_models(&study, prepared, &data.var_names, device)?;
                 (models, false, format!("models trained by Q2 ({why:#})"))
             }
         };
 
     let reports = models
         .iter()
-        .map(|m| measure(m, &prepared, &data, &cfg))
+        .map(|m| measure(m, prepared, data, &cfg))
         .collect::<Result<Vec<_>>>()?;
     let panels = [
         train_or_test_panel(&models, true, study.loss.name()),
@@ -108,15 +111,14 @@ pub fn run(args: &RunArgs) -> Result<()> {
         std::io::Write::write_all(w, report.as_bytes())
     })?;
     let metrics = Metrics {
-        provenance: clock.finish("q2", &args.root, device, threads, study.seed, &data.source),
+        provenance: started.provenance(study.seed),
         config: &cfg,
         models_config: &study,
         reused_q1: reused,
         reuse_note: note,
         models: &reports,
     };
-    write_json(&out.path().join("metrics.json"), &metrics)?;
-    let dest = out.commit()?;
+    let dest = started.run.finish(&metrics)?;
     eprintln!("Q2 results written to {}", dest.display());
     Ok(())
 }

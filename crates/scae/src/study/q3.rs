@@ -21,7 +21,7 @@ use serde::Serialize;
 use super::RunArgs;
 use super::embed::{self, Colouring, Scored};
 use crate::config::{AeStudy, Q3Config, base_study, load_question};
-use crate::provenance::{Provenance, write_json};
+use crate::provenance::Provenance;
 
 /// Variance figures of the original data and the reconstruction.
 #[derive(Debug, Clone, Serialize)]
@@ -65,8 +65,8 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let cfg_path = args.config_path("q3");
     let cfg: Q3Config = load_question(&cfg_path, |c: &Q3Config| c.latent, |c| c.score_components)?;
     let study = base_study(&cfg_path, &cfg.models)?;
-    let started = super::Started::new(args, "q3", &study)?;
-    let (data, prepared, out) = (&started.data, &started.prepared, started.out.path());
+    let started = super::Started::question(args, "q3", &study)?;
+    let (data, prepared, out) = (&started.data, &started.prepared, started.run.path());
     cfg.tsne.validate().map_err(scae_eval::Error::from)?;
     cfg.tsne
         .check_cells(data.x.nrows())
@@ -77,7 +77,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         cfg.latent,
         prepared,
         data,
-        started.device,
+        started.run.device,
     )?;
     let original = data.x.view();
     let recon = model.reconstruct(&prepared.all())?;
@@ -173,7 +173,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
     })?;
     let all = scores.all();
     let metrics = Metrics {
-        provenance: started.provenance("q3", &args.root, study.seed),
+        provenance: started.provenance(study.seed),
         config: &cfg,
         models_config: &study,
         model_note: &note,
@@ -181,8 +181,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         variance: &variance,
         scores: &all,
     };
-    write_json(&out.join("metrics.json"), &metrics)?;
-    let dest = started.out.commit()?;
+    let dest = started.run.finish(&metrics)?;
     eprintln!("Q3 results written to {}", dest.display());
     Ok(())
 }

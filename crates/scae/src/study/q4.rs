@@ -15,7 +15,7 @@ use serde::Serialize;
 use super::RunArgs;
 use super::embed::{self, Colouring, Embedding, Scored};
 use crate::config::{AeStudy, Q4Config, base_study, load_question};
-use crate::provenance::{Provenance, write_json};
+use crate::provenance::Provenance;
 
 /// Mean silhouette of one label's cells in the latent space.
 #[derive(Debug, Clone, Serialize)]
@@ -42,11 +42,11 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let base = base_study(&cfg_path, &cfg.models)?;
     let mut study = base.clone();
     study.latents = vec![cfg.latent];
-    let started = super::Started::new(args, "q4", &study)?;
-    let (data, prepared, out) = (&started.data, &started.prepared, started.out.path());
+    let started = super::Started::question(args, "q4", &study)?;
+    let (data, prepared, out) = (&started.data, &started.prepared, started.run.path());
     let q1_losses = super::q1_test_losses(&args.root, &base, data).unwrap_or_default();
     let model =
-        super::q1::train_models(&study, prepared, &data.var_names, started.device)?.remove(0);
+        super::q1::train_models(&study, prepared, &data.var_names, started.run.device)?.remove(0);
     model.save_with_latent(&out.join(format!("latent{}", cfg.latent)), &prepared.all())?;
     super::write_test_indices(out, &prepared.split)?;
     let test_error = scae_eval::reconstruction_error(
@@ -148,7 +148,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         std::io::Write::write_all(w, report.as_bytes())
     })?;
     let metrics = Metrics {
-        provenance: started.provenance("q4", &args.root, study.seed),
+        provenance: started.provenance(study.seed),
         config: &cfg,
         models_config: &study,
         final_train_loss,
@@ -156,8 +156,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         scores: &scores,
         latent_silhouette_by_label: &by_label,
     };
-    write_json(&out.join("metrics.json"), &metrics)?;
-    let dest = started.out.commit()?;
+    let dest = started.run.finish(&metrics)?;
     eprintln!("Q4 results written to {}", dest.display());
     Ok(())
 }

@@ -19,7 +19,7 @@ use super::RunArgs;
 use super::embed::{self, Colouring, Scored};
 use super::q3::tsne_input;
 use crate::config::{AeStudy, Q5Config, base_study, load_question};
-use crate::provenance::{Provenance, write_json};
+use crate::provenance::Provenance;
 
 /// Reconstruction errors of one model, and its mean output at zero and nonzero test entries.
 #[derive(Debug, Clone, Serialize)]
@@ -53,8 +53,8 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let mut new_study = study.clone();
     new_study.latents = vec![cfg.latent];
     new_study.loss = cfg.loss;
-    let started = super::Started::new(args, "q5", &study)?;
-    let (data, prepared, out) = (&started.data, &started.prepared, started.out.path());
+    let started = super::Started::question(args, "q5", &study)?;
+    let (data, prepared, out) = (&started.data, &started.prepared, started.run.path());
     cfg.tsne.validate().map_err(scae_eval::Error::from)?;
     cfg.tsne
         .check_cells(data.x.nrows())
@@ -65,10 +65,10 @@ pub fn run(args: &RunArgs) -> Result<()> {
         cfg.latent,
         prepared,
         data,
-        started.device,
+        started.run.device,
     )?;
-    let model =
-        super::q1::train_models(&new_study, prepared, &data.var_names, started.device)?.remove(0);
+    let model = super::q1::train_models(&new_study, prepared, &data.var_names, started.run.device)?
+        .remove(0);
     let name = format!("{}_latent{}", cfg.loss.name(), cfg.latent);
     model.save_with_latent(&out.join(&name), &prepared.all())?;
     super::write_test_indices(out, &prepared.split)?;
@@ -235,15 +235,14 @@ pub fn run(args: &RunArgs) -> Result<()> {
         std::io::Write::write_all(w, report.as_bytes())
     })?;
     let metrics = Metrics {
-        provenance: started.provenance("q5", &args.root, study.seed),
+        provenance: started.provenance(study.seed),
         config: &cfg,
         models_config: &study,
         mse_model_note: &note,
         errors: &errors,
         scores: &scores,
     };
-    write_json(&out.join("metrics.json"), &metrics)?;
-    let dest = started.out.commit()?;
+    let dest = started.run.finish(&metrics)?;
     eprintln!("Q5 results written to {}", dest.display());
     Ok(())
 }
