@@ -89,6 +89,7 @@ impl H5 {
         }
         let file = File::open(path)
             .map_err(|e| Error::hdf5(path, "/", format!("cannot open: {}", one_line(&e))))?;
+        close_on_exec(&file);
         // Counted by the tests that check a command opens its input once.
         tracing::debug!("opened the HDF5 file {}", path.display());
         Ok(Self {
@@ -587,5 +588,35 @@ pub(crate) mod field {
         NAME.with(|n| *n.borrow_mut() = name.to_owned());
         let values = ds.read_raw::<Field<T>>()?;
         Ok(values.into_iter().map(|f| f.0).collect())
+    }
+}
+
+/// Marks the descriptor of `file` close-on-exec. HDF5 opens files without it, so a process
+/// started while the file is open (a test running `scae` or Python beside another test, a
+/// library user's own child) would inherit the descriptor, and with it HDF5's lock on the
+/// file, for as long as that process lives: a later open of the file, even to read it, then
+/// fails with "unable to lock file".
+#[allow(unsafe_code)]
+pub(crate) fn close_on_exec(file: &File) {
+    let mut handle: *mut std::ffi::c_void = std::ptr::null_mut();
+    // SAFETY: the id is an open file owned by `file`, which outlives the call; the library
+    // writes a pointer to its driver's handle into `handle`, which for the default (sec2)
+    // driver is the `int` descriptor it keeps for as long as the file is open. The library
+    // lock is held, as for every other HDF5 call the crate makes.
+    let status = hdf5::sync::sync(|| unsafe {
+        hdf5_sys::h5f::H5Fget_vfd_handle(file.id(), hdf5_sys::h5p::H5P_DEFAULT, &mut handle)
+    });
+    if status < 0 || handle.is_null() {
+        return;
+    }
+    // SAFETY: `handle` points to the sec2 driver's open descriptor (above: scae-io opens and
+    // creates every file with the default file access, whose driver is sec2); `fcntl` with
+    // `F_SETFD` only changes that descriptor's flags.
+    unsafe {
+        let fd = *handle.cast::<libc::c_int>();
+        let flags = libc::fcntl(fd, libc::F_GETFD);
+        if flags >= 0 {
+            libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+        }
     }
 }

@@ -124,6 +124,7 @@ fn write_to(tmp: &Path, path: &Path, out: &AnnOutput<'_>) -> Result<()> {
     };
     let source = out.source.map(|s| Source::open(s, path)).transpose()?;
     let file = hdf5::File::create(tmp).map_err(err("/"))?;
+    crate::h5::close_on_exec(&file);
     encoding(&file, "anndata", "0.1.0").map_err(err("/"))?;
     let mut left_out = Vec::new();
     let ours: Vec<&str> = out.obs_categorical.iter().map(|c| c.0).collect();

@@ -665,3 +665,20 @@ fn a_source_that_does_not_have_the_cells_written_is_refused_with_nothing_written
     );
     assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0);
 }
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_process_started_while_an_hdf5_file_is_open_does_not_inherit_it() {
+    let path = fixtures().join("annotated.h5ad");
+    let _open = scae_io::Hdf5File::open(&path)
+        .expect("opens")
+        .expect("HDF5");
+    // The shell lists its own descriptors: what it inherited from this process.
+    let out = Command::new("sh")
+        .args(["-c", "ls -l /proc/$$/fd"])
+        .output()
+        .expect("sh runs");
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{listing}");
+    assert!(!listing.contains("annotated.h5ad"), "inherited: {listing}");
+}

@@ -249,7 +249,7 @@ pub fn run(args: &GmvaeAblationArgs) -> Result<()> {
                 rows.push(row);
             }
         }
-        sources.push(data.source.clone());
+        sources.push(prepared.counts.source.clone());
     }
     let md = report(&cfg, &datasets, &rows, &baselines);
     run.write_report(&md)?;

@@ -587,7 +587,7 @@ pub fn run_dataset(args: &RunArgs, output: &super::vae::H5adArgs) -> Result<Data
     let report = report(&cfg, &data, &prepared, k, &runs, &rows, &summary);
     run.write_report(&report)?;
     let metrics = Metrics {
-        provenance: run.provenance(cfg.seeds[0], &data.source),
+        provenance: run.provenance(cfg.seeds[0], &prepared.counts.source),
         config: &cfg,
         components: k,
         genes: prepared.genes.len(),
