@@ -2,8 +2,8 @@
 //! new command or flag cannot slip past), `--layer`, `--labels-key`, `--labels` and `--top-genes`
 //! either change what the command read, as its provenance records it, or are refused: by clap
 //! (exit code 2) when the command does not take the flag, or in one line when the command takes
-//! it but has nothing to do with it. Every other flag a command takes must be named below with
-//! the test that checks it.
+//! it but has nothing to do with it. Every other flag a command takes must be named below, with
+//! the test that checks it or among the flags not checked yet.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -20,17 +20,17 @@ const DATA_FLAGS: [&str; 4] = ["layer", "labels-key", "labels", "top-genes"];
 /// Flags checked by other tests, by command (`*`: every command that takes it).
 const ELSEWHERE: &[(&str, &str, &str)] = &[
     ("*", "root", "every test runs in a project root"),
-    ("*", "config", "config.rs: a study reads --config"),
+    ("*", "config", "study_smoke.rs, log_output.rs: --config"),
     ("*", "out", "every test writes to --out"),
     ("*", "data", "every test reads --data"),
     ("*", "device", "anywhere.rs, model_card.rs: --device cpu"),
-    ("*", "threads", "log_output.rs, study_smoke.rs: --threads"),
+    ("*", "threads", "anywhere.rs, vae_smoke.rs: --threads"),
     (
         "*",
         "h5ad",
         "h5ad_cli.rs: results written back wherever --h5ad points",
     ),
-    ("*", "backed", "h5ad_cli.rs, vae_smoke.rs: --backed"),
+    ("*", "backed", "h5ad_cli.rs: --backed"),
     ("*", "all", "gmvae_real_smoke.rs: --all over a folder"),
     (
         "*",
@@ -39,19 +39,22 @@ const ELSEWHERE: &[(&str, &str, &str)] = &[
     ),
     (
         "vae",
-        "epochs",
-        "vae_smoke.rs: the history has --epochs rows",
+        "likelihood",
+        "vae_smoke.rs: an unknown --likelihood is refused",
     ),
-    ("vae", "likelihood", "vae_smoke.rs: --likelihood"),
-    ("vae", "denoised", "h5ad_cli.rs: the denoised layer"),
     ("train", "latent", "study_smoke.rs: train --latent"),
-    ("train", "loss", "study_smoke.rs: train --loss"),
     ("train", "epochs", "study_smoke.rs: train --epochs"),
-    ("data", "seed", "study_smoke.rs: scae data --seed"),
-    ("report", "results", "study_smoke.rs: report --results"),
-    ("pca", "components", "embed_tools.rs tests"),
-    ("tsne", "*", "embed_tools.rs tests: every t-SNE option"),
-    ("pca", "*", "embed_tools.rs tests"),
+];
+
+/// Flags no test checks yet, named so that the gap is visible and a new flag still fails.
+const UNCHECKED: &[(&str, &str)] = &[
+    ("vae", "epochs"),
+    ("vae", "denoised"),
+    ("train", "loss"),
+    ("data", "seed"),
+    ("report", "results"),
+    ("pca", "*"),
+    ("tsne", "*"),
 ];
 
 /// The configs of a tiny project: two epochs of everything on the 40-cell fixtures.
@@ -138,9 +141,15 @@ fn every_command_honours_or_refuses_every_data_flag() {
             let elsewhere = ELSEWHERE
                 .iter()
                 .any(|(c, f, _)| (*c == "*" || *c == name) && (*f == "*" || f == flag));
+            let unchecked = UNCHECKED
+                .iter()
+                .any(|(c, f)| *c == name && (*f == "*" || f == flag));
+            if unchecked && !elsewhere {
+                eprintln!("scae {name} --{flag}: not checked yet");
+            }
             assert!(
-                data_flag || elsewhere,
-                "scae {name} takes --{flag}, which no test checks: add it here or to ELSEWHERE"
+                data_flag || elsewhere || unchecked,
+                "scae {name} takes --{flag}, which no test checks: add a check, or name it"
             );
         }
         let studies = [
