@@ -98,7 +98,14 @@ pub fn read_h5ad(path: &Path, options: &H5adOptions) -> Result<AnnMatrix> {
 /// # Errors
 /// As [`read_h5ad`].
 pub fn read_h5ad_file(file: &Hdf5File, options: &H5adOptions) -> Result<AnnMatrix> {
-    let rows = H5adRows::from_file(file, options.layer.as_deref())?;
+    read_rows_of(
+        &H5adRows::from_file(file, options.layer.as_deref())?,
+        options,
+    )
+}
+
+/// [`read_h5ad`] of the matrix `rows` found (its layer chosen), read whole.
+pub(crate) fn read_rows_of(rows: &H5adRows, options: &H5adOptions) -> Result<AnnMatrix> {
     let x = match &rows.layout {
         Layout::Dense => read_dense(&rows.h5, &rows.element, None)?,
         Layout::Sparse { matrix, csc } => matrix.read(&rows.h5, *csc)?,

@@ -26,6 +26,7 @@ mod atomic;
 pub mod backed;
 pub mod batch;
 mod counts;
+mod dataset;
 mod error;
 mod h5;
 mod h5_copy;
@@ -47,6 +48,10 @@ pub use batch::{
     Batch, BatchSource, BatchValues, CountRows, DenseRows, Fields, MISSING, WithFields, keys,
 };
 pub use counts::{CountMatrix, Fnv, MAX_COUNT, drop_empty_cells};
+pub use dataset::{
+    CountData, Counts, DataSource, GeneChoice, OpenOptions, Reading, Values, absolute,
+    gene_columns, hdf5_kind, open, open_hdf5,
+};
 pub use error::{Error, Result};
 pub use h5::{Hdf5File, Hdf5Kind};
 pub use h5ad::{AnnCounts, AnnMatrix, H5adOptions, H5adRows, read_h5ad, read_h5ad_file};

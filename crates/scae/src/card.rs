@@ -7,7 +7,7 @@
 //! load any card through [`ModelCard::read`], and [`ModelCard::columns`] finds the model's genes
 //! in new data by name, refusing data that lack some of them in one line.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -120,48 +120,11 @@ impl ModelCard {
     /// # Errors
     /// One line naming `data` and how many of the model's genes it lacks.
     pub fn columns(&self, var_names: &[String], data: &Path) -> Result<Vec<usize>> {
-        gene_columns(&self.genes, var_names, data)
+        Ok(gene_columns(&self.genes, var_names, data)?)
     }
 }
 
-/// The columns of data with gene names `var_names` that hold `genes`, in that order, found by
-/// name (a name the data hold twice is matched in order of appearance).
-///
-/// # Errors
-/// One line naming `data` and how many of `genes` it lacks (with the first few).
-pub fn gene_columns(genes: &[String], var_names: &[String], data: &Path) -> Result<Vec<usize>> {
-    if var_names == genes {
-        return Ok((0..var_names.len()).collect());
-    }
-    let mut at: HashMap<&str, Vec<usize>> = HashMap::new();
-    for (j, name) in var_names.iter().enumerate().rev() {
-        at.entry(name.as_str()).or_default().push(j);
-    }
-    let mut missing = Vec::new();
-    let mut columns = Vec::with_capacity(genes.len());
-    for gene in genes {
-        match at.get_mut(gene.as_str()).and_then(Vec::pop) {
-            Some(j) => columns.push(j),
-            None => missing.push(gene.as_str()),
-        }
-    }
-    if !missing.is_empty() {
-        let shown: Vec<&str> = missing.iter().take(3).copied().collect();
-        bail!(
-            "{}: {} of the model's {} genes are missing ({}{})",
-            data.display(),
-            missing.len(),
-            genes.len(),
-            shown.join(", "),
-            if missing.len() > shown.len() {
-                ", ..."
-            } else {
-                ""
-            }
-        );
-    }
-    Ok(columns)
-}
+pub use scae_io::gene_columns;
 
 #[cfg(test)]
 mod tests {

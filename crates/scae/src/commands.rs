@@ -4,13 +4,13 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use ndarray::Array2;
-use scae_io::{CountRows, DenseRows};
+use scae_io::DenseRows;
 use scae_models::{DeviceChoice, Gmvae, Net, ReconLoss};
 use serde::Serialize;
 
 use crate::card::ModelKind;
 use crate::config::{AeStudy, StudyConfig};
-use crate::data::{CountData, Dataset};
+use crate::data::Dataset;
 use crate::provenance::{RunClock, write_json};
 use crate::study::ae::TrainedAe;
 use crate::study::{RunArgs, Staging};
@@ -223,80 +223,53 @@ struct Embedded {
 
 /// The latent means of every cell of `args.data` under the VAE or GMVAE of `card`.
 fn embed_counts(args: &EmbedArgs, card: &crate::card::ModelCard) -> Result<Embedded> {
-    use crate::data::BackedCounts;
     use scae_models::Vae;
 
-    let options = scae_io::H5adOptions {
-        layer: args.layer.clone(),
-        labels_key: None,
+    let options = scae_io::OpenOptions {
+        h5ad: scae_io::H5adOptions {
+            layer: args.layer.clone(),
+            ..Default::default()
+        },
+        reading: crate::study::vae::reading(args.backed),
+        genes: scae_io::GeneChoice::Named(card.genes.clone()),
         ..Default::default()
     };
-    let opened = crate::data::open_hdf5(&args.data)?;
-    let backed = crate::study::vae::read_backed(
-        Some(&args.data),
-        opened.as_ref(),
-        args.layer.as_deref(),
-        args.backed,
-    )?;
+    let data = scae_io::open(&args.data, &options)?;
     let (device, _) = crate::study::setup_compute(args.device, args.threads)?;
     let weights = args.model.join("weights.safetensors");
     let genes = card.genes.len();
-    let latent_means =
-        |source: &dyn scae_io::BatchSource| -> Result<Array2<f32>> {
-            let chunk = scae_models::eval_chunk(4096, genes);
-            Ok(match &card.model {
-                ModelKind::Vae(config) => Net::<Vae>::load(&weights, genes, config, device)?
-                    .latent_means(source, chunk)?,
-                ModelKind::Gmvae(config) => Net::<Gmvae>::load(&weights, genes, config, device)?
-                    .latent_means(source, chunk)?,
-                ModelKind::Ae(_) => bail!(
-                    "{}: an autoencoder reads log-normalised values, not counts",
-                    args.model.display()
-                ),
-            })
-        };
-    if backed {
-        let data = BackedCounts::open_opened(&args.data, opened, None, &options)?;
-        let columns = card.columns(&data.var_names, &args.data)?;
-        if columns.iter().enumerate().any(|(i, &j)| i != j) || columns.len() != data.var_names.len()
-        {
-            bail!(
-                "{}: read backed, the file's genes must be the model's, in its order ({} of its {} \
-                 are); read it in memory to select them",
-                args.data.display(),
-                columns.len(),
-                data.var_names.len()
-            );
+    let all = data.rows(None)?;
+    let chunk = scae_models::eval_chunk(4096, genes);
+    let latent = match &card.model {
+        ModelKind::Vae(config) => {
+            Net::<Vae>::load(&weights, genes, config, device)?.latent_means(&*all, chunk)?
         }
-        let all = scae_io::BackedRows::new(std::sync::Arc::clone(&data.file), data.cells.clone())?;
-        let latent = latent_means(&all)?;
-        let obs_names = if args.h5ad.is_some() {
-            data.obs_names()?
-        } else {
-            Vec::new()
-        };
-        let genes = (0..data.var_names.len()).collect();
-        return Ok(Embedded {
-            latent,
-            obs_names,
-            var_names: data.var_names,
-            x: None,
-            source: Some((data.file.file(), data.cells, genes)),
-        });
-    }
-    let data = CountData::load_opened(&args.data, opened, None, &options)?;
-    let columns = card.columns(&data.var_names, &args.data)?;
-    let data = data.select_genes(&columns);
-    let latent = latent_means(&CountRows::all(&data.counts))?;
+        ModelKind::Gmvae(config) => {
+            Net::<Gmvae>::load(&weights, genes, config, device)?.latent_means(&*all, chunk)?
+        }
+        ModelKind::Ae(_) => bail!(
+            "{}: an autoencoder reads log-normalised values, not counts",
+            args.model.display()
+        ),
+    };
+    drop(all);
+    let obs_names = if args.h5ad.is_some() {
+        data.obs_names()?.into_owned()
+    } else {
+        Vec::new()
+    };
     let source = data
         .ann_source()
         .map(|s| (s.file.clone(), s.cells.to_vec(), s.genes.to_vec()));
     Ok(Embedded {
         latent,
         source,
-        obs_names: data.obs_names,
+        obs_names,
         var_names: card.genes.clone(),
-        x: Some(data.counts),
+        x: match data.counts {
+            scae_io::Counts::Memory(counts) => Some(counts),
+            _ => None,
+        },
     })
 }
 
@@ -384,8 +357,12 @@ pub fn cluster(args: &ClusterArgs) -> Result<()> {
         labels_key: None,
         ..Default::default()
     };
-    let data = CountData::load(&args.data, None, &options)?;
-    let columns = crate::card::gene_columns(&genes, &data.var_names, &data.source.data)?;
+    let options = scae_io::OpenOptions {
+        h5ad: options,
+        genes: scae_io::GeneChoice::Named(genes.clone()),
+        ..Default::default()
+    };
+    let data = scae_io::open(&args.data, &options)?;
     let (device, _) = crate::study::setup_compute(args.device, args.threads)?;
     let net = Net::<Gmvae>::load(
         &args.model.join("weights.safetensors"),
@@ -393,14 +370,13 @@ pub fn cluster(args: &ClusterArgs) -> Result<()> {
         &model,
         device,
     )?;
-    let counts = data.counts.select_genes(&columns);
-    let q_y = net.cluster_probabilities(&CountRows::all(&counts), 4096)?;
+    let q_y = net.cluster_probabilities(&*data.rows(None)?, 4096)?;
     let assigned = scae_models::row_argmax(q_y.view()).to_vec();
     let out = Staging::new(&args.out)?;
     let h5ad_path = args.output.place(&out)?;
     write_clusters(out.path(), &data.cells, &q_y, &assigned)?;
     if let Some(path) = h5ad_path {
-        let latent = net.latent_means(&CountRows::all(&counts), 4096)?;
+        let latent = net.latent_means(&*data.rows(None)?, 4096)?;
         crate::study::gmvae_real::write_clusters_h5ad(&path, &data, &latent, &q_y, &assigned)?;
     }
     let dest = out.commit()?;
@@ -432,8 +408,8 @@ pub struct InfoArgs {
 /// seconds the read took, as JSON (what `bench scale` times against `anndata.read_h5ad`).
 pub fn info(args: &InfoArgs) -> Result<()> {
     let started = std::time::Instant::now();
-    let (format, cells, genes, nnz) = match crate::data::hdf5_kind(&args.data)? {
-        Some(crate::data::Hdf5Kind::H5ad) => {
+    let (format, cells, genes, nnz) = match scae_io::hdf5_kind(&args.data)? {
+        Some(scae_io::Hdf5Kind::H5ad) => {
             let options = scae_io::H5adOptions {
                 layer: args.layer.clone(),
                 labels_key: None,
@@ -442,7 +418,7 @@ pub fn info(args: &InfoArgs) -> Result<()> {
             let m = scae_io::read_h5ad(&args.data, &options)?;
             ("h5ad", m.x.rows(), m.x.cols(), m.x.nnz())
         }
-        Some(crate::data::Hdf5Kind::TenxH5) => {
+        Some(scae_io::Hdf5Kind::TenxH5) => {
             let m = scae_io::read_10x_h5(&args.data)?;
             ("10x-h5", m.n_cells(), m.n_genes(), m.counts.nnz())
         }

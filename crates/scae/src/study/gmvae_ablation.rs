@@ -190,8 +190,14 @@ pub fn run(args: &GmvaeAblationArgs) -> Result<()> {
     for (name, path) in &datasets {
         let mut run_args = args.run.clone();
         run_args.data = path.clone();
-        let data = load_counts(&run_args, None, base.seeds[0])
-            .with_context(|| format!("dataset {name}"))?;
+        let data = load_counts(
+            &run_args,
+            None,
+            base.seeds[0],
+            scae_io::GeneChoice::All,
+            scae_io::Reading::Memory,
+        )
+        .with_context(|| format!("dataset {name}"))?;
         let (labels, k) = labels_and_k(&data, base)?;
         let prepared = prepare(&data, base)?;
         let truth = &labels.known_codes();

@@ -365,9 +365,15 @@ pub fn run_dataset(args: &RunArgs, output: &super::vae::H5adArgs) -> Result<Data
     if let Some(n) = args.top_genes {
         cfg.top_genes = n;
     }
-    let data = load_counts(args, None, cfg.seeds[0])?;
+    let data = load_counts(
+        args,
+        None,
+        cfg.seeds[0],
+        scae_io::GeneChoice::All,
+        scae_io::Reading::Memory,
+    )?;
     let (labels, k) = labels_and_k(&data, &cfg)?;
-    let cells = data.counts.cells();
+    let cells = data.n_cells();
     cfg.tsne
         .check_cells(cells)
         .with_context(|| format!("t-SNE of {cells} cells"))?;
@@ -576,7 +582,7 @@ pub fn run_dataset(args: &RunArgs, output: &super::vae::H5adArgs) -> Result<Data
         "history",
         &format!(
             "GMVAE (K = {k}) on {} cells x {} genes: training history",
-            data.counts.cells(),
+            data.n_cells(),
             prepared.genes.len()
         ),
         &history_runs,
@@ -697,7 +703,7 @@ fn scored(
 /// Keeps the most variable genes: their raw counts for the models, their log-normalised values'
 /// principal components for baseline (d).
 pub(super) fn prepare(data: &CountData, cfg: &GmvaeRealStudy) -> Result<Prepared> {
-    let input = data.counts.genes();
+    let input = data.n_genes();
     let n = if cfg.top_genes == 0 {
         input
     } else {
@@ -705,7 +711,7 @@ pub(super) fn prepare(data: &CountData, cfg: &GmvaeRealStudy) -> Result<Prepared
     };
     // The lognormalised values of the kept genes (dense, cells x at most `top_genes`) and which
     // genes they are; the counts of those genes stay sparse.
-    let pre = scae_io::preprocess(data.counts.csr(), n);
+    let pre = scae_io::preprocess(data.matrix()?.csr(), n);
     let lognorm = pre.x;
     if cfg.pca_components > lognorm.ncols().min(lognorm.nrows()) {
         bail!(
@@ -722,7 +728,7 @@ pub(super) fn prepare(data: &CountData, cfg: &GmvaeRealStudy) -> Result<Prepared
         "kept the most variable genes"
     );
     Ok(Prepared {
-        counts: data.select_genes(&pre.genes),
+        counts: data.select_genes(&pre.genes)?,
         genes: pre.genes,
         pcs: super::embed::scores_f32(&pca),
         input_genes: input,
@@ -923,9 +929,9 @@ pub fn write_clusters_h5ad(
     }
     let categories = (0..q_y.ncols()).map(|k| k.to_string()).collect();
     let out = scae_io::AnnOutput {
-        obs_names: &data.obs_names,
+        obs_names: &data.obs_names()?,
         var_names: &data.var_names,
-        x: Some(data.counts.csr()),
+        x: Some(data.matrix()?.csr()),
         obsm: vec![("X_scae", latent.view()), ("scae_q_y", q_y.view())],
         obs_categorical: vec![("scae_cluster", assigned.to_vec(), categories)],
         source: data.ann_source(),
@@ -1121,7 +1127,7 @@ fn report(
          counts of the {} genes whose log-normalised values vary most; {} % of the cells are held \
          out of training; every cell is clustered. Seeds: {:?}.\n",
         data.source.data.display(),
-        data.counts.cells(),
+        data.n_cells(),
         prepared.input_genes,
         data.labels.as_ref().map_or(0, |l| l.names.len()),
         prepared.genes.len(),

@@ -121,8 +121,8 @@ pub fn run(args: &RunArgs) -> Result<()> {
     }
     let run = Run::start(args, clock, "gmvae-synth", cfg.device, cfg.threads)?;
     let device = run.device;
-    let split = CountSplit::new(&data.counts, cfg.test_fraction, cfg.seed)?;
-    let genes = data.counts.genes();
+    let split = CountSplit::new(data.matrix()?, cfg.test_fraction, cfg.seed)?;
+    let genes = data.n_genes();
     let chunk = cfg.train.eval_chunk(genes);
     let train_truth: Vec<i64> = (split.split.train.iter())
         .map(|&i| truth[i] as i64)

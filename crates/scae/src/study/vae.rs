@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use ndarray::Array2;
-use scae_io::{BackedRows, BatchSource, CountMatrix, CountRows, Fields, H5adOptions};
+use scae_io::{BatchSource, CountMatrix, CountRows, Fields, GeneChoice, OpenOptions, Reading};
 use scae_models::{ComputeDevice, History, Likelihood, Net, Split, TrainConfig, Vae, VaeConfig};
 use scae_viz::{LinePanel, Series};
 use serde::{Deserialize, Serialize};
@@ -25,7 +25,7 @@ use super::ae::write_history;
 use super::{Run, RunArgs};
 use crate::card::{ModelCard, ModelKind};
 use crate::config::{StudyConfig, check_run};
-use crate::data::{BackedCounts, CountData, Hdf5Kind};
+use crate::data::CountData;
 use crate::progress::EpochProgress;
 use crate::provenance::{Provenance, RunClock};
 
@@ -107,7 +107,7 @@ pub struct VaeStudy {
     /// Samples per cell of the importance-weighted `log p(x)` on the test set (0: skip it).
     #[serde(default = "default_importance_samples")]
     pub importance_samples: usize,
-    /// Train on the raw counts of this many most variable genes ([`variable_genes`], in memory
+    /// Train on the raw counts of this many most variable genes ([`top_genes`], in memory
     /// only); 0 (the default) = every gene. `--top-genes` overrides it.
     #[serde(default)]
     pub top_genes: usize,
@@ -131,15 +131,32 @@ impl StudyConfig for VaeStudy {
     }
 }
 
-/// Raw counts for a VAE study: `--data` (a `.npy`, a folder with `counts_raw.npy`, or a 10x
-/// folder), else the config's simulation, else the default data's `counts_raw.npy`.
-pub fn load_counts(args: &RunArgs, simulate: Option<&Simulate>, seed: u64) -> Result<CountData> {
+/// Raw counts for a VAE study: `--data` (any format [`scae_io::open`] reads), else the config's
+/// simulation, else the default data's `counts_raw.npy`; the genes `genes` kept, read as
+/// `reading` says.
+pub fn load_counts(
+    args: &RunArgs,
+    simulate: Option<&Simulate>,
+    seed: u64,
+    genes: GeneChoice,
+    reading: Reading,
+) -> Result<CountData> {
+    let options = OpenOptions {
+        h5ad: args.h5ad_options(),
+        labels: args.labels.clone(),
+        reading,
+        genes,
+        ..OpenOptions::default()
+    };
     if let Some(data) = &args.data {
-        return CountData::load(data, args.labels.as_deref(), &h5ad_options(args));
+        return Ok(scae_io::open(data, &options)?);
+    }
+    if reading == Reading::Backed {
+        bail!("--backed reads an .h5ad file given with --data");
     }
     if let Some(sim) = simulate {
         let (counts, name) = sim.draw(seed)?;
-        return CountData::from_counts(counts, &name, None);
+        return Ok(CountData::from_counts(counts, &name, None)?.keep_genes(&options.genes)?);
     }
     let data = crate::data::default_counts(&args.root);
     if !data.exists() {
@@ -149,42 +166,27 @@ pub fn load_counts(args: &RunArgs, simulate: Option<&Simulate>, seed: u64) -> Re
             data.display()
         );
     }
-    CountData::load(&data, args.labels.as_deref(), &h5ad_options(args))
+    Ok(scae_io::open(&data, &options)?)
 }
 
-/// What `--layer` and `--labels-key` ask of an `.h5ad` file.
-pub fn h5ad_options(args: &RunArgs) -> H5adOptions {
-    args.h5ad_options()
-}
-
-/// The raw counts of the most variable genes.
-#[derive(Debug)]
-pub struct VariableGenes {
-    /// Raw counts of the kept genes (cells x kept genes), sparse, with the input's labels.
-    pub counts: CountData,
-    /// Column indices of the kept genes in the input, ascending.
-    pub genes: Vec<usize>,
-}
-
-/// Keeps the `n` genes whose log-normalised values vary most across cells (every gene when `n`
-/// is 0 or at least the number of genes), as the autoencoder questions do for a 10x folder. The
-/// counts stay sparse throughout.
-pub fn variable_genes(data: &CountData, n: usize) -> VariableGenes {
-    let input = data.counts.genes();
-    let genes = if n == 0 || n >= input {
-        (0..input).collect()
+/// The genes a config's `top_genes` keeps: every one for 0, else the `n` most variable.
+pub fn top_genes(n: usize) -> GeneChoice {
+    if n == 0 {
+        GeneChoice::All
     } else {
-        let lognorm = scae_io::preprocess::log_normalize(data.counts.csr());
-        scae_io::preprocess::top_variable_genes(&lognorm, n)
-    };
-    tracing::info!(
-        genes = genes.len(),
-        of = input,
-        "kept the most variable genes"
-    );
-    VariableGenes {
-        counts: data.select_genes(&genes),
-        genes,
+        GeneChoice::Top(n)
+    }
+}
+
+/// How `--backed` asks for the counts to be read: backed, or in memory while they fit
+/// [`memory_budget`].
+pub fn reading(backed: bool) -> Reading {
+    if backed {
+        Reading::Backed
+    } else {
+        Reading::Auto {
+            budget: memory_budget(),
+        }
     }
 }
 
@@ -217,8 +219,8 @@ impl<'a> CountSplit<'a> {
     /// The split of `data`'s cells, whose batches carry its fields ([`CountData::fields`]).
     pub fn of(data: &'a CountData, test_fraction: f64, seed: u64) -> Result<Self> {
         Ok(Self {
-            fields: data.fields()?,
-            ..Self::new(&data.counts, test_fraction, seed)?
+            fields: data.fields.clone(),
+            ..Self::new(data.matrix()?, test_fraction, seed)?
         })
     }
 
@@ -594,111 +596,6 @@ pub fn memory_budget() -> u64 {
     available.map_or(u64::MAX, |kib| kib * 1024 / 2)
 }
 
-/// Whether `data` is an `.h5ad` file to read backed: asked for (`backed`), or too large for
-/// the budget.
-pub fn read_backed(
-    data: Option<&Path>,
-    opened: Option<&(Hdf5Kind, scae_io::Hdf5File)>,
-    layer: Option<&str>,
-    backed: bool,
-) -> Result<bool> {
-    let Some(data) = data else {
-        if backed {
-            bail!("--backed reads an .h5ad file given with --data");
-        }
-        return Ok(false);
-    };
-    if backed {
-        return Ok(true);
-    }
-    let Some((Hdf5Kind::H5ad, file)) = opened else {
-        return Ok(false);
-    };
-    let file = scae_io::H5adRows::from_file(file, layer)?;
-    let stored = match file.row_nnz()? {
-        Some(nnz) => nnz.iter().map(|&n| n as u64).sum(),
-        None => (file.shape().0 as u64) * (file.shape().1 as u64),
-    };
-    let need = stored * 24;
-    let budget = memory_budget();
-    if need > budget && file.row_readable() {
-        tracing::info!(
-            need_mib = need >> 20,
-            budget_mib = budget >> 20,
-            "the counts would not fit in the memory budget: reading them backed from {}",
-            data.display()
-        );
-        return Ok(true);
-    }
-    Ok(false)
-}
-
-/// The cells `scae vae` trains on, in memory or read from the file.
-enum VaeInput {
-    Memory(CountData),
-    Backed(BackedCounts),
-}
-
-impl VaeInput {
-    fn cells(&self) -> usize {
-        match self {
-            Self::Memory(d) => d.counts.cells(),
-            Self::Backed(d) => d.cells.len(),
-        }
-    }
-
-    fn genes(&self) -> usize {
-        match self {
-            Self::Memory(d) => d.counts.genes(),
-            Self::Backed(d) => d.var_names.len(),
-        }
-    }
-
-    fn source(&self) -> &crate::data::DataSource {
-        match self {
-            Self::Memory(d) => &d.source,
-            Self::Backed(d) => &d.source,
-        }
-    }
-
-    fn obs_names(&self) -> Result<std::borrow::Cow<'_, [String]>> {
-        Ok(match self {
-            Self::Memory(d) => std::borrow::Cow::Borrowed(&d.obs_names),
-            Self::Backed(d) => std::borrow::Cow::Owned(d.obs_names()?),
-        })
-    }
-
-    fn var_names(&self) -> &[String] {
-        match self {
-            Self::Memory(d) => &d.var_names,
-            Self::Backed(d) => &d.var_names,
-        }
-    }
-
-    /// The cells at `positions` of the kept cells (a split), or all of them.
-    fn rows<'a>(&'a self, positions: Option<&'a [usize]>) -> Result<Box<dyn BatchSource + 'a>> {
-        let fields = match self {
-            Self::Memory(d) => d.fields()?,
-            Self::Backed(d) => d.fields()?,
-        };
-        let fields = positions.map_or_else(|| fields.clone(), |p| fields.subset(p));
-        Ok(match (self, positions) {
-            (Self::Memory(d), Some(p)) => {
-                Box::new(CountRows::subset(&d.counts, p)?.with_fields(&fields)?)
-            }
-            (Self::Memory(d), None) => Box::new(CountRows::all(&d.counts).with_fields(&fields)?),
-            (Self::Backed(d), p) => {
-                let rows = p.map_or_else(
-                    || d.cells.clone(),
-                    |p| p.iter().map(|&i| d.cells[i]).collect(),
-                );
-                let file = std::sync::Arc::clone(&d.file);
-                Box::new(BackedRows::new(file, rows)?.with_fields(&fields)?)
-            }
-        })
-    }
-}
-
 /// `scae vae`: train one VAE on raw counts and save it with its held-out figures.
 pub fn run(args: &VaeArgs) -> Result<()> {
     let clock = RunClock::start();
@@ -715,54 +612,20 @@ pub fn run(args: &VaeArgs) -> Result<()> {
     }
     cfg.validate()?;
     // The input is opened here, once: the readers and the `.h5ad` writer share the handle.
-    let opened = match args.run.data.as_deref() {
-        Some(path) => crate::data::open_hdf5(path)?,
-        None => None,
-    };
-    let data = if read_backed(
-        args.run.data.as_deref(),
-        opened.as_ref(),
-        args.run.layer.as_deref(),
-        args.backed,
-    )? {
-        let path = args.run.data.as_deref().context("--backed needs --data")?;
-        if cfg.top_genes > 0 {
-            bail!(
-                "{}: read backed, so the most variable genes cannot be chosen before training \
-                 (top_genes = {}); select them in the file, or read it in memory",
-                path.display(),
-                cfg.top_genes
-            );
-        }
-        VaeInput::Backed(BackedCounts::open_opened(
-            path,
-            opened,
-            args.run.labels.as_deref(),
-            &h5ad_options(&args.run),
-        )?)
-    } else {
-        let data = match args.run.data.as_deref() {
-            Some(path) => CountData::load_opened(
-                path,
-                opened,
-                args.run.labels.as_deref(),
-                &h5ad_options(&args.run),
-            )?,
-            None => load_counts(&args.run, cfg.simulate.as_ref(), cfg.seed)?,
-        };
-        VaeInput::Memory(if cfg.top_genes > 0 {
-            variable_genes(&data, cfg.top_genes).counts
-        } else {
-            data
-        })
-    };
+    let data = load_counts(
+        &args.run,
+        cfg.simulate.as_ref(),
+        cfg.seed,
+        top_genes(cfg.top_genes),
+        reading(args.backed),
+    )?;
     let run = Run::start(&args.run, clock, "vae", cfg.device, cfg.threads)?;
     let h5ad_path = args.output.place(run.staging())?;
-    let split = Split::new(data.cells(), cfg.test_fraction, cfg.seed)?;
+    let split = Split::new(data.n_cells(), cfg.test_fraction, cfg.seed)?;
     if split.train.is_empty() || split.test.is_empty() {
         bail!(
             "{} cells are too few to hold out {} % of them",
-            data.cells(),
+            data.n_cells(),
             100.0 * cfg.test_fraction
         );
     }
@@ -791,7 +654,7 @@ pub fn run(args: &VaeArgs) -> Result<()> {
         cfg.seed,
     )?;
     drop((train_cells, test_cells));
-    model.save(run.path(), data.var_names())?;
+    model.save(run.path(), &data.var_names)?;
     let all = data.rows(None)?;
     let latent = model.net.latent_means(&*all, model.chunk)?;
     scae_io::write_npy(&run.path().join("latent.npy"), &latent.view())?;
@@ -802,38 +665,22 @@ pub fn run(args: &VaeArgs) -> Result<()> {
         &format!(
             "VAE ({}), {} cells x {} genes",
             cfg.model.likelihood.label(),
-            data.cells(),
-            data.genes()
+            data.n_cells(),
+            data.n_genes()
         ),
         &[(String::new(), &model.history)],
     )?;
-    let provenance = run.provenance(cfg.seed, data.source());
+    let provenance = run.provenance(cfg.seed, &data.source);
     if let Some(path) = h5ad_path {
         let denoised = args
             .denoised
             .then(|| model.net.decoded_means(&*all, model.chunk, 0, cfg.seed))
             .transpose()?;
         let obs_names = data.obs_names()?;
-        let (every_gene, backed_file): (Vec<usize>, _);
-        let source = match &data {
-            VaeInput::Memory(d) => d.ann_source(),
-            VaeInput::Backed(d) => {
-                every_gene = (0..d.var_names.len()).collect();
-                backed_file = d.file.file();
-                Some(scae_io::AnnSource {
-                    file: &backed_file,
-                    cells: &d.cells,
-                    genes: &every_gene,
-                })
-            }
-        };
         let out = scae_io::AnnOutput {
             obs_names: &obs_names,
-            var_names: data.var_names(),
-            x: match &data {
-                VaeInput::Memory(d) => Some(d.counts.csr()),
-                VaeInput::Backed(_) => None,
-            },
+            var_names: &data.var_names,
+            x: data.counts.memory().map(CountMatrix::csr),
             obsm: vec![("X_scae", latent.view())],
             layers: denoised
                 .iter()
@@ -845,7 +692,7 @@ pub fn run(args: &VaeArgs) -> Result<()> {
                     &serde_json::json!({"config": &cfg, "provenance": &provenance}),
                 )?,
             )],
-            source,
+            source: data.ann_source(),
             ..Default::default()
         };
         scae_io::write_h5ad(&path, &out)?;
@@ -929,12 +776,20 @@ mod tests {
     fn batches_in_memory_and_backed_carry_the_same_labels_and_obs_columns() {
         let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../io/tests/fixtures/annotated.h5ad");
-        let options = H5adOptions {
+        let options = scae_io::H5adOptions {
             labels_key: Some("cell_type".into()),
             obs_keys: vec!["flag".into(), "maybe".into()],
             ..Default::default()
         };
-        let loaded = CountData::load(&data, None, &options).expect("reads");
+        let open = |reading| {
+            let options = OpenOptions {
+                h5ad: options.clone(),
+                reading,
+                ..OpenOptions::default()
+            };
+            scae_io::open(&data, &options).expect("reads")
+        };
+        let loaded = open(Reading::Memory);
         let obs = loaded.obs.clone();
         let names = |key: &str, codes: &[i64]| -> Vec<String> {
             let column = &obs.iter().find(|(k, _)| k == key).expect("column").1;
@@ -942,10 +797,11 @@ mod tests {
                 .map(|&c| usize::try_from(c).map_or("-".into(), |c| column.names[c].clone()))
                 .collect()
         };
-        let backed = VaeInput::Backed(BackedCounts::open(&data, None, &options).expect("opens"));
+        let backed = open(Reading::Backed);
+        assert!(matches!(backed.counts, scae_io::Counts::Backed(_)));
         // Cell 3 has no count and is dropped: positions 0, 3, 6, 7, 38 are file rows 0, 4, 7, 8, 39.
         let positions = [0, 3, 6, 7, 38];
-        let batches = [backed, VaeInput::Memory(loaded)].map(|input| {
+        let batches = [backed, loaded].map(|input| {
             let rows = input.rows(Some(&positions)).expect("rows");
             assert_eq!(rows.fields(), ["flag", scae_io::keys::LABELS, "maybe"]);
             rows.batch(&[4, 0, 1, 2, 3]).expect("batch")

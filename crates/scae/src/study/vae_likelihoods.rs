@@ -1,7 +1,7 @@
 //! The scVAE study's likelihood comparison: the same VAE on the same raw counts with Poisson,
 //! negative binomial, zero-inflated Poisson and zero-inflated NB likelihoods, on one 81 % / 19 %
 //! train/test split. With `top_genes`, every model sees only the raw counts of that many most
-//! variable genes ([`super::vae::variable_genes`]).
+//! variable genes ([`super::vae::top_genes`]).
 //!
 //! With a `[grid]` table, each likelihood first chooses its hidden widths and latent size, as the
 //! study did, by the ELBO on a validation set carved out of the training cells (the test cells
@@ -39,7 +39,7 @@ pub struct LikelihoodStudy {
     pub test_fraction: f64,
     #[serde(default = "default_importance_samples")]
     pub importance_samples: usize,
-    /// Train on the raw counts of this many most variable genes ([`super::vae::variable_genes`]);
+    /// Train on the raw counts of this many most variable genes ([`super::vae::top_genes`]);
     /// 0 (the default) = every gene.
     #[serde(default)]
     pub top_genes: usize,
@@ -151,19 +151,20 @@ pub fn run(args: &RunArgs) -> Result<()> {
     if let Some(n) = args.top_genes {
         cfg.top_genes = n;
     }
-    let data = load_counts(args, None, cfg.seed)?;
-    let data = if cfg.top_genes > 0 {
-        super::vae::variable_genes(&data, cfg.top_genes).counts
-    } else {
-        data
-    };
-    let cells = data.counts.cells();
+    let data = load_counts(
+        args,
+        None,
+        cfg.seed,
+        super::vae::top_genes(cfg.top_genes),
+        scae_io::Reading::Memory,
+    )?;
+    let cells = data.n_cells();
     cfg.tsne
         .check_cells(cells)
         .with_context(|| format!("t-SNE of {cells} cells"))?;
     let run = Run::start(args, clock, "vae-likelihoods", cfg.device, cfg.threads)?;
     let device = run.device;
-    let split = CountSplit::new(&data.counts, cfg.test_fraction, cfg.seed)?;
+    let split = CountSplit::new(data.matrix()?, cfg.test_fraction, cfg.seed)?;
     let colouring = Colouring::new(data.labels.as_ref(), cells);
 
     let grid = match &cfg.grid {
@@ -215,8 +216,8 @@ pub fn run(args: &RunArgs) -> Result<()> {
         "history",
         &format!(
             "VAE likelihoods: training history, {} cells x {} genes",
-            data.counts.cells(),
-            data.counts.genes()
+            data.n_cells(),
+            data.n_genes()
         ),
         &runs,
     )?;

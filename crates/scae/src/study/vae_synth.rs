@@ -56,10 +56,16 @@ pub fn run(args: &RunArgs) -> Result<()> {
             args.config_path("vae-synth").display()
         );
     };
-    let data = load_counts(args, cfg.simulate.as_ref(), cfg.seed)?;
+    let data = load_counts(
+        args,
+        cfg.simulate.as_ref(),
+        cfg.seed,
+        scae_io::GeneChoice::All,
+        scae_io::Reading::Memory,
+    )?;
     let run = Run::start(args, clock, "vae-synth", cfg.device, cfg.threads)?;
     let device = run.device;
-    let split = CountSplit::new(&data.counts, cfg.test_fraction, cfg.seed)?;
+    let split = CountSplit::new(data.matrix()?, cfg.test_fraction, cfg.seed)?;
     let model = super::vae::train(
         "synthetic",
         &cfg.model,
@@ -77,7 +83,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         cfg.seed ^ 0xdec0,
     )?;
     let cells = decoded.nrows() as f64;
-    let sample_means = column_means(&data.counts);
+    let sample_means = column_means(data.matrix()?);
     let table: Vec<FeatureRate> = rates
         .iter()
         .enumerate()
@@ -123,8 +129,8 @@ pub fn run(args: &RunArgs) -> Result<()> {
         "history",
         &format!(
             "Synthetic Poisson data: VAE training ({} cells x {} features)",
-            data.counts.cells(),
-            data.counts.genes()
+            data.n_cells(),
+            data.n_genes()
         ),
         &[(String::new(), &model.history)],
     )?;
