@@ -51,6 +51,9 @@ struct Shared {
     /// The file row of each position, ascending.
     rows: Vec<usize>,
     fields: Fields,
+    /// The genes kept: each file column's column in the batches (`u32::MAX` when dropped), and
+    /// their number; `None` for every gene.
+    genes: Option<(Vec<u32>, usize)>,
 }
 
 /// A pass being read ahead: its order, how far the trainer got, the queue of batches and the
@@ -102,6 +105,7 @@ impl BackedRows {
                 file,
                 rows,
                 fields: Fields::default(),
+                genes: None,
             }),
             ahead: Mutex::new(None),
         })
@@ -125,6 +129,34 @@ impl BackedRows {
         Ok(self)
     }
 
+    /// The same cells with only the file's columns `genes` (ascending), in that order.
+    ///
+    /// # Errors
+    /// [`Error::Inconsistent`] when they are not ascending or out of range, or a pass has
+    /// already been planned.
+    pub fn with_genes(mut self, genes: &[usize]) -> Result<Self> {
+        let path = self.shared.file.path().to_path_buf();
+        let all = self.shared.file.shape().1;
+        if genes.windows(2).any(|w| w[0] >= w[1]) || genes.last().is_some_and(|&g| g >= all) {
+            return Err(Error::Inconsistent {
+                path,
+                reason: "backed genes must be ascending and inside the matrix".into(),
+            });
+        }
+        let Some(shared) = Arc::get_mut(&mut self.shared) else {
+            return Err(Error::Inconsistent {
+                path,
+                reason: "the genes came after a pass was planned".into(),
+            });
+        };
+        let mut map = vec![u32::MAX; all];
+        for (new, &g) in genes.iter().enumerate() {
+            map[g] = u32::try_from(new).unwrap_or(u32::MAX);
+        }
+        shared.genes = Some((map, genes.len()));
+        Ok(self)
+    }
+
     /// The same cells with every field of `fields` (over the same positions).
     ///
     /// # Errors
@@ -142,7 +174,7 @@ impl BatchSource for BackedRows {
     }
 
     fn genes(&self) -> usize {
-        self.shared.file.shape().1
+        self.shared.genes()
     }
 
     fn fields(&self) -> Vec<&str> {
@@ -290,7 +322,31 @@ impl Shared {
             .map(|&p| blocks[&(p / Blocks::CELLS)].row(p))
             .collect();
         let fields = self.fields.subset(positions);
-        Ok(Batch::of_count_rows(self.file.shape().1, &rows, fields))
+        Ok(Batch::of_count_rows(self.genes(), &rows, fields))
+    }
+
+    /// Genes per batch row.
+    fn genes(&self) -> usize {
+        self.genes.as_ref().map_or(self.file.shape().1, |(_, n)| *n)
+    }
+
+    /// `piece` with only the kept genes, renumbered (itself when every gene is kept).
+    fn keep_genes(&self, piece: CsMat<f32>) -> CsMat<f32> {
+        let Some((map, n)) = &self.genes else {
+            return piece;
+        };
+        let (mut indptr, mut indices, mut values) = (vec![0usize], Vec::new(), Vec::new());
+        for row in piece.outer_iterator() {
+            for (g, &v) in row.iter() {
+                let new = map[g];
+                if new != u32::MAX {
+                    indices.push(new as usize);
+                    values.push(v);
+                }
+            }
+            indptr.push(indices.len());
+        }
+        CsMat::new((piece.rows(), *n), indptr, indices, values)
     }
 
     /// Block `b`: the file rows of its positions, every value checked to be a count. A run
@@ -300,7 +356,7 @@ impl Shared {
         let start = b * Blocks::CELLS;
         let end = (start + Blocks::CELLS).min(self.rows.len());
         let rows = &self.rows[start..end];
-        let genes = self.file.shape().1;
+        let genes = self.genes();
         let mut pieces = Vec::new();
         let mut at = Vec::with_capacity(rows.len());
         // The copied rows, one more piece at the end.
@@ -314,7 +370,8 @@ impl Shared {
             }
             let (first, last) = (rows[i], rows[j - 1]);
             let piece = self.file.read_rows(first..last + 1)?;
-            self.check_counts(&piece, first)?;
+            check_counts(&self.file, &piece, first)?;
+            let piece = self.keep_genes(piece);
             if (j - i) * 8 >= (last + 1 - first) * 7 {
                 at.extend(rows[i..j].iter().map(|&row| (pieces.len(), row - first)));
                 pieces.push(piece);
@@ -350,27 +407,30 @@ impl Shared {
             rows: at,
         })
     }
+}
 
-    /// Every value of `piece` (file rows from `first`) a count: a non-negative integer at most
-    /// [`MAX_COUNT`].
-    fn check_counts(&self, piece: &CsMat<f32>, first: usize) -> Result<()> {
-        let is_count = |v: f32| v >= 0.0 && v == v.trunc() && v <= MAX_COUNT;
-        // A fold rather than `all`: without the early exit the check runs in SIMD.
-        if piece.data().iter().fold(true, |ok, &v| ok & is_count(v)) {
-            return Ok(());
-        }
-        for (r, row) in piece.outer_iterator().enumerate() {
-            if let Some((col, &v)) = row.iter().find(|&(_, &v)| !is_count(v)) {
-                return Err(Error::Hdf5 {
-                    path: self.file.path().into(),
-                    object: self.file.element(),
-                    reason: format!(
-                        "value {v} at row {}, col {col} is not a count (a non-negative integer below 2^24)",
-                        first + r
-                    ),
-                });
-            }
-        }
-        Ok(())
+/// Every value of `piece` (rows of `file` from `first`) a count: a non-negative integer at most
+/// [`MAX_COUNT`].
+///
+/// # Errors
+/// [`Error::Hdf5`] naming the first value that is not, with its row and column.
+pub(crate) fn check_counts(file: &H5adRows, piece: &CsMat<f32>, first: usize) -> Result<()> {
+    let is_count = |v: f32| v >= 0.0 && v == v.trunc() && v <= MAX_COUNT;
+    // A fold rather than `all`: without the early exit the check runs in SIMD.
+    if piece.data().iter().fold(true, |ok, &v| ok & is_count(v)) {
+        return Ok(());
     }
+    for (r, row) in piece.outer_iterator().enumerate() {
+        if let Some((col, &v)) = row.iter().find(|&(_, &v)| !is_count(v)) {
+            return Err(Error::Hdf5 {
+                path: file.path().into(),
+                object: file.element(),
+                reason: format!(
+                    "value {v} at row {}, col {col} is not a count (a non-negative integer below 2^24)",
+                    first + r
+                ),
+            });
+        }
+    }
+    Ok(())
 }

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     BackedRows, BatchSource, CountMatrix, CountRows, Error, Fields, Fnv, H5adOptions, H5adRows,
-    Hdf5File, Hdf5Kind, Labels, Result, keys,
+    Hdf5File, Hdf5Kind, Labels, ObsColumn, Result, keys,
 };
 
 /// Which values [`open`] reads.
@@ -154,8 +154,9 @@ impl Counts {
 pub struct CountData {
     pub counts: Counts,
     pub labels: Option<Labels>,
-    /// The `obs` columns asked for ([`H5adOptions::obs_keys`]) of the kept cells, by name.
-    pub obs: Vec<(String, Labels)>,
+    /// The `obs` columns asked for ([`H5adOptions::obs_keys`]) of the kept cells, by name, as
+    /// stored (categorical, numbers, strings).
+    pub obs: Vec<(String, ObsColumn)>,
     /// The labels ([`keys::LABELS`]) and each `obs` column as minibatch fields, one per kept cell.
     pub fields: Fields,
     pub source: DataSource,
@@ -330,33 +331,6 @@ fn open_backed(path: &Path, rows: H5adRows, options: &OpenOptions) -> Result<Cou
     }
     let (n, genes) = rows.shape();
     let var_names = rows.var_names()?;
-    match &options.genes {
-        GeneChoice::All => {}
-        GeneChoice::Top(top) => {
-            return Err(refused(
-                path,
-                &format!(
-                    "read backed, so the most variable genes cannot be chosen before training \
-                     (top genes {top}); select them in the file, or read it in memory"
-                ),
-            ));
-        }
-        GeneChoice::Named(model) => {
-            let columns = gene_columns(model, &var_names, path)?;
-            if columns.len() != var_names.len() || columns.iter().enumerate().any(|(i, &j)| i != j)
-            {
-                return Err(refused(
-                    path,
-                    &format!(
-                        "read backed, the file's genes must be the model's, in its order ({} of \
-                         its {} are); read it in memory to select them",
-                        columns.len(),
-                        var_names.len()
-                    ),
-                ));
-            }
-        }
-    }
     let nnz = rows.row_nnz()?;
     let cells: Vec<usize> = match &nnz {
         Some(nnz) => (0..n).filter(|&r| nnz[r] > 0).collect(),
@@ -387,11 +361,27 @@ fn open_backed(path: &Path, rows: H5adRows, options: &OpenOptions) -> Result<Cou
         (None, None) => None,
     }
     .map(|l| l.subset(&cells));
-    let obs: Vec<(String, Labels)> = (rows.obs_columns(&options.h5ad.obs_keys)?.into_iter())
+    let obs: Vec<(String, ObsColumn)> = (rows.obs_columns(&options.h5ad.obs_keys)?.into_iter())
         .map(|(key, column)| (key, column.subset(&cells)))
         .collect();
     // Checked now (one per cell), read again when written.
     rows.obs_names()?;
+    let kept = match &options.genes {
+        GeneChoice::All => None,
+        GeneChoice::Top(top) if *top >= genes => None,
+        GeneChoice::Top(top) => Some(variable_genes_backed(&rows, &cells, *top)?),
+        GeneChoice::Named(model) => {
+            let columns = gene_columns(model, &var_names, path)?;
+            if columns.windows(2).any(|w| w[0] >= w[1]) {
+                return Err(refused(
+                    path,
+                    "read backed, the model's genes must come in the file's order; read it in \
+                     memory to reorder them",
+                ));
+            }
+            Some(columns)
+        }
+    };
     // The structure and the file's size stand for the content, which is not read up front.
     let mut hash = Fnv::default();
     for v in [
@@ -407,14 +397,20 @@ fn open_backed(path: &Path, rows: H5adRows, options: &OpenOptions) -> Result<Cou
     for code in codes(labels.as_ref(), &obs) {
         hash.eat(&code.to_le_bytes());
     }
+    for g in kept.iter().flatten() {
+        hash.eat(&(*g as u64).to_le_bytes());
+    }
     let fields = fields(labels.as_ref(), &obs, cells.len())?;
+    let genes_kept = kept.unwrap_or_else(|| (0..genes).collect());
+    let var_names = genes_kept.iter().map(|&g| var_names[g].clone()).collect();
     let source = DataSource {
         data: absolute(path),
         labels: labels_path.as_deref().map(absolute),
         cells: cells.len(),
-        genes,
+        genes: genes_kept.len(),
         format: "h5ad-backed".into(),
-        top_genes: None,
+        top_genes: (genes_kept.len() < genes || options.genes != GeneChoice::All)
+            .then_some(genes_kept.len()),
         layer: options.h5ad.layer.clone(),
         labels_key: options.h5ad.labels_key.clone(),
         obs_keys: options.h5ad.obs_keys.clone(),
@@ -429,10 +425,39 @@ fn open_backed(path: &Path, rows: H5adRows, options: &OpenOptions) -> Result<Cou
         fields,
         source,
         cells,
-        genes: (0..genes).collect(),
+        genes: genes_kept,
         obs_names: None,
         var_names,
     })
+}
+
+/// The `n` most variable genes of the kept `cells` of a file read in blocks: one pass over its
+/// rows, the same numbers as in memory ([`crate::preprocess::GeneMoments`]).
+fn variable_genes_backed(rows: &H5adRows, cells: &[usize], n: usize) -> Result<Vec<usize>> {
+    let clock = std::time::Instant::now();
+    let (all, genes) = rows.shape();
+    tracing::info!(
+        cells = cells.len(),
+        genes,
+        "choosing the {n} most variable genes: one pass over {}",
+        rows.path().display()
+    );
+    let mut moments = crate::preprocess::GeneMoments::new(genes);
+    // The rows not kept are those without any count, which the moments leave out.
+    for start in (0..all).step_by(crate::Blocks::CELLS) {
+        let end = (start + crate::Blocks::CELLS).min(all);
+        let block = rows.read_rows(start..end)?;
+        crate::backed::check_counts(rows, &block, start)?;
+        moments.add(&block);
+    }
+    let top = moments.top(n);
+    tracing::info!(
+        genes = top.len(),
+        of = genes,
+        seconds = format!("{:.1}", clock.elapsed().as_secs_f64()),
+        "kept the most variable genes"
+    );
+    Ok(top)
 }
 
 /// A matrix as read, before the rules every format shares.
@@ -443,7 +468,7 @@ struct Raw {
     labels_path: Option<PathBuf>,
     /// Labels read from the file itself (an `.h5ad` column).
     file_labels: Option<Labels>,
-    obs: Vec<(String, Labels)>,
+    obs: Vec<(String, ObsColumn)>,
     names: (Vec<String>, Vec<String>),
     /// The format, without the `-counts` that raw counts add.
     format: &'static str,
@@ -468,7 +493,7 @@ impl Raw {
             other => (other, (0..n).collect()),
         };
         let labels = labels.map(|l| l.subset(&cells));
-        let obs: Vec<(String, Labels)> = (self.obs.into_iter())
+        let obs: Vec<(String, ObsColumn)> = (self.obs.into_iter())
             .map(|(key, column)| (key, column.subset(&cells)))
             .collect();
         let obs_names = cells.iter().map(|&c| obs_names[c].clone()).collect();
@@ -619,7 +644,12 @@ impl CountData {
                     || self.cells.clone(),
                     |p| p.iter().map(|&i| self.cells[i]).collect(),
                 );
-                Box::new(BackedRows::new(Arc::clone(file), rows)?.with_fields(&fields)?)
+                let source = BackedRows::new(Arc::clone(file), rows)?.with_fields(&fields)?;
+                if self.genes.len() == file.shape().1 {
+                    Box::new(source)
+                } else {
+                    Box::new(source.with_genes(&self.genes)?)
+                }
             }
             (Counts::Values(_), _) => {
                 return Err(refused(&self.source.data, "the values are not counts"));
@@ -675,8 +705,9 @@ impl CountData {
                 let genes = if *n >= input {
                     (0..input).collect()
                 } else {
-                    let lognorm = crate::preprocess::log_normalize(counts.csr());
-                    crate::preprocess::top_variable_genes(&lognorm, *n)
+                    let mut moments = crate::preprocess::GeneMoments::new(input);
+                    moments.add(counts.csr());
+                    moments.top(*n)
                 };
                 tracing::info!(
                     genes = genes.len(),
@@ -817,15 +848,15 @@ fn shape(counts: &Counts) -> (usize, usize) {
     }
 }
 
-/// The labels and `obs` columns of `cells` cells as minibatch fields.
-fn fields(labels: Option<&Labels>, obs: &[(String, Labels)], cells: usize) -> Result<Fields> {
+/// The labels and `obs` columns of `cells` cells as minibatch fields (a column's
+/// [`ObsColumn::categories`]).
+fn fields(labels: Option<&Labels>, obs: &[(String, ObsColumn)], cells: usize) -> Result<Fields> {
     let mut fields = Fields::default();
-    for (key, column) in labels
-        .map(|l| (keys::LABELS, l))
-        .into_iter()
-        .chain(obs.iter().map(|(key, column)| (key.as_str(), column)))
-    {
-        fields.insert(key, &column.field_codes(), cells)?;
+    if let Some(labels) = labels {
+        fields.insert(keys::LABELS, &labels.field_codes(), cells)?;
+    }
+    for (key, column) in obs {
+        fields.insert(key, &column.categories().field_codes(), cells)?;
     }
     Ok(fields)
 }
@@ -833,14 +864,17 @@ fn fields(labels: Option<&Labels>, obs: &[(String, Labels)], cells: usize) -> Re
 /// The label and `obs` codes as the fingerprints hash them: the code, or `u64::MAX` for a cell
 /// without one (so fully labelled data keep the fingerprints they had before labels could be
 /// missing).
-fn codes<'a>(
-    labels: Option<&'a Labels>,
-    obs: &'a [(String, Labels)],
-) -> impl Iterator<Item = u64> + 'a {
-    (labels
-        .into_iter()
-        .chain(obs.iter().map(|(_, column)| column)))
-    .flat_map(|l| l.codes.iter().map(|c| c.map_or(u64::MAX, |c| c as u64)))
+fn codes(labels: Option<&Labels>, obs: &[(String, ObsColumn)]) -> Vec<u64> {
+    let word = |l: &Labels| -> Vec<u64> {
+        (l.codes.iter())
+            .map(|c| c.map_or(u64::MAX, |c| c as u64))
+            .collect()
+    };
+    let mut out: Vec<u64> = labels.map(word).unwrap_or_default();
+    for (_, column) in obs {
+        out.extend(word(&column.categories()));
+    }
+    out
 }
 
 /// The number of cells in `labels` without a label, said once in the log when there are any.
@@ -936,7 +970,10 @@ mod tests {
         assert_eq!(data.source.top_genes, Some(3));
         let err = open_with(dir.path(), named(&["0", "x", "y"])).expect_err("missing genes");
         let text = err.to_string();
-        assert!(text.contains("2 of the model's 3 genes are missing (x, y)"), "{text}");
+        assert!(
+            text.contains("2 of the model's 3 genes are missing (x, y)"),
+            "{text}"
+        );
         assert!(!text.contains('\n'), "{text}");
         Ok(())
     }
@@ -984,18 +1021,27 @@ mod tests {
             let err = open(dir.path(), &options).expect_err(expected);
             let text = err.to_string();
             assert!(text.contains(expected), "{text}");
-            assert!(text.starts_with(&dir.path().display().to_string()), "{text}");
+            assert!(
+                text.starts_with(&dir.path().display().to_string()),
+                "{text}"
+            );
         }
         let backed_top = OpenOptions {
             reading: Reading::Backed,
             genes: GeneChoice::Top(2),
             ..OpenOptions::default()
         };
-        let err = open(&fixture("csr.h5ad"), &backed_top).expect_err("backed top genes");
-        assert!(
-            err.to_string().contains("most variable genes cannot be chosen"),
-            "{err}"
-        );
+        // Read backed, the most variable genes are chosen all the same.
+        let data = open(&fixture("csr.h5ad"), &backed_top).expect("backed top genes");
+        assert_eq!((data.n_genes(), data.source.top_genes), (2, Some(2)));
+        // A model's genes out of the file's order cannot be read backed.
+        let backed_named = OpenOptions {
+            reading: Reading::Backed,
+            genes: GeneChoice::Named(vec![data.var_names[1].clone(), data.var_names[0].clone()]),
+            ..OpenOptions::default()
+        };
+        let err = open(&fixture("csr.h5ad"), &backed_named).expect_err("out of order");
+        assert!(err.to_string().contains("in the file's order"), "{err}");
     }
 
     #[test]
@@ -1027,6 +1073,27 @@ mod tests {
             (memory.source.format.as_str(), backed.source.format.as_str()),
             ("h5ad-counts", "h5ad-backed")
         );
+        // The most variable genes are the same read either way, and so are the batches.
+        let [memory, backed] = [Reading::Memory, Reading::Backed].map(|reading| {
+            let options = OpenOptions {
+                h5ad: h5ad.clone(),
+                reading,
+                genes: GeneChoice::Top(7),
+                ..OpenOptions::default()
+            };
+            open(&path, &options).expect("opens")
+        });
+        assert_eq!(memory.genes.len(), 7);
+        assert_eq!(memory.genes, backed.genes);
+        assert_eq!(memory.var_names, backed.var_names);
+        assert_eq!(backed.source.top_genes, Some(7));
+        let positions: Vec<usize> = (0..memory.n_cells()).rev().collect();
+        let [a, b] = [&memory, &backed].map(|data| {
+            let rows = data.rows(None).expect("rows");
+            assert_eq!(rows.genes(), 7);
+            rows.batch(&positions).expect("batch")
+        });
+        assert_eq!(a, b);
         // A budget too small for the counts reads them backed; a large one, in memory.
         for (budget, backed) in [(1, true), (u64::MAX, false)] {
             let options = OpenOptions {

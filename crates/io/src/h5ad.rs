@@ -42,8 +42,8 @@ pub struct AnnMatrix {
     pub var_names: Vec<String>,
     /// The labels of `labels_key`.
     pub labels: Option<Labels>,
-    /// The columns of `obs_keys`, by name, in that order.
-    pub obs: Vec<(String, Labels)>,
+    /// The columns of `obs_keys`, by name, in that order, as stored.
+    pub obs: Vec<(String, ObsColumn)>,
     /// The matrix read, from the root (`/X`, `/layers/counts`, `/raw/X`).
     pub element: String,
 }
@@ -55,8 +55,76 @@ pub struct AnnCounts {
     pub obs_names: Vec<String>,
     pub var_names: Vec<String>,
     pub labels: Option<Labels>,
-    pub obs: Vec<(String, Labels)>,
+    pub obs: Vec<(String, ObsColumn)>,
     pub element: String,
+}
+
+/// An `obs` column as it is stored: categories (a categorical column, booleans), numbers
+/// (integers, floats, pandas' nullable integers) or strings; a missing value is `None` (`NaN`
+/// for a number). Columns of the pre-0.7 compound `obs` that are not categorical come as
+/// strings.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ObsColumn {
+    Categorical(Labels),
+    Numbers(Vec<f64>),
+    Strings(Vec<Option<String>>),
+}
+
+impl ObsColumn {
+    /// Number of cells.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Categorical(l) => l.len(),
+            Self::Numbers(v) => v.len(),
+            Self::Strings(v) => v.len(),
+        }
+    }
+
+    /// Whether the column has no cells.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The values of the cells at `cells`, in that order.
+    ///
+    /// # Panics
+    /// If a cell index is out of range.
+    pub fn subset(&self, cells: &[usize]) -> Self {
+        match self {
+            Self::Categorical(l) => Self::Categorical(l.subset(cells)),
+            Self::Numbers(v) => Self::Numbers(cells.iter().map(|&c| v[c]).collect()),
+            Self::Strings(v) => Self::Strings(cells.iter().map(|&c| v[c].clone()).collect()),
+        }
+    }
+
+    /// The column as categories (what a per-cell field and a label score read): a number's
+    /// category is its value written out (`3`, `0.5`), a missing value none.
+    pub fn categories(&self) -> Labels {
+        match self {
+            Self::Categorical(l) => l.clone(),
+            Self::Numbers(v) => {
+                let text: Vec<Option<String>> = v.iter().map(|&v| number_text(v)).collect();
+                let refs: Vec<Option<&str>> = text.iter().map(Option::as_deref).collect();
+                Labels::from_optional(&refs)
+            }
+            Self::Strings(v) => {
+                let refs: Vec<Option<&str>> = v.iter().map(Option::as_deref).collect();
+                Labels::from_optional(&refs)
+            }
+        }
+    }
+}
+
+/// A number as a category: integral values without a fraction, others as `f32` writes them (the
+/// precision `obs` floats are read at); `None` for NaN.
+fn number_text(v: f64) -> Option<String> {
+    if v.is_nan() {
+        None
+    } else if v.fract() == 0.0 && v.abs() < 9.0e15 {
+        Some(format!("{}", v as i64))
+    } else {
+        Some((v as f32).to_string())
+    }
 }
 
 impl AnnMatrix {
@@ -337,20 +405,36 @@ impl H5adRows {
     /// [`crate::Error::Hdf5`] when there is no such column (the message lists the columns), a code
     /// is outside the categories, or the column is not categorical, strings or numbers.
     pub fn labels(&self, key: &str) -> Result<Labels> {
-        let values = obs_column(&self.h5, key)?;
-        self.h5
-            .check_len(&format!("obs/{key}"), values.len(), self.shape.0, "cells")?;
-        let refs: Vec<Option<&str>> = values.iter().map(Option::as_deref).collect();
-        Ok(Labels::from_optional(&refs))
+        let column = self.obs_column(key)?;
+        if let ObsColumn::Numbers(v) = &column
+            && let Some(bad) = v.iter().find(|v| v.is_infinite())
+        {
+            return Err(self
+                .h5
+                .err(&format!("obs/{key}"), format!("value {bad} is not a label")));
+        }
+        Ok(column.categories())
     }
 
-    /// The `obs` columns `keys`, each as [`H5adRows::labels`], by name.
+    /// The `obs` column `key` as it is stored, one value per cell.
     ///
     /// # Errors
-    /// As [`H5adRows::labels`].
-    pub fn obs_columns(&self, keys: &[String]) -> Result<Vec<(String, Labels)>> {
+    /// [`crate::Error::Hdf5`] when there is no such column (the message lists the columns), a
+    /// code is outside the categories, or the column is of an encoding scae does not read.
+    pub fn obs_column(&self, key: &str) -> Result<ObsColumn> {
+        let column = obs_column(&self.h5, key)?;
+        self.h5
+            .check_len(&format!("obs/{key}"), column.len(), self.shape.0, "cells")?;
+        Ok(column)
+    }
+
+    /// The `obs` columns `keys`, each as [`H5adRows::obs_column`], by name.
+    ///
+    /// # Errors
+    /// As [`H5adRows::obs_column`].
+    pub fn obs_columns(&self, keys: &[String]) -> Result<Vec<(String, ObsColumn)>> {
         keys.iter()
-            .map(|key| Ok((key.clone(), self.labels(key)?)))
+            .map(|key| Ok((key.clone(), self.obs_column(key)?)))
             .collect()
     }
 }
@@ -418,16 +502,16 @@ fn frame_index(h5: &H5, frame: &str) -> Result<Vec<String>> {
     compound_field(h5, frame, "index")
 }
 
-/// The column `key` of `obs` as strings: categories resolved, numbers formatted; `None` for a
-/// missing value (categorical code -1, a NaN number).
-fn obs_column(h5: &H5, key: &str) -> Result<Vec<Option<String>>> {
+/// The column `key` of `obs` as it is stored ([`ObsColumn`]); a missing value (categorical code
+/// -1, a masked entry of a nullable array, a NaN number) is missing.
+fn obs_column(h5: &H5, key: &str) -> Result<ObsColumn> {
     let name = format!("obs/{key}");
     if !h5.is_group("obs") {
         // Pre-0.7: a field of the compound `obs`, categorical when `uns/<key>_categories` exists.
         let values = compound_field(h5, "obs", key)?;
         let categories = format!("uns/{key}_categories");
         if !h5.has(&categories) {
-            return Ok(values.into_iter().map(Some).collect());
+            return Ok(ObsColumn::Strings(values.into_iter().map(Some).collect()));
         }
         let codes: Vec<i64> = values
             .iter()
@@ -437,7 +521,8 @@ fn obs_column(h5: &H5, key: &str) -> Result<Vec<Option<String>>> {
                 })
             })
             .collect::<Result<_>>()?;
-        return decode(h5, &format!("obs/{key}"), &codes, &h5.strings(&categories)?);
+        let decoded = decode(h5, &format!("obs/{key}"), &codes, &h5.strings(&categories)?)?;
+        return Ok(categorical(&decoded));
     }
     if !h5.has(&name) {
         let columns = h5
@@ -466,12 +551,10 @@ fn obs_column(h5: &H5, key: &str) -> Result<Vec<Option<String>>> {
             "nullable-integer" | "nullable-boolean" | "nullable-string-array"
         ) {
             // pandas' nullable arrays: the values, and a mask that is true where one is missing.
-            let values = column_values(h5, &format!("{name}/values"))?;
+            let values = column_typed(h5, &format!("{name}/values"))?;
             let mask = h5.floats(&format!("{name}/mask"), None)?;
             h5.check_len(&format!("{name}/mask"), mask.len(), values.len(), "values")?;
-            return Ok((values.into_iter().zip(mask))
-                .map(|(v, m)| v.filter(|_| m == 0.0))
-                .collect());
+            return Ok(masked(values, &mask));
         }
         if encoding != "categorical" {
             return Err(h5.err(
@@ -481,15 +564,74 @@ fn obs_column(h5: &H5, key: &str) -> Result<Vec<Option<String>>> {
         }
         let codes = h5.ints(&format!("{name}/codes"), None)?;
         let categories = category_strings(h5, &format!("{name}/categories"))?;
-        return decode(h5, &format!("{name}/codes"), &codes, &categories);
+        return Ok(categorical(&decode(
+            h5,
+            &format!("{name}/codes"),
+            &codes,
+            &categories,
+        )?));
     }
     // 0.7: codes in the column, categories in `obs/__categories/<key>`.
     let legacy = format!("obs/__categories/{key}");
     if h5.has(&legacy) {
         let codes = h5.ints(&name, None)?;
-        return decode(h5, &name, &codes, &category_strings(h5, &legacy)?);
+        let decoded = decode(h5, &name, &codes, &category_strings(h5, &legacy)?)?;
+        return Ok(categorical(&decoded));
     }
-    column_values(h5, &name)
+    column_typed(h5, &name)
+}
+
+/// Decoded categories as a categorical column.
+fn categorical(values: &[Option<String>]) -> ObsColumn {
+    let refs: Vec<Option<&str>> = values.iter().map(Option::as_deref).collect();
+    ObsColumn::Categorical(Labels::from_optional(&refs))
+}
+
+/// `values` with the entries whose `mask` is true (non-zero) missing.
+fn masked(values: ObsColumn, mask: &[f32]) -> ObsColumn {
+    let keep = |i: usize| mask[i] == 0.0;
+    match values {
+        ObsColumn::Numbers(v) => ObsColumn::Numbers(
+            (v.into_iter().enumerate())
+                .map(|(i, v)| if keep(i) { v } else { f64::NAN })
+                .collect(),
+        ),
+        ObsColumn::Strings(v) => ObsColumn::Strings(
+            (v.into_iter().enumerate())
+                .map(|(i, v)| v.filter(|_| keep(i)))
+                .collect(),
+        ),
+        ObsColumn::Categorical(l) => {
+            let values: Vec<Option<String>> = (l.codes.iter().enumerate())
+                .map(|(i, c)| c.filter(|_| keep(i)).map(|c| l.names[c].clone()))
+                .collect();
+            categorical(&values)
+        }
+    }
+}
+
+/// A 1-D dataset of `obs` values, typed: booleans as the categories `True` and `False` (as
+/// pandas writes them), integers and floats as numbers, anything else as strings.
+fn column_typed(h5: &H5, name: &str) -> Result<ObsColumn> {
+    let ds = h5.dataset(name)?;
+    let ty = crate::h5::descriptor(&ds).map_err(|e| h5.err(name, e))?;
+    Ok(match ty {
+        TypeDescriptor::Boolean => {
+            let values: Vec<Option<String>> = (h5.floats(name, None)?.iter())
+                .map(|&v| Some(if v != 0.0 { "True" } else { "False" }.to_owned()))
+                .collect();
+            categorical(&values)
+        }
+        TypeDescriptor::Integer(_) | TypeDescriptor::Unsigned(_) => {
+            ObsColumn::Numbers((h5.ints(name, None)?.iter()).map(|&v| v as f64).collect())
+        }
+        TypeDescriptor::Float(_) => ObsColumn::Numbers(
+            (h5.floats(name, None)?.iter())
+                .map(|&v| f64::from(v))
+                .collect(),
+        ),
+        _ => ObsColumn::Strings(h5.strings(name)?.into_iter().map(Some).collect()),
+    })
 }
 
 /// Categories: strings, or numbers written as text; none may be missing.

@@ -54,7 +54,7 @@ pub use dataset::{
 };
 pub use error::{Error, Result};
 pub use h5::{Hdf5File, Hdf5Kind};
-pub use h5ad::{AnnCounts, AnnMatrix, H5adOptions, H5adRows, read_h5ad, read_h5ad_file};
+pub use h5ad::{AnnCounts, AnnMatrix, H5adOptions, H5adRows, ObsColumn, read_h5ad, read_h5ad_file};
 pub use h5ad_write::{AnnOutput, AnnSource, write_h5ad};
 pub use labels::{Labels, read_labels, write_labels};
 pub use npy::{read_counts, read_matrix, write_npy};

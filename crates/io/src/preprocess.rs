@@ -108,12 +108,67 @@ pub fn gene_variances(x: &CsMat<f32>) -> Vec<f64> {
 /// Indices of the `n` genes of highest [`gene_variances`] (all genes if there are fewer than
 /// `n`), ties broken by the lower index, returned in ascending order.
 pub fn top_variable_genes(x: &CsMat<f32>, n: usize) -> Vec<usize> {
-    let variances = gene_variances(x);
+    top_of(&gene_variances(x), n)
+}
+
+/// Indices of the `n` highest `variances`, ties broken by the lower index, ascending.
+fn top_of(variances: &[f64], n: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..variances.len()).collect();
     order.sort_unstable_by(|&a, &b| variances[b].total_cmp(&variances[a]).then(a.cmp(&b)));
     order.truncate(n);
     order.sort_unstable();
     order
+}
+
+/// Each gene's log-normalised values summed over cells as they come, a block of rows at a time:
+/// [`top_variable_genes`] of [`log_normalize`]d counts without holding them (the same numbers,
+/// in the same order, so the same genes in memory and read from a file). Cells without any count
+/// are left out, as the count commands drop them.
+#[derive(Debug, Clone)]
+pub struct GeneMoments {
+    sum: Vec<f64>,
+    sum_sq: Vec<f64>,
+    cells: usize,
+}
+
+impl GeneMoments {
+    /// No cells yet, of `genes` genes.
+    pub fn new(genes: usize) -> Self {
+        Self {
+            sum: vec![0.0; genes],
+            sum_sq: vec![0.0; genes],
+            cells: 0,
+        }
+    }
+
+    /// Adds the cells (rows, CSR) of raw counts `counts`.
+    ///
+    /// # Panics
+    /// If `counts` has more genes than [`GeneMoments::new`] was given.
+    pub fn add(&mut self, counts: &CsMat<f32>) {
+        for row in counts.outer_iterator() {
+            let total: f64 = row.data().iter().map(|&v| f64::from(v)).sum();
+            if total <= 0.0 {
+                continue;
+            }
+            let scale = TARGET_SUM / total;
+            for (gene, &v) in row.iter() {
+                let x = f64::from((f64::from(v) * scale).ln_1p() as f32);
+                self.sum[gene] += x;
+                self.sum_sq[gene] += x * x;
+            }
+            self.cells += 1;
+        }
+    }
+
+    /// The `n` genes of highest variance (every gene when there are at most `n`), ascending.
+    pub fn top(&self, n: usize) -> Vec<usize> {
+        let cells = self.cells.max(1) as f64;
+        let variances: Vec<f64> = (self.sum.iter().zip(&self.sum_sq))
+            .map(|(&s, &sq)| ((sq - s * s / cells) / cells).max(0.0))
+            .collect();
+        top_of(&variances, n)
+    }
 }
 
 /// The raw counts, dense, of the given genes (columns, in that order, e.g.

@@ -9,8 +9,8 @@ use std::process::Command;
 use std::sync::Arc;
 
 use scae_io::{
-    AnnOutput, AnnSource, BackedRows, BatchSource, CountRows, H5adOptions, H5adRows, read_10x,
-    read_10x_h5, read_h5ad, to_dense, write_h5ad,
+    AnnOutput, AnnSource, BackedRows, BatchSource, CountRows, H5adOptions, H5adRows, Labels,
+    ObsColumn, read_10x, read_10x_h5, read_h5ad, to_dense, write_h5ad,
 };
 use serde_json::Value;
 
@@ -130,7 +130,7 @@ fn cell_ranger_h5_gives_the_matrix_of_its_mtx_twin() {
 }
 
 #[test]
-fn obs_columns_asked_for_are_read_as_categories_with_missing_values_kept() {
+fn obs_columns_asked_for_are_read_as_stored_with_missing_values_kept() {
     let path = fixtures().join("annotated.h5ad");
     let options = H5adOptions {
         obs_keys: vec![
@@ -138,36 +138,68 @@ fn obs_columns_asked_for_are_read_as_categories_with_missing_values_kept() {
             "flag".into(),
             "maybe".into(),
             "ok".into(),
+            "score".into(),
+            "barcode".into(),
         ],
         ..Default::default()
     };
     let m = read_h5ad(&path, &options).expect("reads");
     let keys: Vec<&str> = m.obs.iter().map(|(k, _)| k.as_str()).collect();
-    assert_eq!(keys, ["cell_type", "flag", "maybe", "ok"]);
-    let cell_type = m.obs[0].1.field_codes();
+    assert_eq!(
+        keys,
+        ["cell_type", "flag", "maybe", "ok", "score", "barcode"]
+    );
+    let categories = |i: usize| -> Labels {
+        match &m.obs[i].1 {
+            ObsColumn::Categorical(l) => l.clone(),
+            other => panic!("{}: not categorical: {other:?}", m.obs[i].0),
+        }
+    };
+    let cell_type = categories(0).field_codes();
     assert_eq!(cell_type.len(), 40);
     // make_annotated.py took cell 7's type away; every other cell has one.
     assert_eq!(cell_type[7], scae_io::MISSING);
     assert_eq!(cell_type.iter().filter(|&&c| c < 0).count(), 1);
-    let flag = &m.obs[1].1;
+    // Booleans are the categories pandas writes them as.
+    let flag = categories(1);
     let want: Vec<usize> = (0..40).map(|i| usize::from(i % 3 == 0)).collect();
     assert_eq!(flag.names, ["False", "True"]);
     assert_eq!(flag.codes, want.into_iter().map(Some).collect::<Vec<_>>());
-    // pandas' nullable arrays (make_annotated.py): a masked value is a cell without one.
-    let maybe = &m.obs[2].1;
+    // pandas' nullable arrays (make_annotated.py): a masked value is a cell without one; a
+    // nullable integer stays a number (`maybe` is the row number, missing on every fifth row).
+    let ObsColumn::Numbers(maybe) = &m.obs[2].1 else {
+        panic!("maybe: {:?}", m.obs[2].1)
+    };
+    assert_eq!(maybe.iter().filter(|v| v.is_nan()).count(), 8);
+    assert!(maybe[0].is_nan());
+    assert_eq!((maybe[1], maybe[39]), (1.0, 39.0));
+    let maybe = m.obs[2].1.categories();
     assert_eq!(maybe.missing(), 8);
-    assert_eq!(maybe.codes[0], None);
     assert_eq!(maybe.names[maybe.codes[1].expect("1")], "1");
-    let ok = &m.obs[3].1;
+    let ok = categories(3);
     assert_eq!(
         (ok.names.clone(), ok.missing()),
         (vec!["False".to_owned(), "True".into()], 6)
     );
     assert_eq!(ok.names[ok.codes[2].expect("2")], "True");
+    // A float column is numbers (anndata: float64), a string column strings (`AC000GT`, ...).
+    let ObsColumn::Numbers(score) = &m.obs[4].1 else {
+        panic!("score: {:?}", m.obs[4].1)
+    };
+    assert_eq!(score.len(), 40);
+    assert!(score.iter().all(|v| v.is_finite() && v.fract() != 0.0));
+    let ObsColumn::Strings(barcode) = &m.obs[5].1 else {
+        panic!("barcode: {:?}", m.obs[5].1)
+    };
+    assert_eq!(barcode[3].as_deref(), Some("AC003GT"));
     let backed = H5adRows::open(&path, None).expect("opens");
+    // Compared as text: a missing number is NaN, which is not equal to itself.
     assert_eq!(
-        backed.obs_columns(&options.obs_keys).expect("columns"),
-        m.obs
+        format!(
+            "{:?}",
+            backed.obs_columns(&options.obs_keys).expect("columns")
+        ),
+        format!("{:?}", m.obs)
     );
     let err = read_h5ad(
         &path,

@@ -352,17 +352,20 @@ pub fn cluster(args: &ClusterArgs) -> Result<()> {
     use crate::study::gmvae_real::{read_gmvae, write_clusters};
 
     let (model, genes) = read_gmvae(&args.model)?;
-    let options = scae_io::H5adOptions {
-        layer: args.layer.clone(),
-        labels_key: None,
-        ..Default::default()
-    };
     let options = scae_io::OpenOptions {
-        h5ad: options,
-        genes: scae_io::GeneChoice::Named(genes.clone()),
+        h5ad: scae_io::H5adOptions {
+            layer: args.layer.clone(),
+            ..Default::default()
+        },
         ..Default::default()
     };
+    // Every gene is read, and written back with `--h5ad`; the model sees its own.
     let data = scae_io::open(&args.data, &options)?;
+    let input = data.select_genes(&scae_io::gene_columns(
+        &genes,
+        &data.var_names,
+        &data.source.data,
+    )?)?;
     let (device, _) = crate::study::setup_compute(args.device, args.threads)?;
     let net = Net::<Gmvae>::load(
         &args.model.join("weights.safetensors"),
@@ -370,13 +373,13 @@ pub fn cluster(args: &ClusterArgs) -> Result<()> {
         &model,
         device,
     )?;
-    let q_y = net.cluster_probabilities(&*data.rows(None)?, 4096)?;
+    let q_y = net.cluster_probabilities(&*input.rows(None)?, 4096)?;
     let assigned = scae_models::row_argmax(q_y.view()).to_vec();
     let out = Staging::new(&args.out)?;
     let h5ad_path = args.output.place(&out)?;
     write_clusters(out.path(), &data.cells, &q_y, &assigned)?;
     if let Some(path) = h5ad_path {
-        let latent = net.latent_means(&*data.rows(None)?, 4096)?;
+        let latent = net.latent_means(&*input.rows(None)?, 4096)?;
         crate::study::gmvae_real::write_clusters_h5ad(&path, &data, &latent, &q_y, &assigned)?;
     }
     let dest = out.commit()?;

@@ -179,9 +179,15 @@ fn gmvae_real_scores_every_method_and_its_model_clusters_new_cells() {
     let data = root.path().join("data").display().to_string();
     let assigned = root.path().join("assigned");
     let out = assigned.display().to_string();
+    let adata = root.path().join("assigned.h5ad");
+    let h5ad = adata.display().to_string();
     assert_ok(&scae(&[
-        "cluster", "--model", &model, "--data", &data, "--out", &out, "--device", "cpu",
+        "cluster", "--model", &model, "--data", &data, "--out", &out, "--device", "cpu", "--h5ad",
+        &h5ad,
     ]));
+    // The AnnData written back holds every gene of the input (30), not only the model's 24.
+    let written = scae_io::read_h5ad(&adata, &Default::default()).expect("reads");
+    assert_eq!(written.x.shape(), (240, 30));
     let saved = std::fs::read_to_string(dir.join("seed_4/gmvae/clusters.csv")).expect("saved");
     let fresh = std::fs::read_to_string(assigned.join("clusters.csv")).expect("fresh");
     let clusters = |t: &str| -> Vec<String> {

@@ -116,42 +116,56 @@ fn vae_backed_from_the_file_gives_the_numbers_of_the_run_in_memory() {
     std::fs::write(&config, SMALL_VAE).expect("config");
     let c = config.display().to_string();
     let data = fixtures().join("csr.h5ad").display().to_string();
-    let mut runs = Vec::new();
-    for backed in [false, true] {
-        let out = tmp.path().join(if backed { "backed" } else { "memory" });
-        let o = out.display().to_string();
-        let mut args = vec![
-            "vae",
-            "--config",
-            &c,
-            "--data",
-            &data,
-            "--out",
-            &o,
-            "--labels-key",
-            "cell_type",
-        ];
-        if backed {
-            args.push("--backed");
+    // Every gene, then the 10 most variable: chosen in one pass over the file when backed.
+    for top in [None, Some("10")] {
+        let mut runs = Vec::new();
+        for backed in [false, true] {
+            let name = format!("{}-{}", top.unwrap_or("all"), backed);
+            let out = tmp.path().join(name);
+            let o = out.display().to_string();
+            let mut args = vec![
+                "vae",
+                "--config",
+                &c,
+                "--data",
+                &data,
+                "--out",
+                &o,
+                "--labels-key",
+                "cell_type",
+            ];
+            if backed {
+                args.push("--backed");
+            }
+            if let Some(n) = top {
+                args.extend(["--top-genes", n]);
+            }
+            assert_ok(&scae(&args));
+            let m = json(&out.join("metrics.json"));
+            let read = &m["provenance"]["data"];
+            assert_eq!(read["cells"], 39, "the empty cell is dropped");
+            assert_eq!(read["genes"], if top.is_some() { 10 } else { 25 }, "{read}");
+            let latent = std::fs::read(out.join("latent.npy")).expect("latent");
+            let mut history = m["history"].clone();
+            for epoch in history["epochs"].as_array_mut().expect("epochs") {
+                let epoch = epoch.as_object_mut().expect("epoch");
+                epoch.remove("seconds");
+                epoch.remove("train_seconds");
+            }
+            let genes = std::fs::read_to_string(out.join("model.json")).expect("card");
+            let genes: serde_json::Value = serde_json::from_str(&genes).expect("JSON");
+            runs.push((
+                history,
+                m["summary"]["test_elbo"].clone(),
+                latent,
+                genes["genes"].clone(),
+            ));
         }
-        assert_ok(&scae(&args));
-        let m = json(&out.join("metrics.json"));
-        assert_eq!(
-            m["provenance"]["data"]["cells"], 39,
-            "the empty cell is dropped"
-        );
-        let latent = std::fs::read(out.join("latent.npy")).expect("latent");
-        let mut history = m["history"].clone();
-        for epoch in history["epochs"].as_array_mut().expect("epochs") {
-            let epoch = epoch.as_object_mut().expect("epoch");
-            epoch.remove("seconds");
-            epoch.remove("train_seconds");
-        }
-        runs.push((history, m["summary"]["test_elbo"].clone(), latent));
+        assert_eq!(runs[0].0, runs[1].0.clone(), "{top:?}: the same history");
+        assert_eq!(runs[0].1, runs[1].1, "{top:?}");
+        assert_eq!(runs[0].2, runs[1].2, "{top:?}: the same latent means");
+        assert_eq!(runs[0].3, runs[1].3, "{top:?}: the same genes");
     }
-    assert_eq!(runs[0].0, runs[1].0.clone(), "the same history");
-    assert_eq!(runs[0].1, runs[1].1);
-    assert_eq!(runs[0].2, runs[1].2, "the same latent means");
 }
 
 #[test]

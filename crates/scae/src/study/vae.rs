@@ -107,8 +107,8 @@ pub struct VaeStudy {
     /// Samples per cell of the importance-weighted `log p(x)` on the test set (0: skip it).
     #[serde(default = "default_importance_samples")]
     pub importance_samples: usize,
-    /// Train on the raw counts of this many most variable genes ([`top_genes`], in memory
-    /// only); 0 (the default) = every gene. `--top-genes` overrides it.
+    /// Train on the raw counts of this many most variable genes ([`top_genes`], in memory or
+    /// backed); 0 (the default) = every gene. `--top-genes` overrides it.
     #[serde(default)]
     pub top_genes: usize,
     pub model: VaeConfig,
@@ -792,7 +792,12 @@ mod tests {
         let loaded = open(Reading::Memory);
         let obs = loaded.obs.clone();
         let names = |key: &str, codes: &[i64]| -> Vec<String> {
-            let column = &obs.iter().find(|(k, _)| k == key).expect("column").1;
+            let column = obs
+                .iter()
+                .find(|(k, _)| k == key)
+                .expect("column")
+                .1
+                .categories();
             (codes.iter())
                 .map(|&c| usize::try_from(c).map_or("-".into(), |c| column.names[c].clone()))
                 .collect()
