@@ -533,7 +533,7 @@ impl Raw {
             fields,
             cells,
             genes: (0..genes).collect(),
-            file: self.file.filter(|_| self.format == "h5ad"),
+            file: self.file,
             obs_names: Some(obs_names),
             var_names,
         };
@@ -953,6 +953,24 @@ mod tests {
         assert!(data.source.labels.is_some());
         assert_eq!(data.rows(None)?.cells(), 2);
         Ok(())
+    }
+
+    #[test]
+    fn genes_are_found_by_name_in_any_order_and_missing_ones_counted() {
+        let names = |n: &[&str]| -> Vec<String> { n.iter().map(|s| (*s).to_owned()).collect() };
+        let model = names(&["b", "a", "c"]);
+        let data = Path::new("x.h5ad");
+        let columns = |var: &[&str]| gene_columns(&model, &names(var), data);
+        assert_eq!(columns(&["b", "a", "c"]).expect("found"), [0, 1, 2]);
+        assert_eq!(columns(&["a", "z", "c", "b"]).expect("found"), [3, 0, 2]);
+        let err = columns(&["a", "z"]).expect_err("refused").to_string();
+        assert_eq!(err, "x.h5ad: 2 of the model's 3 genes are missing (b, c)");
+        // A name held twice is matched in order of appearance.
+        let twice = names(&["a", "a"]);
+        assert_eq!(
+            gene_columns(&twice, &names(&["x", "a", "a"]), data).expect("found"),
+            [1, 2]
+        );
     }
 
     #[test]

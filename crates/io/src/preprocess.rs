@@ -99,8 +99,13 @@ pub fn gene_variances(x: &CsMat<f32>) -> Vec<f64> {
         sum[gene] += v;
         sum_sq[gene] += v * v;
     }
-    let n = x.rows().max(1) as f64;
-    (sum.iter().zip(&sum_sq))
+    variances(&sum, &sum_sq, x.rows())
+}
+
+/// The population variance of each gene from its sum and sum of squares over `cells` cells.
+fn variances(sum: &[f64], sum_sq: &[f64], cells: usize) -> Vec<f64> {
+    let n = cells.max(1) as f64;
+    (sum.iter().zip(sum_sq))
         .map(|(&s, &sq)| ((sq - s * s / n) / n).max(0.0))
         .collect()
 }
@@ -163,11 +168,7 @@ impl GeneMoments {
 
     /// The `n` genes of highest variance (every gene when there are at most `n`), ascending.
     pub fn top(&self, n: usize) -> Vec<usize> {
-        let cells = self.cells.max(1) as f64;
-        let variances: Vec<f64> = (self.sum.iter().zip(&self.sum_sq))
-            .map(|(&s, &sq)| ((sq - s * s / cells) / cells).max(0.0))
-            .collect();
-        top_of(&variances, n)
+        top_of(&variances(&self.sum, &self.sum_sq, self.cells), n)
     }
 }
 

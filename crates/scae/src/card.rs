@@ -113,18 +113,7 @@ impl ModelCard {
         }
         Ok(card)
     }
-
-    /// The columns of data with gene names `var_names` that hold the model's genes, in the
-    /// model's order ([`gene_columns`]).
-    ///
-    /// # Errors
-    /// One line naming `data` and how many of the model's genes it lacks.
-    pub fn columns(&self, var_names: &[String], data: &Path) -> Result<Vec<usize>> {
-        Ok(gene_columns(&self.genes, var_names, data)?)
-    }
 }
-
-pub use scae_io::gene_columns;
 
 #[cfg(test)]
 mod tests {
@@ -139,34 +128,6 @@ mod tests {
             ModelKind::Vae(VaeConfig::new(2, scae_models::Likelihood::Nb)),
             names(genes),
         )
-    }
-
-    #[test]
-    fn genes_are_found_by_name_in_any_order_and_missing_ones_counted() {
-        let c = card(&["b", "a", "c"]);
-        let data = Path::new("x.h5ad");
-        assert_eq!(
-            c.columns(&names(&["b", "a", "c"]), data).expect("found"),
-            [0, 1, 2]
-        );
-        assert_eq!(
-            c.columns(&names(&["a", "z", "c", "b"]), data)
-                .expect("found"),
-            [3, 0, 2]
-        );
-        let err = c
-            .columns(&names(&["a", "z"]), data)
-            .expect_err("refused")
-            .to_string();
-        assert_eq!(err, "x.h5ad: 2 of the model's 3 genes are missing (b, c)");
-        // A name held twice is matched in order of appearance.
-        let twice = card(&["a", "a"]);
-        assert_eq!(
-            twice
-                .columns(&names(&["x", "a", "a"]), data)
-                .expect("found"),
-            [1, 2]
-        );
     }
 
     #[test]
