@@ -103,6 +103,14 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Batch integration (configs/integrate.toml): unintegrated PCA, the NB VAE without and with
+    /// the batch and the GMVAE with it, scored by scIB's metrics over 3 seeds
+    /// (results/integrate/); `--data X.h5ad --batch-key KEY --labels-key KEY`, or `--all DIR`
+    /// over every such .h5ad under DIR (results/integrate-all/).
+    Integrate {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// What each choice of the GMVAE's recipe adds (configs/gmvae-ablation.toml), over every
     /// labelled dataset of a folder (`--all ../shared/data`) and 3 seeds
     /// (results/gmvae-ablation/).
@@ -182,6 +190,7 @@ fn main() -> ExitCode {
         Task::GmvaeSynth { args } => study::run_synthetic("gmvae-synth", &args),
         Task::GmvaeReal { args } => study::run("gmvae-real", &args),
         Task::GmvaeAblation { args } => study::run("gmvae-ablation", &args),
+        Task::Integrate { args } => study::run("integrate", &args),
         Task::Test { args } => test::run(&args),
         Task::Bench { which } => bench::run(which),
         Task::GpuCheck { cpu_run } => gpu_check::run(cpu_run),

@@ -71,6 +71,9 @@ pub enum ParamError {
     /// Leiden asked for zero passes.
     #[error("n_iterations must be at least 1 (or unset, to run until no improvement), got 0")]
     ZeroLeidenIterations,
+    /// A kBET significance level outside `(0, 1)`.
+    #[error("kBET's alpha must be in (0, 1), got {0}")]
+    KbetAlpha(f64),
 }
 
 /// Everything that can go wrong when computing a metric.
@@ -205,6 +208,69 @@ pub enum Error {
     /// validated when it is built).
     #[error("leiden-rs: {0}")]
     Leiden(String),
+    /// Neighbour indices and distances of different shapes.
+    #[error(
+        "neighbour indices are {}x{} but distances {}x{}",
+        indices.0, indices.1, distances.0, distances.1
+    )]
+    NeighborsShape {
+        /// Shape of the indices (cells, neighbours).
+        indices: (usize, usize),
+        /// Shape of the distances.
+        distances: (usize, usize),
+    },
+    /// A neighbour index that is out of range, or breaks the self-first rule.
+    #[error(
+        "neighbour ({row}, {col}) is cell {index}: each row must name its own cell first and only there, and every index must be below {n_cells}"
+    )]
+    NeighborIndex {
+        /// Cell whose neighbours these are.
+        row: usize,
+        /// Position in the row.
+        col: usize,
+        /// The offending index.
+        index: usize,
+        /// Cells in all.
+        n_cells: usize,
+    },
+    /// A neighbour distance that is negative, NaN, infinite or out of order.
+    #[error(
+        "neighbour ({row}, {col}) is at distance {value}: distances must be finite, >= 0 and ascending within a row"
+    )]
+    NeighborDistance {
+        /// Cell whose neighbours these are.
+        row: usize,
+        /// Position in the row.
+        col: usize,
+        /// The offending distance.
+        value: f64,
+    },
+    /// More neighbours per cell asked of a neighbour list than it holds.
+    #[error("{requested} neighbours per cell asked for, only {available} were computed")]
+    MoreNeighbors {
+        /// Requested neighbours per cell, the cell itself included.
+        requested: usize,
+        /// Neighbours per cell held, the cell itself included.
+        available: usize,
+    },
+    /// An integration metric that needs cells of at least two batches or labels.
+    #[error("{metric} needs at least 2 {groups}, got {found}")]
+    TooFewGroups {
+        /// The metric, as scib-metrics names it.
+        metric: &'static str,
+        /// What is counted ("batches", "labels").
+        groups: &'static str,
+        /// How many there are.
+        found: usize,
+    },
+    /// A per-label integration metric could score no label at all.
+    #[error("{metric} can score no label: {reason}")]
+    NoLabelScored {
+        /// The metric, as scib-metrics names it.
+        metric: &'static str,
+        /// Why each label was skipped.
+        reason: &'static str,
+    },
     /// A rayon thread pool could not be built.
     #[error("cannot start a pool of {threads} threads: {reason}")]
     ThreadPool {

@@ -2,7 +2,8 @@
 //! count matrix, convergence summaries of a loss history, and the clustering
 //! and embedding toolkit used to judge latent spaces (k-means, agreement
 //! scores, silhouette, PCA as the linear baseline, Leiden clusters on a
-//! neighbour graph as scanpy makes them).
+//! neighbour graph as scanpy makes them, and scIB's integration metrics for
+//! embeddings of several batches).
 //!
 //! This crate never touches tch: models hand over `ArrayView2<f32>` (cells x genes
 //! or cells x latent dims) or `&[f64]` loss histories, so the metrics can be
@@ -30,6 +31,10 @@
 //! - [`mod@leiden`]: Leiden clustering with leidenalg's RBConfiguration
 //!   quality (scanpy's `tl.leiden`), through the `leiden-rs` crate;
 //!   [`leiden_knn`] goes from a cells x dims matrix to clusters in one call.
+//! - [`integration`]: scIB's integration metrics as scib-metrics computes
+//!   them (batch and label silhouettes, iLISI and cLISI, graph connectivity,
+//!   kBET, Leiden NMI/ARI) on [`Neighbors`], and their bio-conservation,
+//!   batch-correction and total scores ([`integration_scores`]).
 //! - [`error`]: the crate's [`Error`], with parameter errors apart in
 //!   [`ParamError`].
 
@@ -37,6 +42,7 @@ pub mod convergence;
 mod dense;
 pub mod error;
 pub mod graph;
+pub mod integration;
 pub mod kmeans;
 mod knn;
 pub mod leiden;
@@ -49,6 +55,12 @@ pub mod tsne;
 pub use convergence::{Convergence, convergence, first_epoch_within};
 pub use error::{Error, ParamError, Result};
 pub use graph::WeightedGraph;
+pub use integration::{
+    BatchCorrection, BioConservation, GRAPH_NEIGHBORS, IntegrationScores, KBET_ALPHA,
+    KBET_NEIGHBORS, Kbet, LISI_NEIGHBORS, LeidenNmiAri, Neighbors, clisi_knn, graph_connectivity,
+    ilisi_knn, integration_scores, kbet_per_label, lisi_knn, nmi_ari_cluster_labels_leiden,
+    silhouette_batch, silhouette_label,
+};
 pub use kmeans::{KMeans, KMeansParams};
 pub use leiden::{Leiden, LeidenParams, leiden, leiden_knn, rb_configuration_quality};
 pub use metrics::{

@@ -26,7 +26,7 @@ use crate::error::{Error, Result, check_finite};
 pub const SILHOUETTE_MAX_CELLS: usize = 10_000;
 
 /// Labels recoded to `0..k` in order of value; returns the codes and `k`.
-fn encode(labels: &[usize]) -> (Vec<usize>, usize) {
+pub(crate) fn encode(labels: &[usize]) -> (Vec<usize>, usize) {
     let mut order: Vec<usize> = (0..labels.len()).collect();
     order.sort_unstable_by_key(|&i| labels[i]);
     let mut codes = vec![0; labels.len()];

@@ -31,6 +31,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, ParamError, Result, check_finite};
 use crate::graph::WeightedGraph;
+use crate::knn::Knn;
 
 /// Bisection steps for `sigma` (umap's `n_iter`).
 const SIGMA_STEPS: usize = 64;
@@ -58,6 +59,12 @@ pub fn check_n_neighbors(n_neighbors: usize) -> std::result::Result<(), ParamErr
 /// rows, [`Error::Empty`] for no columns, [`Error::TooManyNeighbors`] unless
 /// `n_neighbors < cells`, [`Error::NonFinite`] for a NaN or infinite entry.
 pub fn knn_graph(x: ArrayView2<'_, f32>, n_neighbors: usize) -> Result<WeightedGraph> {
+    Ok(fuzzy_graph(&exact_neighbors(x, n_neighbors)?))
+}
+
+/// The `n_neighbors - 1` nearest other cells of every row of `x`, after the
+/// checks that [`knn_graph`] documents.
+pub(crate) fn exact_neighbors(x: ArrayView2<'_, f32>, n_neighbors: usize) -> Result<Knn> {
     check_n_neighbors(n_neighbors)?;
     let (n, d) = x.dim();
     if n == 0 {
@@ -74,7 +81,14 @@ pub fn knn_graph(x: ArrayView2<'_, f32>, n_neighbors: usize) -> Result<WeightedG
     }
     check_finite(x)?;
 
-    let knn = crate::knn::exact_knn(x, n_neighbors - 1);
+    Ok(crate::knn::exact_knn(x, n_neighbors - 1))
+}
+
+/// umap's fuzzy simplicial set of the neighbours `knn` (`knn.k` others per
+/// cell, so `n_neighbors = knn.k + 1`); see the module docs.
+pub(crate) fn fuzzy_graph(knn: &Knn) -> WeightedGraph {
+    let n_neighbors = knn.k + 1;
+    let n = knn.indices.len() / knn.k;
     // umap's mean over all distances, the cells' zero distances to themselves included.
     let mean_distance =
         knn.distances.iter().map(|&v| f64::from(v)).sum::<f64>() / (n * n_neighbors) as f64;
@@ -125,7 +139,7 @@ pub fn knn_graph(x: ArrayView2<'_, f32>, n_neighbors: usize) -> Result<WeightedG
         };
         pairs.push((a, b, w));
     }
-    Ok(WeightedGraph::from_sorted_pairs(n, &pairs))
+    WeightedGraph::from_sorted_pairs(n, &pairs)
 }
 
 /// umap's `smooth_knn_dist` for one cell with `local_connectivity = 1` and

@@ -657,6 +657,63 @@ impl CountData {
         })
     }
 
+    /// The `obs` column `key` (asked for in [`H5adOptions::obs_keys`]) as a covariate a model
+    /// conditions on: its categories, and its field recoded into them. With `known` (a saved
+    /// model's categories) the codes are those of `known`, so a model trained on other cells
+    /// reads the same batch as the same row; else the column's own categories.
+    ///
+    /// # Errors
+    /// One line naming the file: no such column read; cells without a value (a covariate needs
+    /// one for every cell); a category `known` does not hold.
+    pub fn covariate(&mut self, key: &str, known: Option<&[String]>) -> Result<Vec<String>> {
+        let path = self.source.data.clone();
+        let Some((_, column)) = self.obs.iter().find(|(k, _)| k == key) else {
+            return Err(refused(
+                &path,
+                &format!("obs column {key} was not read (it is read for --batch-key)"),
+            ));
+        };
+        let labels = column.categories();
+        let missing = labels.missing();
+        if missing > 0 {
+            return Err(refused(
+                &path,
+                &format!(
+                    "obs column {key}: {missing} of {} cells have no value, and a batch key needs \
+                     one for every cell",
+                    labels.len()
+                ),
+            ));
+        }
+        let Some(known) = known else {
+            return Ok(labels.names);
+        };
+        let mut to_known = Vec::with_capacity(labels.names.len());
+        for name in &labels.names {
+            to_known.push(known.iter().position(|k| k == name));
+        }
+        let mut codes = Vec::with_capacity(labels.len());
+        for code in labels.codes.iter().flatten() {
+            match to_known[*code] {
+                Some(k) => codes.push(k as i64),
+                None => {
+                    let name = &labels.names[*code];
+                    let cells = labels.codes.iter().filter(|c| **c == Some(*code)).count();
+                    return Err(refused(
+                        &path,
+                        &format!(
+                            "obs column {key}: {cells} cells of {key} {name}, which the model \
+                             was not trained on (it knows {})",
+                            known.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+        self.fields.insert(key, &codes, self.cells.len())?;
+        Ok(known.to_vec())
+    }
+
     /// The input `.h5ad` file these cells and genes came from, for the writer to start from;
     /// `None` for any other format.
     pub fn ann_source(&self) -> Option<crate::AnnSource<'_>> {
@@ -1060,6 +1117,44 @@ mod tests {
         };
         let err = open(&fixture("csr.h5ad"), &backed_named).expect_err("out of order");
         assert!(err.to_string().contains("in the file's order"), "{err}");
+    }
+
+    #[test]
+    fn a_covariate_is_recoded_into_a_models_categories_and_refuses_what_it_cannot_code()
+    -> Result<()> {
+        let options = OpenOptions {
+            h5ad: H5adOptions {
+                obs_keys: vec!["batch".into(), "maybe".into()],
+                ..H5adOptions::default()
+            },
+            ..OpenOptions::default()
+        };
+        let mut data = open(&fixture("annotated.h5ad"), &options)?;
+        let own = data.fields.get("batch").expect("field").to_vec();
+        assert_eq!(data.covariate("batch", None)?, ["a", "b"]);
+        assert!(own.iter().all(|&c| c == 0 || c == 1) && own.contains(&0) && own.contains(&1));
+        // A model that knows the batches the other way round reads the same cells as its own.
+        let known = ["b".to_owned(), "a".to_owned(), "c".to_owned()];
+        assert_eq!(data.covariate("batch", Some(&known))?, known);
+        let flipped: Vec<i64> = own.iter().map(|&c| 1 - c).collect();
+        assert_eq!(data.fields.get("batch").expect("field"), flipped.as_slice());
+        let one_line = |e: Error, want: &str| {
+            let text = e.to_string();
+            assert!(text.contains(want) && !text.contains('\n'), "{text}");
+            assert!(text.contains("annotated.h5ad"), "{text}");
+        };
+        let err = data
+            .covariate("batch", Some(&["a".to_owned()]))
+            .expect_err("b unknown");
+        one_line(
+            err,
+            "of batch b, which the model was not trained on (it knows a)",
+        );
+        let err = data.covariate("maybe", None).expect_err("missing values");
+        one_line(err, "cells have no value");
+        let err = data.covariate("cell_type", None).expect_err("not read");
+        one_line(err, "obs column cell_type was not read");
+        Ok(())
     }
 
     #[test]

@@ -11,6 +11,7 @@ use scae_dists::{CountLaw, FusedLaw, Likelihood, Reduction};
 use tch::{Device, Kind, Tensor, nn, nn::Module};
 
 use crate::autoencoder::torch_linear_init;
+use crate::covariates::Codes;
 use crate::layers::{Hidden, grad_of};
 use crate::vae::{Dispersion, Library};
 
@@ -53,12 +54,18 @@ pub(crate) struct DecoderShape<'a> {
     pub dispersion: Dispersion,
     pub library: Library,
     pub batch_norm: bool,
+    /// Stacked covariate categories injected into every hidden layer (0: none).
+    pub covariate_rows: usize,
+    /// The first covariate's categories, for a dispersion per gene and batch.
+    pub batch_categories: usize,
 }
 
 #[derive(Debug)]
 enum Theta {
     Gene(Tensor),
     Cell(nn::Linear),
+    /// `[batches, genes]`, a row per category of the first covariate.
+    GeneBatch(Tensor),
 }
 
 impl CountDecoder {
@@ -72,6 +79,8 @@ impl CountDecoder {
             dispersion,
             library,
             batch_norm,
+            covariate_rows,
+            batch_categories,
         } = shape;
         let widths: Vec<usize> = std::iter::once(latent)
             .chain(hidden.iter().copied())
@@ -81,11 +90,21 @@ impl CountDecoder {
             nn::linear(p / name, out as i64, to as i64, torch_linear_init(out))
         };
         Self {
-            hidden: Hidden::stack(&(p / "decoder"), &widths, batch_norm, 0.0, false),
+            hidden: Hidden::stack(
+                &(p / "decoder"),
+                &widths,
+                batch_norm,
+                0.0,
+                false,
+                covariate_rows,
+            ),
             mean_head: head("mean_head", genes),
             theta: likelihood.has_dispersion().then(|| match dispersion {
                 Dispersion::Gene => Theta::Gene(p.zeros("log_theta", &[genes as i64])),
                 Dispersion::GeneCell => Theta::Cell(head("theta_head", genes)),
+                Dispersion::GeneBatch => Theta::GeneBatch(
+                    p.zeros("log_theta_batch", &[batch_categories as i64, genes as i64]),
+                ),
             }),
             zi_head: likelihood
                 .has_zero_inflation()
@@ -99,25 +118,31 @@ impl CountDecoder {
     }
 
     /// The count law of `p(x | z)`. `z` is `[.., cells, latent]`; `log_library` is `[cells, 1]`
-    /// (log total counts), used with the observed library.
-    pub(crate) fn law(&self, z: &Tensor, log_library: &Tensor, train: bool) -> CountLaw {
-        self.decoded(z, train).law(self.library, log_library)
+    /// (log total counts), used with the observed library; `codes` are the cells' covariates.
+    pub(crate) fn law(
+        &self,
+        z: &Tensor,
+        log_library: &Tensor,
+        codes: &Codes,
+        train: bool,
+    ) -> CountLaw {
+        self.decoded(z, codes, train).law(self.library, log_library)
     }
 
     /// The raw outputs for `z` (`[.., cells, latent]`).
-    fn decoded(&self, z: &Tensor, train: bool) -> Decoded {
+    fn decoded(&self, z: &Tensor, codes: &Codes, train: bool) -> Decoded {
         let lead = &z.size()[..z.dim() - 1];
-        let h = self.hidden_of(z, train);
-        self.decoded_from(&h, lead)
+        let h = self.hidden_of(z, codes, train);
+        self.decoded_from(&h, lead, codes)
     }
 
     /// The last hidden layer's output for `z`, `[rows, width]`.
-    fn hidden_of(&self, z: &Tensor, train: bool) -> Tensor {
-        Hidden::forward(&self.hidden, &z.reshape([-1, self.latent]), train)
+    fn hidden_of(&self, z: &Tensor, codes: &Codes, train: bool) -> Tensor {
+        Hidden::forward(&self.hidden, &z.reshape([-1, self.latent]), codes, train)
     }
 
     /// The raw outputs from the last hidden layer's output `h`; `lead` are `z`'s leading sizes.
-    fn decoded_from(&self, h: &Tensor, lead: &[i64]) -> Decoded {
+    fn decoded_from(&self, h: &Tensor, lead: &[i64], codes: &Codes) -> Decoded {
         let shape: Vec<i64> = lead.iter().copied().chain([self.genes]).collect();
         let out = |t: Tensor| t.reshape(shape.as_slice());
         Decoded {
@@ -126,6 +151,11 @@ impl CountDecoder {
             log_theta: self.theta.as_ref().map(|t| match t {
                 Theta::Gene(t) => t.shallow_clone(),
                 Theta::Cell(head) => out(head.forward(h)),
+                // `[cells, genes]`, broadcast over the leading sizes.
+                Theta::GeneBatch(t) => match codes.first() {
+                    Some(batch) => t.index_select(0, batch),
+                    None => t.narrow(0, 0, 1),
+                },
             }),
             zi_logit: self.zi_head.as_ref().map(|head| out(head.forward(h))),
             shape,
@@ -142,25 +172,34 @@ impl CountDecoder {
         z: &Tensor,
         x: &Tensor,
         log_library: &Tensor,
+        codes: &Codes,
         train: bool,
         reduction: Reduction,
     ) -> Tensor {
-        self.log_lik_with(z, x, log_library, train, reduction, true)
+        let pass = Pass {
+            train,
+            reduction,
+            manual_head: true,
+        };
+        self.log_lik_with(z, x, log_library, codes, pass)
     }
 
-    /// [`CountDecoder::log_lik`]; with `manual_head`, a training mean over the fused path
-    /// takes the mean head out of autograd ([`CountDecoder::manual_head`]).
+    /// [`CountDecoder::log_lik`] of a [`Pass`].
     fn log_lik_with(
         &self,
         z: &Tensor,
         x: &Tensor,
         log_library: &Tensor,
-        train: bool,
-        reduction: Reduction,
-        manual_head: bool,
+        codes: &Codes,
+        pass: Pass,
     ) -> Tensor {
+        let Pass {
+            train,
+            reduction,
+            manual_head,
+        } = pass;
         let lead = &z.size()[..z.dim() - 1];
-        let h = self.hidden_of(z, train);
+        let h = self.hidden_of(z, codes, train);
         if manual_head
             && train
             && reduction == Reduction::Mean
@@ -168,7 +207,7 @@ impl CountDecoder {
         {
             return ll;
         }
-        let d = self.decoded_from(&h, lead);
+        let d = self.decoded_from(&h, lead, codes);
         let lead = &d.shape[..d.shape.len() - 1];
         let fused = match (d.likelihood, &d.log_theta) {
             (Likelihood::Poisson | Likelihood::Zip, _) => Some(scae_dists::FusedLaw::Poisson),
@@ -279,6 +318,16 @@ impl CountDecoder {
     }
 }
 
+/// How [`CountDecoder::log_lik_with`] runs: a training pass or not, the reduction, and whether a
+/// training mean over the fused path takes the mean head out of autograd
+/// ([`CountDecoder::manual_head`]).
+#[derive(Debug, Clone, Copy)]
+struct Pass {
+    train: bool,
+    reduction: Reduction,
+    manual_head: bool,
+}
+
 /// The decoder's outputs before they become a [`CountLaw`].
 #[derive(Debug)]
 struct Decoded {
@@ -346,6 +395,8 @@ mod tests {
                             dispersion: Dispersion::Gene,
                             library,
                             batch_norm: true,
+                            covariate_rows: 0,
+                            batch_categories: 0,
                         },
                     );
                     let x = (Tensor::rand([5, 37], opts) * 6.0).floor();
@@ -354,23 +405,20 @@ mod tests {
                         .clamp_min(1.0)
                         .log();
                     let z = Tensor::randn([2, 5, 3], opts).set_requires_grad(true);
+                    let pass = Pass {
+                        train: true,
+                        reduction: Reduction::Mean,
+                        manual_head: manual,
+                    };
                     let mut values = Vec::new();
                     for _ in 0..2 {
-                        let ll = decoder.log_lik_with(
-                            &z,
-                            &x,
-                            &log_library,
-                            true,
-                            Reduction::Mean,
-                            manual,
-                        );
+                        let ll = decoder.log_lik_with(&z, &x, &log_library, &Codes::none(), pass);
                         (-&ll).backward();
                         decoder.add_head_grads();
                         values.push(ll.detach());
                     }
                     // Not back-propagated: no gradient from it.
-                    let _ =
-                        decoder.log_lik_with(&z, &x, &log_library, true, Reduction::Mean, manual);
+                    let _ = decoder.log_lik_with(&z, &x, &log_library, &Codes::none(), pass);
                     decoder.add_head_grads();
                     let mut grads: Vec<(String, Tensor)> = vs
                         .variables()

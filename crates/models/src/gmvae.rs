@@ -38,7 +38,8 @@ use tch::{Kind, Tensor, nn, nn::Module};
 
 use crate::SparseRows;
 use crate::autoencoder::torch_linear_init;
-use crate::decoder::{CountDecoder, DecoderShape};
+use crate::covariates::Codes;
+use crate::decoder::CountDecoder;
 use crate::layers::Hidden;
 use crate::train::{Losses, Model, TensorBatch};
 use crate::vae::{VaeConfig, kl_weight_at};
@@ -203,6 +204,7 @@ impl Gmvae {
                 cfg.vae.batch_norm,
                 cfg.vae.dropout,
                 true,
+                cfg.vae.encoder_covariate_rows(),
             )
         };
         let per_component = cfg.posterior == MixturePosterior::PerComponent;
@@ -240,18 +242,8 @@ impl Gmvae {
             Tensor::zeros([k, latent], (Kind::Float, p.device()))
         };
         let prior_y = cfg.learn_prior.then(|| p.zeros("prior_y", &[k]));
-        let decoder = CountDecoder::new(
-            p,
-            DecoderShape {
-                genes,
-                latent: cfg.vae.latent,
-                hidden: &cfg.vae.decoder_widths(),
-                likelihood: cfg.vae.likelihood,
-                dispersion: cfg.vae.dispersion,
-                library: cfg.vae.library,
-                batch_norm: cfg.vae.batch_norm,
-            },
-        );
+        let decoder_widths = cfg.vae.decoder_widths();
+        let decoder = CountDecoder::new(p, cfg.vae.decoder_shape(genes, &decoder_widths));
         Ok(Self {
             y_encoder,
             y_head,
@@ -339,20 +331,40 @@ impl Gmvae {
         self.beta
     }
 
-    /// `log q(y | x)`, `[cells, K]`.
+    /// `log q(y | x)`, `[cells, K]`, of a model without covariates.
     pub fn log_q_y(&self, x: &Tensor, train: bool) -> Tensor {
-        self.log_q_y_counts(x, None, train)
+        self.log_q_y_counts(x, None, &Codes::none(), train)
+    }
+
+    /// `log q(y | x, s)` of a batch, `[cells, K]`, with its covariates `s`.
+    ///
+    /// # Errors
+    /// When the batch lacks a covariate the model conditions on, or holds a code outside it.
+    pub fn log_q_y_batch(&self, batch: &TensorBatch, train: bool) -> Result<Tensor> {
+        let codes = self.codes(batch)?;
+        Ok(self.log_q_y_counts(&batch.x, batch.sparse.as_ref(), &codes, train))
+    }
+
+    /// The covariate codes of `batch`.
+    fn codes(&self, batch: &TensorBatch) -> Result<Codes> {
+        Codes::of(batch, &self.cfg.vae.covariates)
     }
 
     /// [`Gmvae::log_q_y`] of counts whose nonzero entries `sparse` holds, when given.
-    fn log_q_y_counts(&self, x: &Tensor, sparse: Option<&SparseRows>, train: bool) -> Tensor {
+    fn log_q_y_counts(
+        &self,
+        x: &Tensor,
+        sparse: Option<&SparseRows>,
+        codes: &Codes,
+        train: bool,
+    ) -> Tensor {
         match &self.y_head {
             Some(head) => {
-                let h = Hidden::forward_counts(&self.y_encoder, x, sparse, train);
+                let h = Hidden::forward_counts(&self.y_encoder, x, sparse, codes, train);
                 head.forward(&h).log_softmax(-1, Kind::Float)
             }
             None => {
-                let (mean, log_var) = self.z_posterior(x, sparse, train);
+                let (mean, log_var) = self.z_posterior(x, sparse, codes, train);
                 self.shared_log_q_y(&self.kl_to_components(&mean, &log_var))
             }
         }
@@ -392,7 +404,10 @@ impl Gmvae {
 
     /// The ELBO of each cell of counts `x` (`[cells, genes]`) and its terms, with `samples`
     /// latent draws per cell and component.
-    pub fn terms(&self, batch: &TensorBatch, samples: usize, train: bool) -> GmvaeTerms {
+    ///
+    /// # Errors
+    /// As [`Gmvae::log_q_y_batch`].
+    pub fn terms(&self, batch: &TensorBatch, samples: usize, train: bool) -> Result<GmvaeTerms> {
         self.terms_with(batch, samples, train, Reduction::Rows)
     }
 
@@ -405,15 +420,18 @@ impl Gmvae {
         samples: usize,
         train: bool,
         reduction: Reduction,
-    ) -> GmvaeTerms {
+    ) -> Result<GmvaeTerms> {
         let x = &batch.x;
         let sparse = batch.sparse.as_ref();
+        let codes = self.codes(batch)?;
         let (k, latent) = (self.cfg.components as i64, self.cfg.vae.latent as i64);
         let cells = x.size()[0];
-        let (mean, log_var) = self.z_posterior(x, sparse, train);
+        let (mean, log_var) = self.z_posterior(x, sparse, &codes, train);
         let kl_z = self.kl_to_components(&mean, &log_var);
         let (log_q_y, lead) = match self.cfg.posterior {
-            MixturePosterior::PerComponent => (self.log_q_y_counts(x, sparse, train), vec![k]),
+            MixturePosterior::PerComponent => {
+                (self.log_q_y_counts(x, sparse, &codes, train), vec![k])
+            }
             MixturePosterior::Shared => (self.shared_log_q_y(&kl_z), vec![]),
         };
         let q_y = log_q_y.exp();
@@ -431,14 +449,14 @@ impl Gmvae {
             MixturePosterior::PerComponent => weighted(
                 &self
                     .decoder
-                    .log_lik(&z, x, &batch.log_library(), train, Reduction::Rows)
+                    .log_lik(&z, x, &batch.log_library(), &codes, train, Reduction::Rows)
                     .mean_dim(0, false, Kind::Float),
             ),
             // One z for every component: the same term whatever y.
             MixturePosterior::Shared => {
-                let ll = self
-                    .decoder
-                    .log_lik(&z, x, &batch.log_library(), train, reduction);
+                let ll =
+                    self.decoder
+                        .log_lik(&z, x, &batch.log_library(), &codes, train, reduction);
                 match reduction {
                     Reduction::Rows => ll.mean_dim(0, false, Kind::Float),
                     Reduction::Mean => ll,
@@ -451,13 +469,13 @@ impl Gmvae {
             false,
             Kind::Float,
         );
-        GmvaeTerms {
+        Ok(GmvaeTerms {
             elbo: &log_likelihood - &kl_z - &kl_y,
             log_likelihood,
             kl_z,
             kl_y,
             log_q_y,
-        }
+        })
     }
 
     /// The mean and log-variance of `q(z | x, k)`: `[K, cells, latent]` each for a posterior per
@@ -466,17 +484,18 @@ impl Gmvae {
         &self,
         x: &Tensor,
         sparse: Option<&SparseRows>,
+        codes: &Codes,
         train: bool,
     ) -> (Tensor, Tensor) {
         let latent = self.cfg.vae.latent as i64;
         let (h, lead) = match &self.y_embedding {
             Some(embedding) => {
                 let offset = embedding.unsqueeze(1);
-                let h = Hidden::forward_offset(&self.z_encoder, x, sparse, &offset, train);
+                let h = Hidden::forward_offset(&self.z_encoder, x, sparse, &offset, codes, train);
                 (h, vec![self.cfg.components as i64])
             }
             None => (
-                Hidden::forward_counts(&self.z_encoder, x, sparse, train),
+                Hidden::forward_counts(&self.z_encoder, x, sparse, codes, train),
                 vec![],
             ),
         };
@@ -491,22 +510,28 @@ impl Gmvae {
         (mean, log_var)
     }
 
-    /// The posterior mean of `z`, `E_q(y|x) E_q(z|x,y) z = Σ_k q(k | x) mean_k(x)`, of the rows
-    /// of `x` (`[cells, latent]`), in evaluation mode, `chunk` rows at a time.
-    pub fn latent_means(&self, x: &Tensor, chunk: usize) -> Tensor {
-        crate::map_rows(x, chunk, |rows| {
-            let (mean, _) = self.z_posterior(rows, None, false);
-            if self.y_embedding.is_none() {
-                return mean;
-            }
-            let q_y = self.log_q_y(rows, false).exp();
-            (mean * q_y.transpose(0, 1).unsqueeze(-1)).sum_dim_intlist(0, false, Kind::Float)
-        })
+    /// The posterior mean of `z`, `E_q(y|x) E_q(z|x,y) z = Σ_k q(k | x) mean_k(x)`, of the cells
+    /// of `batch` (`[cells, latent]`), in evaluation mode.
+    ///
+    /// # Errors
+    /// As [`Gmvae::log_q_y_batch`].
+    pub fn latent_means(&self, batch: &TensorBatch) -> Result<Tensor> {
+        let codes = self.codes(batch)?;
+        let (x, sparse) = (&batch.x, batch.sparse.as_ref());
+        let (mean, _) = self.z_posterior(x, sparse, &codes, false);
+        if self.y_embedding.is_none() {
+            return Ok(mean);
+        }
+        let q_y = self.log_q_y_counts(x, sparse, &codes, false).exp();
+        Ok((mean * q_y.transpose(0, 1).unsqueeze(-1)).sum_dim_intlist(0, false, Kind::Float))
     }
 
-    /// `q(y | x)` of the rows of `x` (`[cells, K]`), in evaluation mode, `chunk` rows at a time.
-    pub fn cluster_probabilities(&self, x: &Tensor, chunk: usize) -> Tensor {
-        crate::map_rows(x, chunk, |rows| self.log_q_y(rows, false).exp())
+    /// `q(y | x)` of the cells of `batch` (`[cells, K]`), in evaluation mode.
+    ///
+    /// # Errors
+    /// As [`Gmvae::log_q_y_batch`].
+    pub fn cluster_probabilities(&self, batch: &TensorBatch) -> Result<Tensor> {
+        Ok(self.log_q_y_batch(batch, false)?.exp())
     }
 }
 
@@ -531,7 +556,7 @@ impl Model for Gmvae {
         } else {
             Reduction::Rows
         };
-        let t = self.terms_with(batch, self.cfg.vae.mc_samples, train, reduction);
+        let t = self.terms_with(batch, self.cfg.vae.mc_samples, train, reduction)?;
         let beta = if train { self.beta } else { 1.0 };
         let y_term = match (self.cfg.y_regulariser, batch.field(&self.supervision)) {
             (YRegulariser::Kl, _) => &t.kl_y * beta,
@@ -656,7 +681,7 @@ mod tests {
         let vs = VarStore::new(Device::Cpu);
         let model = small(&vs, MixturePosterior::PerComponent);
         tch::manual_seed(4);
-        let t = model.terms(&batch(&x), 1, false);
+        let t = model.terms(&batch(&x), 1, false).expect("no covariates");
         let q_y = t.log_q_y.exp();
         // Probabilities over components sum to one, and every term is finite.
         let sums = q_y.sum_dim_intlist(-1, false, Kind::Float);
@@ -689,10 +714,10 @@ mod tests {
         let mut model = small(&vs, MixturePosterior::Shared);
         model.set_prior_weights(&[3.0, 0.5, 1.5]).expect("valid");
         tch::manual_seed(4);
-        let t = model.terms(&batch(&x), 1, false);
+        let t = model.terms(&batch(&x), 1, false).expect("no covariates");
         // With one q(z | x), q(k | x) ∝ p(k) exp(-KL_k), and the two KL terms together are
         // -log Σ_k p(k) exp(-KL_k): the ELBO is E log p(x | z) + logsumexp_k(log p(k) - KL_k).
-        let (mean, log_var) = model.z_posterior(&x, None, false);
+        let (mean, log_var) = model.z_posterior(&x, None, &Codes::none(), false);
         assert_eq!(mean.size(), [12, 2]);
         let kl = model.kl_to_components(&mean, &log_var);
         let bound = (model.log_p_y().unsqueeze(1) - &kl).logsumexp([0], false);
@@ -706,7 +731,7 @@ mod tests {
         assert!(model.y_head.is_none() && model.y_embedding.is_none());
         assert!(vs.variables().keys().all(|name| !name.starts_with("y_")));
         // The latent mean is the shared posterior's.
-        let means = model.latent_means(&x, 5);
+        let means = model.latent_means(&batch(&x)).expect("no covariates");
         assert!(means.allclose(&mean, 1e-6, 1e-6, false));
     }
 
@@ -728,6 +753,7 @@ mod tests {
                 .as_ref()
                 .expect("per component")
                 .unsqueeze(1),
+            &Codes::none(),
             false,
         );
         let mean = Vec::<f32>::try_from(model.z_mean.forward(&h).flatten(0, -1)).expect("mean");
@@ -735,7 +761,7 @@ mod tests {
             Vec::<f32>::try_from(model.z_log_var.forward(&h).clamp(-12.0, 8.0).flatten(0, -1))
                 .expect("log var");
         let pm = Vec::<f32>::try_from(model.prior_mean.flatten(0, -1)).expect("prior mean");
-        let t = model.terms(&batch(&x), 1, false);
+        let t = model.terms(&batch(&x), 1, false).expect("no covariates");
         let q_y = Vec::<f32>::try_from(t.log_q_y.exp().flatten(0, -1)).expect("q");
         let kl_z = Vec::<f32>::try_from(&t.kl_z).expect("kl");
         for cell in 0..4 {
@@ -781,7 +807,9 @@ mod tests {
         let first = history.epochs[0].train_terms.get("elbo").expect("elbo");
         let last = history.last_train_term("elbo").expect("elbo");
         assert!(last > first, "ELBO {first} -> {last}");
-        let probs = model.cluster_probabilities(&x, 256);
+        let probs = model
+            .cluster_probabilities(&batch(&x))
+            .expect("no covariates");
         let assigned: Vec<usize> = Vec::<i64>::try_from(probs.argmax(-1, false))
             .expect("argmax")
             .into_iter()

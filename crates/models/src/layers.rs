@@ -10,6 +10,7 @@ use tch::{Kind, Tensor, nn, nn::Module, nn::ModuleT};
 use wide::CmpEq;
 
 use crate::autoencoder::torch_linear_init;
+use crate::covariates::{Codes, Injection};
 
 /// The linear map of a hidden layer.
 #[derive(Debug)]
@@ -538,6 +539,8 @@ pub(crate) fn with_host_f32_mut<R>(t: &mut Tensor, f: impl FnOnce(&mut [f32]) ->
 #[derive(Debug)]
 pub(crate) struct Hidden {
     linear: Affine,
+    /// The covariates' rows added to the linear output (see [`crate::covariates`]).
+    covariates: Option<Injection>,
     norm: Option<nn::BatchNorm>,
     dropout: f64,
     /// The dropout masks' generator on the CPU (see [`Hidden::finish`]), seeded from
@@ -569,13 +572,15 @@ struct BlockPass {
 
 impl Hidden {
     /// Layers between consecutive `widths`; with `counts_input`, the first reads raw counts
-    /// (see [`Affine::Counts`]).
+    /// (see [`Affine::Counts`]); with `covariate_rows` above 0, each layer also takes that many
+    /// stacked covariate categories ([`Injection`]).
     pub(crate) fn stack(
         p: &nn::Path<'_>,
         widths: &[usize],
         batch_norm: bool,
         dropout: f64,
         counts_input: bool,
+        covariate_rows: usize,
     ) -> Vec<Self> {
         widths
             .windows(2)
@@ -602,8 +607,11 @@ impl Hidden {
                         torch_linear_init(w[0]),
                     ))
                 };
+                let covariates = (covariate_rows > 0)
+                    .then(|| Injection::new(&(&p / "linear"), covariate_rows, w[0], w[1]));
                 Self {
                     linear,
+                    covariates,
                     // scVI's settings: momentum 0.01, eps 0.001.
                     norm: batch_norm.then(|| {
                         nn::batch_norm1d(
@@ -627,8 +635,8 @@ impl Hidden {
             .collect()
     }
 
-    pub(crate) fn forward(layers: &[Self], x: &Tensor, train: bool) -> Tensor {
-        Self::forward_counts(layers, x, None, train)
+    pub(crate) fn forward(layers: &[Self], x: &Tensor, codes: &Codes, train: bool) -> Tensor {
+        Self::forward_counts(layers, x, None, codes, train)
     }
 
     /// [`Hidden::forward`] of a batch whose nonzero entries `sparse` holds, when given.
@@ -636,18 +644,40 @@ impl Hidden {
         layers: &[Self],
         x: &Tensor,
         sparse: Option<&SparseRows>,
+        codes: &Codes,
         train: bool,
     ) -> Tensor {
         let Some((first, rest)) = layers.split_first() else {
             return x.shallow_clone();
         };
-        let h = match train.then(|| first.counts_block(x, sparse)).flatten() {
+        let block = train && (first.covariates.is_none() || codes.is_empty());
+        let h = match block.then(|| first.counts_block(x, sparse)).flatten() {
             Some(h) => h,
-            None => first.finish(first.linear.forward(x, sparse, train), train),
+            None => first.finish(first.linear_of(x, sparse, codes, train), train),
         };
-        rest.iter().fold(h, |h, layer| {
-            layer.finish(layer.linear.forward(&h, None, train), train)
+        Self::forward_rest(rest, h, codes, train)
+    }
+
+    /// The layers after the first, on the first's output `h`.
+    fn forward_rest(layers: &[Self], h: Tensor, codes: &Codes, train: bool) -> Tensor {
+        layers.iter().fold(h, |h, layer| {
+            layer.finish(layer.linear_of(&h, None, codes, train), train)
         })
+    }
+
+    /// The layer's linear map of `x` with the covariates' rows added.
+    fn linear_of(
+        &self,
+        x: &Tensor,
+        sparse: Option<&SparseRows>,
+        codes: &Codes,
+        train: bool,
+    ) -> Tensor {
+        let h = self.linear.forward(x, sparse, train);
+        match &self.covariates {
+            Some(injection) => injection.add(&h, codes),
+            None => h,
+        }
     }
 
     /// [`Hidden::forward`] with `offset` (`[k, 1, width]`) added to the first layer's linear
@@ -658,15 +688,16 @@ impl Hidden {
         x: &Tensor,
         sparse: Option<&SparseRows>,
         offset: &Tensor,
+        codes: &Codes,
         train: bool,
     ) -> Tensor {
         let Some((first, rest)) = layers.split_first() else {
             return x.shallow_clone();
         };
-        let h = first.linear.forward(x, sparse, train).unsqueeze(0) + offset;
+        let h = first.linear_of(x, sparse, codes, train).unsqueeze(0) + offset;
         let width = h.size()[2];
         let h = first.finish(h.reshape([-1, width]), train);
-        Self::forward(rest, &h, train)
+        Self::forward_rest(rest, h, codes, train)
     }
 
     /// Adds the gradients autograd leaves to the layers (see [`Affine::Counts`]): after
@@ -921,7 +952,7 @@ mod tests {
         let x = counts();
         let rows = sparse_rows(&x);
         let vs = VarStore::new(Device::Cpu);
-        let layer = &Hidden::stack(&vs.root(), &[70, 70], false, 0.0, true)[0];
+        let layer = &Hidden::stack(&vs.root(), &[70, 70], false, 0.0, true, 0)[0];
         let Affine::Counts { weight, bias, .. } = &layer.linear else {
             panic!("the first layer of a counts encoder is sparse");
         };
@@ -980,7 +1011,7 @@ mod tests {
         let _rng = crate::torch_rng_lock();
         let x = counts();
         let vs = VarStore::new(Device::Cpu);
-        let layer = &Hidden::stack(&vs.root(), &[70, 5], false, 0.0, true)[0];
+        let layer = &Hidden::stack(&vs.root(), &[70, 5], false, 0.0, true, 0)[0];
         let _ = layer.linear.forward(&x, None, true);
         layer.linear.add_weight_grad();
         let Affine::Counts {
@@ -999,7 +1030,7 @@ mod tests {
         let layer = |seed| {
             tch::manual_seed(seed);
             let vs = VarStore::new(Device::Cpu);
-            Hidden::stack(&vs.root(), &[4, 4], false, 0.25, false)
+            Hidden::stack(&vs.root(), &[4, 4], false, 0.25, false, 0)
                 .pop()
                 .expect("one layer")
         };
@@ -1029,7 +1060,7 @@ mod tests {
         let layer = || {
             tch::manual_seed(11);
             let vs = VarStore::new(Device::Cpu);
-            let layer = Hidden::stack(&vs.root(), &[70, 70], true, 0.2, true)
+            let layer = Hidden::stack(&vs.root(), &[70, 70], true, 0.2, true, 0)
                 .pop()
                 .expect("one layer");
             (vs, layer)

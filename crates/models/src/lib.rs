@@ -11,6 +11,7 @@
 //! before use.
 
 mod autoencoder;
+pub mod covariates;
 mod decoder;
 mod device;
 mod error;
@@ -26,6 +27,7 @@ mod train;
 mod vae;
 
 pub use autoencoder::{AeConfig, Autoencoder};
+pub use covariates::Covariate;
 pub use device::{DeviceChoice, select_device};
 pub use error::{Error, Result};
 pub use gmvae::{Gmvae, GmvaeConfig, GmvaeTerms, MixturePosterior, YRegulariser};

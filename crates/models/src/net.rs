@@ -13,7 +13,7 @@ use std::path::Path;
 
 use ndarray::{Array1, Array2, ArrayView2};
 use scae_io::BatchSource;
-use tch::{Device, Kind, Tensor, nn};
+use tch::{Device, Tensor, nn};
 
 use crate::train::{EpochStats, History, Model, TensorBatch, Terms, Trainer, map_cells};
 use crate::{
@@ -203,11 +203,11 @@ impl<M: Model> Net<M> {
         &self,
         source: &dyn BatchSource,
         chunk: usize,
-        f: impl Fn(&M, &TensorBatch) -> Tensor,
+        f: impl Fn(&M, &TensorBatch) -> Result<Tensor>,
     ) -> Result<Array2<f32>> {
         crate::train::check_width(&self.model, source)?;
         map_cells(source, chunk, self.vs.device(), |batch| {
-            Ok(f(&self.model, batch))
+            f(&self.model, batch)
         })
     }
 }
@@ -215,32 +215,34 @@ impl<M: Model> Net<M> {
 impl Net<Autoencoder> {
     /// The latent code of every cell of `source`.
     pub fn encode(&self, source: &dyn BatchSource, chunk: usize) -> Result<Array2<f32>> {
-        self.map(source, chunk, |m, b| m.encode(&b.x))
+        self.map(source, chunk, |m, b| Ok(m.encode(&b.x)))
     }
 
     /// The reconstruction of every cell of `source`.
     pub fn reconstruct(&self, source: &dyn BatchSource, chunk: usize) -> Result<Array2<f32>> {
-        self.map(source, chunk, |m, b| m.reconstruct(&b.x))
+        self.map(source, chunk, |m, b| Ok(m.reconstruct(&b.x)))
     }
 }
 
 impl Net<Vae> {
     /// The latent mean of every cell of `source`, in evaluation mode.
     pub fn latent_means(&self, source: &dyn BatchSource, chunk: usize) -> Result<Array2<f32>> {
-        self.map(source, chunk, |m, b| m.encode_batch(b, false).mean)
+        self.map(source, chunk, |m, b| Ok(m.encode_batch(b, false)?.mean))
     }
 
     /// The mean of `p(x | z)` of every cell of `source`, averaged over `samples` draws of `z`
-    /// (0: at the posterior mean); libtorch's generator is seeded with `seed` first.
+    /// (0: at the posterior mean), decoded as category `decode_as` of the batch covariate when
+    /// given ([`Vae::decoded_means`]); libtorch's generator is seeded with `seed` first.
     pub fn decoded_means(
         &self,
         source: &dyn BatchSource,
         chunk: usize,
         samples: usize,
         seed: u64,
+        decode_as: Option<usize>,
     ) -> Result<Array2<f32>> {
         seed_torch(seed);
-        self.map(source, chunk, |m, b| m.decoded_means(&b.x, chunk, samples))
+        self.map(source, chunk, |m, b| m.decoded_means(b, samples, decode_as))
     }
 
     /// The mean over the cells of `source` of the importance-weighted `log p(x)` with `k`
@@ -255,11 +257,7 @@ impl Net<Vae> {
         // About 2^25 decoded values per chunk, as the model's own chunking.
         let chunk = ((1usize << 25) / (k * source.genes().max(1))).max(1);
         let per_cell = self.map(source, chunk, |m, b| {
-            match m.importance_log_px(&b.x, k) {
-                Ok(t) => t.unsqueeze(1),
-                // k >= 1 was checked above.
-                Err(_) => Tensor::zeros([b.rows(), 1], (Kind::Float, b.x.device())),
-            }
+            Ok(m.importance_log_px(b, k)?.unsqueeze(1))
         })?;
         let n = per_cell.len().max(1) as f64;
         Ok(per_cell.iter().map(|&v| f64::from(v)).sum::<f64>() / n)
@@ -273,12 +271,12 @@ impl Net<Gmvae> {
         source: &dyn BatchSource,
         chunk: usize,
     ) -> Result<Array2<f32>> {
-        self.map(source, chunk, |m, b| m.log_q_y(&b.x, false).exp())
+        self.map(source, chunk, |m, b| m.cluster_probabilities(b))
     }
 
     /// `E_q(y|x) E_q(z|x,y) z` of every cell of `source` (`[cells, latent]`).
     pub fn latent_means(&self, source: &dyn BatchSource, chunk: usize) -> Result<Array2<f32>> {
-        self.map(source, chunk, |m, b| m.latent_means(&b.x, chunk))
+        self.map(source, chunk, |m, b| m.latent_means(b))
     }
 
     /// Starts the components at clusters found in the latent space: `centres` (`[K, latent]`)

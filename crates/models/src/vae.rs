@@ -21,6 +21,7 @@ use tch::{Kind, Tensor, nn, nn::Module};
 
 use crate::SparseRows;
 use crate::autoencoder::torch_linear_init;
+use crate::covariates::{Codes, Covariate};
 use crate::decoder::{CountDecoder, DecoderShape};
 use crate::layers::Hidden;
 use crate::train::{Losses, Model, TensorBatch};
@@ -35,6 +36,9 @@ pub enum Dispersion {
     Gene,
     /// A decoder output per gene and cell.
     GeneCell,
+    /// One free parameter per gene and category of the first covariate (the batch key):
+    /// scVI's `dispersion = "gene-batch"`.
+    GeneBatch,
 }
 
 /// How the decoder's mean relates to the cell's sequencing depth.
@@ -82,6 +86,17 @@ pub struct VaeConfig {
     /// The encoder's log-variance is clamped to this range.
     #[serde(default = "default_log_var_range")]
     pub log_var_range: [f64; 2],
+    /// Categorical covariates (the batch key first) injected into every hidden layer of the
+    /// decoder ([`crate::covariates`]); set by a study from the data, not written by hand.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub covariates: Vec<Covariate>,
+    /// Inject the covariates into the encoder's hidden layers too (scVI's `encode_covariates`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub encode_covariates: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 pub(crate) fn default_hidden() -> Vec<usize> {
@@ -115,6 +130,8 @@ impl VaeConfig {
             kl_warmup_epochs: 0,
             mc_samples: 1,
             log_var_range: default_log_var_range(),
+            covariates: Vec::new(),
+            encode_covariates: false,
         }
     }
 
@@ -127,7 +144,56 @@ impl VaeConfig {
             self.dropout,
             self.mc_samples,
             self.log_var_range,
-        )
+        )?;
+        crate::covariates::validate(&self.covariates)?;
+        let bad = |msg: &str| Err(Error::Config(msg.into()));
+        if self.covariates.is_empty() {
+            if self.dispersion == Dispersion::GeneBatch {
+                return bad("model.dispersion = \"gene-batch\" needs a batch key (--batch-key)");
+            }
+            if self.encode_covariates {
+                return bad("model.encode_covariates needs a batch key (--batch-key)");
+            }
+        } else {
+            if self.decoder_widths().is_empty() {
+                return bad(
+                    "covariates enter the decoder's hidden layers: model.decoder_hidden needs at least one",
+                );
+            }
+            if self.encode_covariates && self.hidden.is_empty() {
+                return bad("model.encode_covariates needs at least one encoder hidden layer");
+            }
+        }
+        Ok(())
+    }
+
+    /// The stacked covariate categories each decoder hidden layer takes.
+    pub(crate) fn covariate_rows(&self) -> usize {
+        crate::covariates::total_categories(&self.covariates)
+    }
+
+    /// The stacked covariate categories each encoder hidden layer takes.
+    pub(crate) fn encoder_covariate_rows(&self) -> usize {
+        if self.encode_covariates {
+            self.covariate_rows()
+        } else {
+            0
+        }
+    }
+
+    /// The decoder of this configuration for `genes` genes.
+    pub(crate) fn decoder_shape<'a>(&self, genes: usize, widths: &'a [usize]) -> DecoderShape<'a> {
+        DecoderShape {
+            genes,
+            latent: self.latent,
+            hidden: widths,
+            likelihood: self.likelihood,
+            dispersion: self.dispersion,
+            library: self.library,
+            batch_norm: self.batch_norm,
+            covariate_rows: self.covariate_rows(),
+            batch_categories: self.covariates.first().map_or(0, |c| c.categories.len()),
+        }
     }
 
     /// The decoder's hidden widths, latent side first.
@@ -223,21 +289,12 @@ impl Vae {
             cfg.batch_norm,
             cfg.dropout,
             true,
+            cfg.encoder_covariate_rows(),
         );
         let z_mean = head("z_mean", enc_out, cfg.latent);
         let z_log_var = head("z_log_var", enc_out, cfg.latent);
-        let decoder = CountDecoder::new(
-            p,
-            DecoderShape {
-                genes,
-                latent: cfg.latent,
-                hidden: &cfg.decoder_widths(),
-                likelihood: cfg.likelihood,
-                dispersion: cfg.dispersion,
-                library: cfg.library,
-                batch_norm: cfg.batch_norm,
-            },
-        );
+        let widths = cfg.decoder_widths();
+        let decoder = CountDecoder::new(p, cfg.decoder_shape(genes, &widths));
         Ok(Self {
             encoder,
             z_mean,
@@ -258,22 +315,39 @@ impl Vae {
         self.beta
     }
 
-    /// `q(z | x)` for counts `x` (`[cells, genes]`).
+    /// `q(z | x)` for counts `x` (`[cells, genes]`) of a model without covariates (the
+    /// covariates of a batch enter through [`Vae::encode_batch`]).
     pub fn encode(&self, x: &Tensor, train: bool) -> Posterior {
-        self.encode_counts(x, None, train)
+        self.encode_counts(x, None, &Codes::none(), train)
     }
 
-    /// [`Vae::encode`] of a batch, reading its nonzero entries where it has them on the host.
-    pub fn encode_batch(&self, batch: &TensorBatch, train: bool) -> Posterior {
-        self.encode_counts(&batch.x, batch.sparse.as_ref(), train)
+    /// `q(z | x, s)` of a batch, with its covariates `s` and, where it has them on the host, its
+    /// nonzero entries.
+    ///
+    /// # Errors
+    /// When the batch lacks a covariate the model conditions on, or holds a code outside it.
+    pub fn encode_batch(&self, batch: &TensorBatch, train: bool) -> Result<Posterior> {
+        let codes = self.codes(batch)?;
+        Ok(self.encode_counts(&batch.x, batch.sparse.as_ref(), &codes, train))
+    }
+
+    /// The covariate codes of `batch`.
+    fn codes(&self, batch: &TensorBatch) -> Result<Codes> {
+        Codes::of(batch, &self.cfg.covariates)
     }
 
     /// [`Vae::encode`] of counts whose nonzero entries `sparse` holds, when given.
-    fn encode_counts(&self, x: &Tensor, sparse: Option<&SparseRows>, train: bool) -> Posterior {
+    fn encode_counts(
+        &self,
+        x: &Tensor,
+        sparse: Option<&SparseRows>,
+        codes: &Codes,
+        train: bool,
+    ) -> Posterior {
         let h = if self.encoder.is_empty() {
             x.log1p()
         } else {
-            Hidden::forward_counts(&self.encoder, x, sparse, train)
+            Hidden::forward_counts(&self.encoder, x, sparse, codes, train)
         };
         let [lo, hi] = self.cfg.log_var_range;
         Posterior {
@@ -282,10 +356,10 @@ impl Vae {
         }
     }
 
-    /// The count law of `p(x | z)`. `z` is `[.., cells, latent]`; `log_library` is `[cells, 1]`
-    /// (log total counts), used with the observed library.
+    /// The count law of `p(x | z)` of a model without covariates. `z` is `[.., cells, latent]`;
+    /// `log_library` is `[cells, 1]` (log total counts), used with the observed library.
     pub fn decode(&self, z: &Tensor, log_library: &Tensor, train: bool) -> CountLaw {
-        self.decoder.law(z, log_library, train)
+        self.decoder.law(z, log_library, &Codes::none(), train)
     }
 
     /// Log of each cell's total count (`[cells, 1]`), at least `ln 1` so an empty cell stays finite.
@@ -297,9 +371,10 @@ impl Vae {
 
     /// The log-likelihood averaged over `samples` latent draws and over cells (a scalar), and
     /// the KL of each cell (`[cells]`).
-    fn terms(&self, batch: &TensorBatch, samples: usize, train: bool) -> (Tensor, Tensor) {
+    fn terms(&self, batch: &TensorBatch, samples: usize, train: bool) -> Result<(Tensor, Tensor)> {
         let x = &batch.x;
-        let q = self.encode_batch(batch, train);
+        let codes = self.codes(batch)?;
+        let q = self.encode_counts(x, batch.sparse.as_ref(), &codes, train);
         let std = (&q.log_var * 0.5).exp();
         let (cells, latent) = (x.size()[0], self.cfg.latent as i64);
         let eps = crate::parallel::normal_for_cells(
@@ -311,68 +386,97 @@ impl Vae {
         let z = &q.mean + eps * &std;
         let ll = self
             .decoder
-            .log_lik(&z, x, &batch.log_library(), train, Reduction::Mean);
+            .log_lik(&z, x, &batch.log_library(), &codes, train, Reduction::Mean);
         let kl = (q.mean.square() + q.log_var.exp() - &q.log_var - 1.0).sum_dim_intlist(
             -1,
             false,
             Kind::Float,
         ) * 0.5;
-        (ll, kl)
+        Ok((ll, kl))
     }
 
-    /// The latent means of the rows of `x`, in evaluation mode, `chunk` rows at a time.
-    pub fn latent_means(&self, x: &Tensor, chunk: usize) -> Tensor {
-        crate::map_rows(x, chunk, |rows| self.encode(rows, false).mean)
+    /// The mean of `p(x | z, s)` of each cell of `batch` (`[cells, genes]`): at the posterior
+    /// mean when `samples` is 0, else averaged over `samples` draws from `q(z | x, s)` (the
+    /// reconstruction the ELBO scores, whose average over cells matches the data's means).
+    /// With `decode_as`, every cell is decoded as if it came from that category of the first
+    /// covariate (scvi-tools' `transform_batch`); its own covariates still encode it.
+    ///
+    /// # Errors
+    /// As [`Vae::encode_batch`]; `decode_as` outside the first covariate's categories, or given
+    /// to a model without covariates.
+    pub fn decoded_means(
+        &self,
+        batch: &TensorBatch,
+        samples: usize,
+        decode_as: Option<usize>,
+    ) -> Result<Tensor> {
+        let codes = self.codes(batch)?;
+        let decode_codes = match decode_as {
+            None => None,
+            Some(code) => match self.cfg.covariates.first() {
+                Some(c) if code < c.categories.len() => Some(codes.with_first(code as i64)),
+                Some(c) => {
+                    return Err(Error::Config(format!(
+                        "decode as category {code} of {}, which has {}",
+                        c.key,
+                        c.categories.len()
+                    )));
+                }
+                None => {
+                    return Err(Error::Config(
+                        "the model has no batch covariate to decode as".into(),
+                    ));
+                }
+            },
+        };
+        let x = &batch.x;
+        let q = self.encode_counts(x, batch.sparse.as_ref(), &codes, false);
+        let log_library = Self::log_library(x);
+        let codes = decode_codes.as_ref().unwrap_or(&codes);
+        if samples == 0 {
+            return Ok(self.decoder.law(&q.mean, &log_library, codes, false).mean());
+        }
+        let eps = Tensor::randn(
+            [samples as i64, x.size()[0], self.cfg.latent as i64],
+            (q.mean.kind(), q.mean.device()),
+        );
+        let z = &q.mean + eps * (&q.log_var * 0.5).exp();
+        Ok(self
+            .decoder
+            .law(&z, &log_library, codes, false)
+            .mean()
+            .mean_dim(0, false, Kind::Float))
     }
 
-    /// The mean of `p(x | z)` of each row of `x` (`[cells, genes]`): at the posterior mean when
-    /// `samples` is 0, else averaged over `samples` draws from `q(z | x)` (the reconstruction the
-    /// ELBO scores, whose average over cells matches the data's means).
-    pub fn decoded_means(&self, x: &Tensor, chunk: usize, samples: usize) -> Tensor {
-        crate::map_rows(x, chunk, |rows| {
-            let q = self.encode(rows, false);
-            let log_library = Self::log_library(rows);
-            if samples == 0 {
-                return self.decode(&q.mean, &log_library, false).mean();
-            }
-            let eps = Tensor::randn(
-                [samples as i64, rows.size()[0], self.cfg.latent as i64],
-                (q.mean.kind(), q.mean.device()),
-            );
-            let z = &q.mean + eps * (&q.log_var * 0.5).exp();
-            self.decode(&z, &log_library, false)
-                .mean()
-                .mean_dim(0, false, Kind::Float)
-        })
-    }
-
-    /// Per cell, the importance-weighted estimate of `log p(x)` with `k` samples from
-    /// `q(z | x)`: `logsumexp_k(log p(x | z_k) + log p(z_k) - log q(z_k | x)) - ln k`.
-    /// Cells go through in chunks holding at most about 2^25 decoded values.
-    pub fn importance_log_px(&self, x: &Tensor, k: usize) -> Result<Tensor> {
+    /// Per cell of `batch` (`[cells]`), the importance-weighted estimate of `log p(x)` with `k`
+    /// samples from `q(z | x)`: `logsumexp_k(log p(x | z_k) + log p(z_k) - log q(z_k | x)) -
+    /// ln k`. The caller sizes the batch (it decodes `k` times its cells).
+    ///
+    /// # Errors
+    /// `k` of 0; as [`Vae::encode_batch`].
+    pub fn importance_log_px(&self, batch: &TensorBatch, k: usize) -> Result<Tensor> {
         if k == 0 {
             return Err(Error::Config(
                 "importance sampling needs at least 1 sample".into(),
             ));
         }
-        let chunk = ((1usize << 25) / (k * self.genes as usize)).max(1);
         let log_2pi = (2.0 * std::f64::consts::PI).ln();
-        Ok(crate::map_rows(x, chunk, |rows| {
-            let q = self.encode(rows, false);
-            let std = (&q.log_var * 0.5).exp();
-            let eps = Tensor::randn(
-                [k as i64, rows.size()[0], self.cfg.latent as i64],
-                (q.mean.kind(), q.mean.device()),
-            );
-            let z = &q.mean + &eps * &std;
-            let ll =
-                self.decoder
-                    .log_lik(&z, rows, &Self::log_library(rows), false, Reduction::Rows);
-            let sum = |t: Tensor| t.sum_dim_intlist(-1, false, Kind::Float);
-            let log_pz = sum(z.square() + log_2pi) * -0.5;
-            let log_qz = sum(eps.square() + &q.log_var + log_2pi) * -0.5;
-            (ll + log_pz - log_qz).logsumexp(0, false) - (k as f64).ln()
-        }))
+        let x = &batch.x;
+        let codes = self.codes(batch)?;
+        let q = self.encode_counts(x, batch.sparse.as_ref(), &codes, false);
+        let std = (&q.log_var * 0.5).exp();
+        let eps = Tensor::randn(
+            [k as i64, x.size()[0], self.cfg.latent as i64],
+            (q.mean.kind(), q.mean.device()),
+        );
+        let z = &q.mean + &eps * &std;
+        let ll = self
+            .decoder
+            .log_lik(&z, x, &Self::log_library(x), &codes, false, Reduction::Rows);
+        let sum = |t: Tensor| t.sum_dim_intlist(-1, false, Kind::Float);
+        let log_pz = sum(z.square() + log_2pi) * -0.5;
+        let log_qz = sum(eps.square() + &q.log_var + log_2pi) * -0.5;
+        Ok((ll + log_pz - log_qz).logsumexp(0, false) - (k as f64).ln())
     }
 }
 
@@ -386,7 +490,7 @@ impl Model for Vae {
     }
 
     fn losses(&self, batch: &TensorBatch, train: bool) -> Result<Losses> {
-        let (ll, kl) = self.terms(batch, self.cfg.mc_samples, train);
+        let (ll, kl) = self.terms(batch, self.cfg.mc_samples, train)?;
         let kl = kl.mean(Kind::Float);
         let beta = if train { self.beta } else { 1.0 };
         let total = &kl * beta - &ll;
@@ -482,7 +586,9 @@ mod tests {
         let x = counts(5, 12, 1);
         let vs = VarStore::new(Device::Cpu);
         let vae = Vae::new(&vs.root(), 12, &VaeConfig::new(2, Likelihood::Poisson)).expect("ok");
-        let means = vae.decoded_means(&x, 64, 0);
+        let means = vae
+            .decoded_means(&TensorBatch::from_tensor(x.shallow_clone()), 0, None)
+            .expect("no covariates");
         let totals = x.sum_dim_intlist(-1, false, Kind::Float);
         let got = means.sum_dim_intlist(-1, false, Kind::Float);
         let diff = (got - &totals).abs().max().double_value(&[]);
@@ -515,7 +621,9 @@ mod tests {
         let x = counts(4, 10, 2);
         let vs = VarStore::new(Device::Cpu);
         let vae = Vae::new(&vs.root(), 10, &VaeConfig::new(3, Likelihood::Poisson)).expect("ok");
-        let (_, kl) = vae.terms(&TensorBatch::from_tensor(x.shallow_clone()), 1, false);
+        let (_, kl) = vae
+            .terms(&TensorBatch::from_tensor(x.shallow_clone()), 1, false)
+            .expect("no covariates");
         let q = vae.encode(&x, false);
         let std = (&q.log_var * 0.5).exp();
         let eps = Tensor::randn([200_000, 4, 3], (Kind::Double, Device::Cpu));
@@ -587,7 +695,7 @@ mod tests {
                 max_relative = 1e-5
             );
             let log_px = vae
-                .importance_log_px(&test, 200)
+                .importance_log_px(&TensorBatch::from_tensor(test.shallow_clone()), 200)
                 .expect("k >= 1")
                 .mean(Kind::Double)
                 .double_value(&[]);

@@ -69,7 +69,10 @@ fn poisson_vae_stays_finite_at_the_study_sparsity_and_scale() {
     // The probability-space likelihood of the trained model's rates is -inf for every cell,
     // in float32 and float64; the log-space one is finite.
     let _guard = tch::no_grad_guard();
-    let rates = vae.decoded_means(&test, 64, 0).to_kind(Kind::Double);
+    let rates = vae
+        .decoded_means(&TensorBatch::from_tensor(test.shallow_clone()), 0, None)
+        .expect("no covariates")
+        .to_kind(Kind::Double);
     for kind in [Kind::Float, Kind::Double] {
         let r = rates.to_kind(kind);
         let xk = test.to_kind(kind);

@@ -2,8 +2,8 @@
 //!
 //! The card says what the model is (`kind` with its config: an autoencoder, a VAE or a GMVAE),
 //! the genes it reads by name and in the order of its input columns, the covariate categories it
-//! knows (none yet: the models take no covariates), and the card format and scae version that
-//! wrote it. `scae embed`, `scae cluster`, `scae evaluate` and the studies that reuse Q1's models
+//! knows (the batch key's and any other's, from the model's config), and the card format and
+//! scae version that wrote it. `scae embed`, `scae cluster`, `scae evaluate` and the studies that reuse Q1's models
 //! load any card through [`ModelCard::read`], and [`ModelCard::columns`] finds the model's genes
 //! in new data by name, refusing data that lack some of them in one line.
 
@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use scae_models::{AeConfig, GmvaeConfig, VaeConfig};
+use scae_models::{AeConfig, Covariate, GmvaeConfig, VaeConfig};
 use serde::{Deserialize, Serialize};
 
 /// The card format this scae writes; [`ModelCard::read`] refuses another.
@@ -41,6 +41,15 @@ impl ModelKind {
             Self::Gmvae(_) => "gmvae",
         }
     }
+
+    /// The covariates the model conditions on, the batch key first (none for an autoencoder).
+    pub fn covariates(&self) -> &[Covariate] {
+        match self {
+            Self::Ae(_) => &[],
+            Self::Vae(config) => &config.covariates,
+            Self::Gmvae(config) => &config.vae.covariates,
+        }
+    }
 }
 
 /// The card of a saved model (`model.json`).
@@ -64,12 +73,17 @@ pub struct ModelCard {
 impl ModelCard {
     /// The card of a model of `model` that reads `genes`, written by this scae.
     pub fn new(model: ModelKind, genes: Vec<String>) -> Self {
+        let covariates = model
+            .covariates()
+            .iter()
+            .map(|c| (c.key.clone(), c.categories.clone()))
+            .collect();
         Self {
             card_format: CARD_FORMAT,
             scae_version: env!("CARGO_PKG_VERSION").into(),
             model,
             genes,
-            covariates: BTreeMap::new(),
+            covariates,
         }
     }
 

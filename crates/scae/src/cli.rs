@@ -55,6 +55,10 @@ pub enum Command {
     /// What each choice of the GMVAE's recipe adds: variants of gmvae-real on labelled datasets.
     #[command(mut_arg("data", |a| a.help(LABELLED_RAW_COUNTS)))]
     GmvaeAblation(study::gmvae_ablation::GmvaeAblationArgs),
+    /// Batch integration: PCA, the VAE without and with the batch and the GMVAE with it, scored
+    /// by scIB's metrics over seeds (an .h5ad with --batch-key and --labels-key).
+    #[command(mut_arg("data", |a| a.help(MULTI_BATCH)))]
+    Integrate(study::integrate::IntegrateArgs),
     /// Assemble results/REPORT.md from the questions' results.
     Report(study::report::ReportArgs),
     /// Train one autoencoder on your own data and save it as a model folder.
@@ -96,6 +100,10 @@ const LABELLED_RAW_COUNTS: &str = "Labelled raw counts (cells x genes, non-negat
     of an .h5ad, else labels.txt beside the data). Default: data/counts_raw.npy and data/labels.txt under the root (written by \
     `scae data`)";
 
+/// `--data` of `integrate`.
+const MULTI_BATCH: &str = "Raw counts of cells from several batches: an AnnData .h5ad whose obs \
+    holds each cell's batch (--batch-key) and cell type (--labels-key)";
+
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
@@ -111,6 +119,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::GmvaeSynth(args) => study::gmvae_synth::run(&args.run_args()),
         Command::GmvaeReal(args) => study::gmvae_real::run(&args),
         Command::GmvaeAblation(args) => study::gmvae_ablation::run(&args),
+        Command::Integrate(args) => study::integrate::run(&args),
         Command::Report(args) => study::report::run(&args),
         Command::Train(args) => commands::train(&args),
         Command::Embed(args) => commands::embed(&args),

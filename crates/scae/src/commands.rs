@@ -225,16 +225,20 @@ struct Embedded {
 fn embed_counts(args: &EmbedArgs, card: &crate::card::ModelCard) -> Result<Embedded> {
     use scae_models::Vae;
 
+    let covariates = card.model.covariates();
     let options = scae_io::OpenOptions {
         h5ad: scae_io::H5adOptions {
             layer: args.layer.clone(),
+            obs_keys: covariates.iter().map(|c| c.key.clone()).collect(),
             ..Default::default()
         },
         reading: crate::study::vae::reading(args.backed),
         genes: scae_io::GeneChoice::Named(card.genes.clone()),
         ..Default::default()
     };
-    let data = scae_io::open(&args.data, &options)?;
+    let mut data = scae_io::open(&args.data, &options)?;
+    // The cells' batches as the model knows them; one it does not know is refused.
+    crate::study::vae::code_as_model(&mut data, covariates)?;
     let (device, _) = crate::study::setup_compute(args.device, args.threads)?;
     let weights = args.model.join("weights.safetensors");
     let genes = card.genes.len();
@@ -355,12 +359,14 @@ pub fn cluster(args: &ClusterArgs) -> Result<()> {
     let options = scae_io::OpenOptions {
         h5ad: scae_io::H5adOptions {
             layer: args.layer.clone(),
+            obs_keys: model.vae.covariates.iter().map(|c| c.key.clone()).collect(),
             ..Default::default()
         },
         ..Default::default()
     };
     // Every gene is read, and written back with `--h5ad`; the model sees its own.
-    let data = scae_io::open(&args.data, &options)?;
+    let mut data = scae_io::open(&args.data, &options)?;
+    crate::study::vae::code_as_model(&mut data, &model.vae.covariates)?;
     let input = data.select_genes(&scae_io::gene_columns(
         &genes,
         &data.var_names,

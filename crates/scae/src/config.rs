@@ -216,7 +216,7 @@ macro_rules! configs {
 }
 
 /// The shipped configs, by file name: `configs/` of the source tree is their one source.
-pub const BUILT_IN: [(&str, &str); 12] = configs![
+pub const BUILT_IN: [(&str, &str); 13] = configs![
     "q1.toml",
     "q2.toml",
     "q3.toml",
@@ -226,6 +226,7 @@ pub const BUILT_IN: [(&str, &str); 12] = configs![
     "vae-synth.toml",
     "vae-likelihoods.toml",
     "gmvae-synth.toml",
+    "integrate.toml",
     "gmvae-real.toml",
     "gmvae-ablation.toml",
     "gmvae-ablation-posterior.toml",

@@ -42,6 +42,21 @@ const ELSEWHERE: &[(&str, &str, &str)] = &[
         "likelihood",
         "vae_smoke.rs: an unknown --likelihood is refused",
     ),
+    (
+        "vae",
+        "batch-key",
+        "batches.rs: the card records the batches; unknown columns and missing values refused",
+    ),
+    (
+        "vae",
+        "transform-batch",
+        "batches.rs: the denoised layer changes with the batch decoded as",
+    ),
+    (
+        "integrate",
+        "*",
+        "batches.rs: every data flag, --batch-key and --all on a multi-batch AnnData",
+    ),
     ("train", "latent", "study_smoke.rs: train --latent"),
     ("train", "epochs", "study_smoke.rs: train --epochs"),
 ];

@@ -196,6 +196,7 @@ pub fn run(args: &GmvaeAblationArgs) -> Result<()> {
             base.seeds[0],
             scae_io::GeneChoice::All,
             scae_io::Reading::Memory,
+            &[],
         )
         .with_context(|| format!("dataset {name}"))?;
         let (labels, k) = labels_and_k(&data, base)?;

@@ -371,6 +371,7 @@ pub fn run_dataset(args: &RunArgs, output: &super::vae::H5adArgs) -> Result<Data
         cfg.seeds[0],
         scae_io::GeneChoice::All,
         scae_io::Reading::Memory,
+        &[],
     )?;
     let (labels, k) = labels_and_k(&data, &cfg)?;
     let cells = data.n_cells();
@@ -703,25 +704,35 @@ fn scored(
 /// Keeps the most variable genes: their raw counts for the models, their log-normalised values'
 /// principal components for baseline (d).
 pub(super) fn prepare(data: &CountData, cfg: &GmvaeRealStudy) -> Result<Prepared> {
+    prepare_genes(data, cfg.top_genes, cfg.pca_components)
+}
+
+/// The counts of the `top_genes` most variable genes (0: every gene) and `pca_components`
+/// principal components of their log-normalised values.
+pub(super) fn prepare_genes(
+    data: &CountData,
+    top_genes: usize,
+    pca_components: usize,
+) -> Result<Prepared> {
     let input = data.n_genes();
-    let n = if cfg.top_genes == 0 {
+    let n = if top_genes == 0 {
         input
     } else {
-        cfg.top_genes.min(input)
+        top_genes.min(input)
     };
     // The lognormalised values of the kept genes (dense, cells x at most `top_genes`) and which
     // genes they are; the counts of those genes stay sparse.
     let pre = scae_io::preprocess(data.matrix()?.csr(), n);
     let lognorm = pre.x;
-    if cfg.pca_components > lognorm.ncols().min(lognorm.nrows()) {
+    if pca_components > lognorm.ncols().min(lognorm.nrows()) {
         bail!(
             "pca_components is {} but the data have only {} cells x {} genes",
-            cfg.pca_components,
+            pca_components,
             lognorm.nrows(),
             lognorm.ncols()
         );
     }
-    let pca = super::embed::fit_pca(lognorm.view(), cfg.pca_components)?;
+    let pca = super::embed::fit_pca(lognorm.view(), pca_components)?;
     tracing::info!(
         genes = pre.genes.len(),
         of = input,
@@ -808,7 +819,7 @@ pub(super) fn start_of<'a>(
 /// What the recipe asks of this study: k-means with the study's restarts, progress and the
 /// GMVAE's name around each phase.
 struct Hooks<'a> {
-    study: &'a GmvaeRealStudy,
+    scores: &'a ScoreConfig,
     k: usize,
     seed: u64,
 }
@@ -819,7 +830,7 @@ impl scae_models::RecipeHooks for Hooks<'_> {
     fn cluster(&mut self, latent: ArrayView2<'_, f32>, k: usize) -> Result<Vec<usize>> {
         let scores = ScoreConfig {
             seed: self.seed,
-            kmeans_restarts: self.study.scores.kmeans_restarts,
+            kmeans_restarts: self.scores.kmeans_restarts,
         };
         scores.kmeans(latent, k)
     }
@@ -849,28 +860,48 @@ pub(super) fn train_gmvae(
     start: GmvaeStart<'_>,
     device: ComputeDevice,
 ) -> Result<TrainedGmvae> {
-    let (train, test, all) = (split.train()?, split.test()?, split.all()?);
-    let cells = RecipeCells {
-        train: &train,
-        train_cells: &split.split.train,
-        test: &test,
-        all: &all,
+    let recipe = Recipe {
+        train: &study.gmvae.train,
+        init: study.gmvae_init.as_ref(),
+        scores: &study.scores,
     };
-    let mut hooks = Hooks {
-        study,
-        k: cfg.components,
-        seed,
-    };
-    scae_models::train_gmvae(
-        cfg,
-        &study.gmvae.train,
-        study.gmvae_init.as_ref(),
-        seed,
-        device,
-        cells,
-        start,
-        &mut hooks,
-    )
+    recipe.train(cfg, seed, split, start, device)
+}
+
+/// How a study trains its GMVAEs: the training settings, the start, and the k-means the start
+/// clusters with.
+pub(super) struct Recipe<'a> {
+    pub(super) train: &'a TrainConfig,
+    pub(super) init: Option<&'a ComponentInit>,
+    pub(super) scores: &'a ScoreConfig,
+}
+
+impl Recipe<'_> {
+    /// The GMVAE of `cfg` trained on `split` from `start` ([`scae_models::train_gmvae`]).
+    pub(super) fn train(
+        &self,
+        cfg: &GmvaeConfig,
+        seed: u64,
+        split: &CountSplit<'_>,
+        start: GmvaeStart<'_>,
+        device: ComputeDevice,
+    ) -> Result<TrainedGmvae> {
+        let (train, test, all) = (split.train()?, split.test()?, split.all()?);
+        let cells = RecipeCells {
+            train: &train,
+            train_cells: &split.split.train,
+            test: &test,
+            all: &all,
+        };
+        let mut hooks = Hooks {
+            scores: self.scores,
+            k: cfg.components,
+            seed,
+        };
+        scae_models::train_gmvae(
+            cfg, self.train, self.init, seed, device, cells, start, &mut hooks,
+        )
+    }
 }
 
 /// The config and genes (by name, in input order) of the GMVAE model folder `dir`, from its

@@ -13,6 +13,7 @@ pub mod gmvae_ablation;
 pub mod gmvae_real;
 pub mod gmvae_synth;
 pub mod gmvae_table;
+pub mod integrate;
 pub mod q1;
 pub mod q2;
 pub mod q3;

@@ -17,7 +17,9 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use ndarray::Array2;
 use scae_io::{BatchSource, CountMatrix, CountRows, Fields, GeneChoice, OpenOptions, Reading};
-use scae_models::{ComputeDevice, History, Likelihood, Net, Split, TrainConfig, Vae, VaeConfig};
+use scae_models::{
+    ComputeDevice, Covariate, History, Likelihood, Net, Split, TrainConfig, Vae, VaeConfig,
+};
 use scae_viz::{LinePanel, Series};
 use serde::{Deserialize, Serialize};
 
@@ -111,6 +113,11 @@ pub struct VaeStudy {
     /// backed); 0 (the default) = every gene. `--top-genes` overrides it.
     #[serde(default)]
     pub top_genes: usize,
+    /// The `obs` columns of an `.h5ad` input the model conditions on, the batch key first
+    /// (scvi-tools' `batch_key` and `categorical_covariate_keys`); `--batch-key` overrides it.
+    /// Their categories become `model.covariates`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub batch_keys: Vec<String>,
     pub model: VaeConfig,
     pub train: TrainConfig,
     /// When present and `--data` is not given, the counts are simulated.
@@ -125,24 +132,76 @@ fn default_importance_samples() -> usize {
 impl StudyConfig for VaeStudy {
     fn validate(&self) -> Result<()> {
         check_run(&[self.seed], self.test_fraction)?;
-        self.model.validate()?;
+        validate_with_keys(&self.model, &self.batch_keys)?;
         self.train.validate()?;
         Ok(())
     }
 }
 
+/// Checks `model` as it will be once the covariates of `batch_keys` are read from the data
+/// (one placeholder category each): a config key that needs a batch key is refused before any
+/// file is read. `model.covariates` itself is the data's to set.
+pub fn validate_with_keys(model: &VaeConfig, batch_keys: &[String]) -> Result<()> {
+    if !model.covariates.is_empty() {
+        bail!(
+            "model.covariates is set from the data: name the obs columns with batch_keys (or \
+             --batch-key) instead"
+        );
+    }
+    let mut shaped = model.clone();
+    shaped.covariates = batch_keys
+        .iter()
+        .map(|key| Covariate {
+            key: key.clone(),
+            categories: vec![String::new()],
+        })
+        .collect();
+    shaped.validate()?;
+    Ok(())
+}
+
+/// The covariates of `keys`, read from `data` (their categories as the data hold them), for a
+/// model to be trained.
+///
+/// # Errors
+/// When a column has cells without a value (see [`scae_io::CountData::covariate`]).
+pub fn covariates_of(data: &mut CountData, keys: &[String]) -> Result<Vec<Covariate>> {
+    keys.iter()
+        .map(|key| {
+            Ok(Covariate {
+                key: key.clone(),
+                categories: data.covariate(key, None)?,
+            })
+        })
+        .collect()
+}
+
+/// Recodes `data`'s covariate fields into the categories of a saved model's `covariates`.
+///
+/// # Errors
+/// One line when the data hold a category the model does not know, or cells without a value.
+pub fn code_as_model(data: &mut CountData, covariates: &[Covariate]) -> Result<()> {
+    for c in covariates {
+        data.covariate(&c.key, Some(&c.categories))?;
+    }
+    Ok(())
+}
+
 /// Raw counts for a VAE study: `--data` (any format [`scae_io::open`] reads), else the config's
 /// simulation, else the default data's `counts_raw.npy`; the genes `genes` kept, read as
-/// `reading` says.
+/// `reading` says, with the `obs` columns `obs_keys` (covariates) as per-cell fields.
 pub fn load_counts(
     args: &RunArgs,
     simulate: Option<&Simulate>,
     seed: u64,
     genes: GeneChoice,
     reading: Reading,
+    obs_keys: &[String],
 ) -> Result<CountData> {
+    let mut h5ad = args.h5ad_options();
+    h5ad.obs_keys = obs_keys.to_vec();
     let options = OpenOptions {
-        h5ad: args.h5ad_options(),
+        h5ad,
         labels: args.labels.clone(),
         reading,
         genes,
@@ -153,6 +212,9 @@ pub fn load_counts(
     }
     if reading == Reading::Backed {
         bail!("--backed reads an .h5ad file given with --data");
+    }
+    if let Some(key) = obs_keys.first() {
+        bail!("--batch-key {key}: batch keys are obs columns of an .h5ad file given with --data");
     }
     if let Some(sim) = simulate {
         let (counts, name) = sim.draw(seed)?;
@@ -419,6 +481,7 @@ impl TrainedVae {
             );
         }
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        // The card records the covariates' categories from the config.
         ModelCard::new(ModelKind::Vae(self.config.clone()), genes.to_vec()).write(dir)?;
         self.net.save_weights(&dir.join("weights.safetensors"))?;
         write_history(&dir.join("history.csv"), &self.history)
@@ -536,11 +599,28 @@ pub struct VaeArgs {
     /// (dense: cells x genes x 4 bytes).
     #[arg(long, requires = "h5ad")]
     pub denoised: bool,
+    #[command(flatten)]
+    pub batch: BatchArgs,
+    /// With --denoised: decode every cell as if it came from this batch (a category of the
+    /// first --batch-key), as scvi-tools' transform_batch does.
+    #[arg(long, value_name = "BATCH", requires = "denoised")]
+    pub transform_batch: Option<String>,
     /// Read the counts of an .h5ad file from the file in blocks as training goes, never whole
     /// (automatic when they would not fit in the memory budget: SCAE_MEMORY_BUDGET_MIB, default
     /// half of the available memory).
     #[arg(long)]
     pub backed: bool,
+}
+
+/// Batch covariates, as scvi-tools' `setup_anndata(batch_key=...)`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct BatchArgs {
+    /// The obs column(s) of the .h5ad input whose categories the model conditions on (the
+    /// sample, donor, technology or condition of each cell), comma-separated, the batch key
+    /// first: one-hot codes enter every hidden layer of the decoder (and of the encoder with
+    /// model.encode_covariates). Overrides the config's batch_keys.
+    #[arg(long = "batch-key", value_name = "KEY", value_delimiter = ',')]
+    pub batch_keys: Vec<String>,
 }
 
 /// Writing results back as AnnData.
@@ -610,15 +690,39 @@ pub fn run(args: &VaeArgs) -> Result<()> {
     if let Some(n) = args.run.top_genes {
         cfg.top_genes = n;
     }
+    if !args.batch.batch_keys.is_empty() {
+        cfg.batch_keys.clone_from(&args.batch.batch_keys);
+    }
     cfg.validate()?;
+    if args.transform_batch.is_some() && cfg.batch_keys.is_empty() {
+        bail!("--transform-batch decodes as a category of the batch key: give --batch-key");
+    }
     // The input is opened here, once: the readers and the `.h5ad` writer share the handle.
-    let data = load_counts(
+    let mut data = load_counts(
         &args.run,
         cfg.simulate.as_ref(),
         cfg.seed,
         top_genes(cfg.top_genes),
         reading(args.backed),
+        &cfg.batch_keys,
     )?;
+    cfg.model.covariates = covariates_of(&mut data, &cfg.batch_keys)?;
+    let decode_as = match (&args.transform_batch, cfg.model.covariates.first()) {
+        (Some(name), Some(batch)) => Some(
+            batch
+                .categories
+                .iter()
+                .position(|c| c == name)
+                .with_context(|| {
+                    format!(
+                        "--transform-batch {name}: {} has no such batch (it has {})",
+                        batch.key,
+                        batch.categories.join(", ")
+                    )
+                })?,
+        ),
+        _ => None,
+    };
     let run = Run::start(&args.run, clock, "vae", cfg.device, cfg.threads)?;
     let h5ad_path = args.output.place(run.staging())?;
     let split = Split::new(data.n_cells(), cfg.test_fraction, cfg.seed)?;
@@ -674,7 +778,11 @@ pub fn run(args: &VaeArgs) -> Result<()> {
     if let Some(path) = h5ad_path {
         let denoised = args
             .denoised
-            .then(|| model.net.decoded_means(&*all, model.chunk, 0, cfg.seed))
+            .then(|| {
+                model
+                    .net
+                    .decoded_means(&*all, model.chunk, 0, cfg.seed, decode_as)
+            })
             .transpose()?;
         let obs_names = data.obs_names()?;
         let out = scae_io::AnnOutput {

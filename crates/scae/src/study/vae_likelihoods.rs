@@ -157,6 +157,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         cfg.seed,
         super::vae::top_genes(cfg.top_genes),
         scae_io::Reading::Memory,
+        &[],
     )?;
     let cells = data.n_cells();
     cfg.tsne

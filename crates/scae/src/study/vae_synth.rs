@@ -62,6 +62,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         cfg.seed,
         scae_io::GeneChoice::All,
         scae_io::Reading::Memory,
+        &[],
     )?;
     let run = Run::start(args, clock, "vae-synth", cfg.device, cfg.threads)?;
     let device = run.device;
@@ -81,6 +82,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         model.chunk,
         DECODE_SAMPLES,
         cfg.seed ^ 0xdec0,
+        None,
     )?;
     let cells = decoded.nrows() as f64;
     let sample_means = column_means(data.matrix()?);
