@@ -36,6 +36,13 @@
 //! (`configs/bench-fullsize.toml`); seconds per epoch and peak memory, in
 //! `results/bench/vae-full.json`.
 //!
+//! `bench integrate`: on every multi-batch `.h5ad` of `../shared/data/batches`, `scae integrate`
+//! (3 seeds: unintegrated PCA, the NB VAE without and with the batch, the GMVAE with it), then
+//! scvi-tools' `SCVI` with `batch_key` on the same cells and genes and Harmony (`harmonypy`) on
+//! the same PCA (`xtask/peers/integrate_peers.py`), both embeddings scored beside scae's by the
+//! same scIB metrics in a second `scae integrate --embedding ...`; prints total, bio and batch
+//! per method and seconds; writes `results/bench/integrate.json`.
+//!
 //! `bench scale` ([`scale`]): one epoch of the same NB VAE over 1.3 M simulated 10x-like cells x
 //! 2,000 genes (about 90 % zeros, median library about 490) read from an `.h5ad`: `scae vae
 //! --backed` against scvi-tools, with both sides' peak memory, scae's peak on 1.3 M against 130,000
@@ -126,6 +133,21 @@ pub enum Which {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// Batch integration on every multi-batch .h5ad of ../shared/data/batches: `scae integrate`
+    /// (PCA, the VAE without and with the batch, the GMVAE with it) beside scvi-tools' SCVI with
+    /// batch_key and Harmony on the same PCA, all scored by scae's scIB metrics in one run.
+    Integrate {
+        /// Threads for both sides.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// scVI's epochs (default: scvi-tools' own rule, 400 for these sizes).
+        #[arg(long)]
+        scvi_epochs: Option<usize>,
+        /// A folder of multi-batch .h5ad files (obs `batch` and `cell_type`) instead of
+        /// ../shared/data/batches.
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
     /// 1.3 M simulated 10x-like cells x 2,000 genes as .h5ad: one backed epoch of the NB VAE,
     /// scae vs scvi-tools' SCVI, with peak memory and the time to read the file.
     Scale {
@@ -165,6 +187,11 @@ pub fn run(which: Which) -> Result<()> {
             data,
         } => vae(threads.max(1), epochs.max(1), data),
         Which::VaeFull { threads, device } => vae_full(threads, &device),
+        Which::Integrate {
+            threads,
+            scvi_epochs,
+            data,
+        } => integrate(threads, scvi_epochs, data),
         Which::Dp { data, epochs, runs } => dp::run(data, epochs, runs),
         Which::Scale {
             cells,
@@ -798,6 +825,174 @@ fn vae(threads: usize, epochs: usize, data: Option<PathBuf>) -> Result<()> {
         "provenance": provenance(),
     });
     write_report("vae", &report)
+}
+
+/// `bench integrate` (see [`Which::Integrate`]).
+fn integrate(threads: usize, scvi_epochs: Option<usize>, data: Option<PathBuf>) -> Result<()> {
+    let root = project_root();
+    let dir = data.unwrap_or_else(|| root.join("../shared/data/batches"));
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("bench integrate reads the .h5ad files of {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "h5ad"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        bail!("{}: no .h5ad file to integrate", dir.display());
+    }
+    let torch = project::build_release()?;
+    ensure_scvi(&torch)?;
+    ensure_harmony(&torch)?;
+    let work = root.join("target/bench/integrate");
+    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    let threads_arg = threads.to_string();
+    let mut datasets = Vec::new();
+    for file in &files {
+        let name = stem(file);
+        let here = work.join(&name);
+        let scae_args = |out: &Path, extra: &[String]| -> Vec<String> {
+            let mut args: Vec<String> = [
+                "--data",
+                &file.display().to_string(),
+                "--batch-key",
+                "batch",
+                "--labels-key",
+                "cell_type",
+                "--device",
+                "cpu",
+                "--threads",
+                &threads_arg,
+                "--out",
+                &out.display().to_string(),
+            ]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+            args.extend_from_slice(extra);
+            args
+        };
+        // scae's own run first: it writes the genes and the PCA the peers start from.
+        eprintln!("bench integrate {name}: scae integrate");
+        let first = here.join("scae");
+        study::scae(&torch, "integrate", &scae_args(&first, &[]))?;
+        eprintln!("bench integrate {name}: scVI with batch_key, then Harmony (minutes)");
+        let peers = here.join("peers");
+        let mut py = python_peer(&torch, "integrate_peers.py", threads);
+        py.arg("--data")
+            .arg(file)
+            .arg("--scae")
+            .arg(&first)
+            .args(["--batch-key", "batch", "--threads", &threads_arg])
+            .arg("--out")
+            .arg(&peers);
+        if let Some(e) = scvi_epochs {
+            py.args(["--epochs", &e.to_string()]);
+        }
+        let timing = json_output(&mut py)?;
+        // The peers' embeddings scored beside scae's, seed by seed, by the same metrics.
+        let scored = here.join("scored");
+        let given = [
+            "--embedding".to_owned(),
+            format!("scvi={}", peers.join("scvi.npy").display()),
+            "--embedding".to_owned(),
+            format!("harmony={}", peers.join("harmony.npy").display()),
+        ];
+        study::scae(&torch, "integrate", &scae_args(&scored, &given))?;
+        let metrics = read_json(&scored.join("metrics.json"))?;
+        datasets.push((name, metrics, timing));
+    }
+    let mut report = Vec::new();
+    println!(
+        "\nbench integrate: scae's scIB scores (mean of 3 seeds) beside scvi-tools' SCVI (batch_key) \
+         and Harmony on the same PCA, {threads} threads"
+    );
+    for (name, metrics, timing) in &datasets {
+        println!(
+            "{name}: {} cells x {} genes",
+            metrics["provenance"]["data"]["cells"], metrics["genes"]
+        );
+        println!(
+            "  {:<36} {:>7} {:>7} {:>7} {:>9}",
+            "method", "total", "bio", "batch", "seconds"
+        );
+        let summary = metrics["summary"].as_array().cloned().unwrap_or_default();
+        let mean = |s: &Value, key: &str| -> f64 {
+            s["metrics"]
+                .as_array()
+                .and_then(|m| m.iter().find(|p| p[0] == key))
+                .and_then(|p| p[1]["mean"].as_f64())
+                .unwrap_or(f64::NAN)
+        };
+        let mut totals = serde_json::Map::new();
+        for s in &summary {
+            let method = match &s["method"] {
+                Value::String(m) => m.clone(),
+                other => other["given"].as_str().unwrap_or("?").to_owned(),
+            };
+            let seconds = match method.as_str() {
+                "scvi" => timing["scvi"]["seconds"].as_f64().unwrap_or(f64::NAN),
+                "harmony" => timing["harmony"]["seconds"].as_f64().unwrap_or(f64::NAN),
+                _ => mean(s, "seconds"),
+            };
+            println!(
+                "  {:<36} {:>7.3} {:>7.3} {:>7.3} {:>9.1}",
+                method,
+                mean(s, "total"),
+                mean(s, "bio"),
+                mean(s, "batch"),
+                seconds
+            );
+            totals.insert(method, json!({"total": mean(s, "total"), "bio": mean(s, "bio"), "batch": mean(s, "batch"), "seconds": seconds}));
+        }
+        let get = |m: &str| {
+            totals
+                .get(m)
+                .and_then(|v| v["total"].as_f64())
+                .unwrap_or(f64::NAN)
+        };
+        println!(
+            "  VAE with the batch / scVI with batch_key (total): {:.3} / {:.3}; / Harmony: {:.3} \
+             (target: at least both)",
+            get("vae_batch"),
+            get("scvi"),
+            get("harmony")
+        );
+        report.push(json!({
+            "dataset": name,
+            "methods": totals,
+            "scvi": timing["scvi"],
+            "versions": timing["versions"],
+            "scae_metrics": scored_path(&work, name),
+        }));
+    }
+    write_report(
+        "integrate",
+        &json!({"benchmark": "integrate", "threads": threads, "datasets": report, "provenance": provenance()}),
+    )
+}
+
+fn scored_path(work: &Path, name: &str) -> String {
+    work.join(name)
+        .join("scored/metrics.json")
+        .display()
+        .to_string()
+}
+
+/// Installs harmonypy into the set-up's venv when it is missing.
+fn ensure_harmony(torch: &Libtorch) -> Result<()> {
+    let present = Command::new(&torch.python)
+        .args(["-c", "import harmonypy"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !present {
+        eprintln!("installing harmonypy into {}", torch.python.display());
+        let mut pip = Command::new(&torch.python);
+        pip.args(["-m", "pip", "install", "--disable-pip-version-check"])
+            .args(["harmonypy", &format!("torch=={TORCH_VERSION}")]);
+        project::run_status(&mut pip).context("pip could not install harmonypy")?;
+    }
+    Ok(())
 }
 
 /// Installs scvi-tools into the set-up's venv when it is missing, keeping its torch.

@@ -397,6 +397,65 @@ fn integrate_scores_four_embeddings_and_honours_every_data_flag() {
         assert!(dir.join("plain").join(figure).exists(), "{figure}");
     }
 
+    // An embedding made elsewhere is scored beside the study's own; one of the wrong length is
+    // refused in one line.
+    // Three tight groups by cell type, 4 apart, each cell at its own place within its group.
+    let types = ndarray::Array2::from_shape_fn((240, 2), |(i, j)| {
+        let wobble = if j == 0 {
+            ((i * 7919) % 1000) as f32 / 1000.0
+        } else {
+            ((i * 6037) % 997) as f32 / 997.0
+        };
+        ((i % 3) * 4) as f32 + wobble
+    });
+    let given = dir.join("types.npy");
+    scae_io::write_npy(&given, &types.view()).expect("npy");
+    let short = dir.join("short.npy");
+    scae_io::write_npy(&short, &types.slice(ndarray::s![..10, ..])).expect("npy");
+    let with_given = path("given");
+    go(
+        &with_given,
+        &[
+            "--labels-key",
+            "cell_type",
+            "--embedding",
+            &format!("types={}", given.display()),
+        ],
+    );
+    let metrics: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("given/metrics.json")).expect("m"))
+            .expect("JSON");
+    let row = metrics["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .find(|r| r["method"] == serde_json::json!({"given": "types"}))
+        .expect("the given embedding's row")
+        .clone();
+    // It holds the cell types and nothing of the batches: full bio scores.
+    assert!(
+        row["scores"]["bio"]["leiden_ari"].as_f64().expect("ari") > 0.99,
+        "{row}"
+    );
+    assert!(dir.join("given/tsne_given_types.npy").exists());
+    refused(
+        dir,
+        &[
+            "integrate",
+            "--data",
+            &f,
+            "--batch-key",
+            "batch",
+            "--labels-key",
+            "cell_type",
+            "--embedding",
+            &format!("short={}", short.display()),
+            "--out",
+            &path("short"),
+        ],
+        "has 10 rows, but the data have 240 cells",
+    );
+
     // Every data flag changes what was read.
     let layer = go(
         &path("layer"),

@@ -116,11 +116,12 @@ fn vae_backed_from_the_file_gives_the_numbers_of_the_run_in_memory() {
     std::fs::write(&config, SMALL_VAE).expect("config");
     let c = config.display().to_string();
     let data = fixtures().join("csr.h5ad").display().to_string();
-    // Every gene, then the 10 most variable: chosen in one pass over the file when backed.
-    for top in [None, Some("10")] {
+    // Every gene, then the 10 most variable: chosen in one pass over the file when backed; and
+    // a model conditioned on the batch column, whose codes the backed batches carry too.
+    for (top, batch) in [(None, false), (Some("10"), false), (None, true)] {
         let mut runs = Vec::new();
         for backed in [false, true] {
-            let name = format!("{}-{}", top.unwrap_or("all"), backed);
+            let name = format!("{}-{}-{batch}", top.unwrap_or("all"), backed);
             let out = tmp.path().join(name);
             let o = out.display().to_string();
             let mut args = vec![
@@ -140,6 +141,9 @@ fn vae_backed_from_the_file_gives_the_numbers_of_the_run_in_memory() {
             if let Some(n) = top {
                 args.extend(["--top-genes", n]);
             }
+            if batch {
+                args.extend(["--batch-key", "batch"]);
+            }
             assert_ok(&scae(&args));
             let m = json(&out.join("metrics.json"));
             let read = &m["provenance"]["data"];
@@ -154,6 +158,12 @@ fn vae_backed_from_the_file_gives_the_numbers_of_the_run_in_memory() {
             }
             let genes = std::fs::read_to_string(out.join("model.json")).expect("card");
             let genes: serde_json::Value = serde_json::from_str(&genes).expect("JSON");
+            assert_eq!(
+                genes["covariates"].get("batch").is_some(),
+                batch,
+                "{}",
+                genes["covariates"]
+            );
             runs.push((
                 history,
                 m["summary"]["test_elbo"].clone(),

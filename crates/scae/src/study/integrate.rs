@@ -19,8 +19,13 @@
 //! says how many). The scores use scIB's 90 neighbours per cell (15 for Leiden and graph
 //! connectivity, 50 for kBET), fewer when the data hold fewer cells (recorded as `neighbours`).
 //!
+//! `--embedding NAME=NPY` scores an embedding made elsewhere beside them (scVI's latent, Harmony's
+//! PCs: `cargo xtask bench integrate` runs both).
+//!
 //! Writes `results/integrate/`: `scores.csv` (a row per seed and method, every metric),
-//! `metrics.json` (config, provenance, rows, mean and sd per method), `report.md`, and for the
+//! `metrics.json` (config, provenance, rows, mean and sd per method), `report.md`, `pca.npy`
+//! (the baseline's principal components of every kept cell) and `genes.txt` (the genes the
+//! models read), and for the
 //! first seed each embedding's t-SNE coloured by batch and by cell type, side by side
 //! (`embedding_by_batch.png`, `embedding_by_cell_type.png`, with `.svg` and the coordinates).
 //! `--all DIR` runs every `.h5ad` under a folder that has both columns and writes one table
@@ -102,36 +107,87 @@ pub struct IntegrateArgs {
     /// and writes one table across them, in place of --data.
     #[arg(long, value_name = "DIR", conflicts_with = "data")]
     pub all: Option<PathBuf>,
+    /// Also score an embedding made elsewhere (scVI's latent, Harmony's PCs, ...): NAME=NPY, a
+    /// .npy of one row per cell of the input file, in its order (or of the cells kept, those
+    /// with a count); repeatable. Not with --all.
+    #[arg(long = "embedding", value_name = "NAME=NPY", conflicts_with = "all")]
+    pub embeddings: Vec<String>,
 }
 
-/// The embeddings scored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// The `--embedding NAME=NPY` values, parsed.
+fn given_embeddings(values: &[String]) -> Result<Vec<(String, PathBuf)>> {
+    let mut out: Vec<(String, PathBuf)> = Vec::new();
+    for value in values {
+        let Some((name, path)) = value
+            .split_once('=')
+            .filter(|(n, p)| !n.is_empty() && !p.is_empty())
+        else {
+            bail!("--embedding {value}: expected NAME=PATH (a name, then the .npy file)");
+        };
+        if out.iter().any(|(n, _)| n == name) {
+            bail!("--embedding {value}: the name {name} is given twice");
+        }
+        out.push((name.to_owned(), PathBuf::from(path)));
+    }
+    Ok(out)
+}
+
+/// The rows of the embedding at `path` for the kept cells `cells` (input rows, ascending): the
+/// whole matrix when it has one row per kept cell, else those rows of one per input cell.
+fn load_given(name: &str, path: &Path, cells: &[usize]) -> Result<Array2<f32>> {
+    let x = scae_io::read_matrix(path).with_context(|| format!("--embedding {name}"))?;
+    if x.nrows() == cells.len() {
+        return Ok(x);
+    }
+    match cells.last() {
+        Some(&last) if x.nrows() > last => Ok(x.select(ndarray::Axis(0), cells)),
+        _ => bail!(
+            "{}: --embedding {name} has {} rows, but the data have {} cells with a count",
+            path.display(),
+            x.nrows(),
+            cells.len(),
+        ),
+    }
+}
+
+/// The embeddings scored: the study's four, and any given with `--embedding`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Method {
     Pca,
     Vae,
     VaeBatch,
     GmvaeBatch,
+    /// An embedding made elsewhere (`--embedding NAME=NPY`: scVI's, Harmony's, ...).
+    Given(String),
 }
 
 impl Method {
-    pub const ALL: [Self; 4] = [Self::Pca, Self::Vae, Self::VaeBatch, Self::GmvaeBatch];
-
-    pub fn label(self) -> &'static str {
+    pub fn label(&self) -> String {
         match self {
-            Self::Pca => "unintegrated PCA (log-normalised)",
-            Self::Vae => "NB VAE without the batch",
-            Self::VaeBatch => "NB VAE with the batch",
-            Self::GmvaeBatch => "GMVAE with the batch",
+            Self::Pca => "unintegrated PCA (log-normalised)".into(),
+            Self::Vae => "NB VAE without the batch".into(),
+            Self::VaeBatch => "NB VAE with the batch".into(),
+            Self::GmvaeBatch => "GMVAE with the batch".into(),
+            Self::Given(name) => format!("{name} (given)"),
         }
     }
 
-    fn short(self) -> &'static str {
+    fn short(&self) -> String {
         match self {
-            Self::Pca => "PCA",
-            Self::Vae => "VAE",
-            Self::VaeBatch => "VAE + batch",
-            Self::GmvaeBatch => "GMVAE + batch",
+            Self::Pca => "PCA".into(),
+            Self::Vae => "VAE".into(),
+            Self::VaeBatch => "VAE + batch".into(),
+            Self::GmvaeBatch => "GMVAE + batch".into(),
+            Self::Given(name) => name.clone(),
+        }
+    }
+
+    /// A file-name part: `pca`, `vaebatch`, `given_scvi`.
+    fn file(&self) -> String {
+        match self {
+            Self::Given(name) => format!("given_{name}"),
+            other => format!("{other:?}").to_lowercase(),
         }
     }
 }
@@ -211,10 +267,16 @@ impl Summary {
 }
 
 fn summarise(rows: &[Row]) -> Vec<Summary> {
-    Method::ALL
-        .iter()
-        .filter_map(|&method| {
-            let mine: Vec<&Row> = rows.iter().filter(|r| r.method == method).collect();
+    let mut methods: Vec<&Method> = Vec::new();
+    for row in rows {
+        if !methods.contains(&&row.method) {
+            methods.push(&row.method);
+        }
+    }
+    methods
+        .into_iter()
+        .filter_map(|method| {
+            let mine: Vec<&Row> = rows.iter().filter(|r| &r.method == method).collect();
             let first = mine.first()?;
             let metrics = metric_values(first)
                 .iter()
@@ -226,7 +288,7 @@ fn summarise(rows: &[Row]) -> Vec<Summary> {
                 .collect();
             let aris: Vec<f64> = mine.iter().filter_map(|r| r.cluster_ari).collect();
             Some(Summary {
-                method,
+                method: method.clone(),
                 metrics,
                 cluster_ari: (!aris.is_empty()).then(|| Spread::of(&aris)),
             })
@@ -333,7 +395,9 @@ pub struct DatasetSummary {
 pub fn run(args: &IntegrateArgs) -> Result<()> {
     match &args.all {
         Some(dir) => run_all(dir, args),
-        None => run_dataset(&args.run, &args.batch).map(|_| ()),
+        None => {
+            run_dataset(&args.run, &args.batch, &given_embeddings(&args.embeddings)?).map(|_| ())
+        }
     }
 }
 
@@ -348,7 +412,11 @@ fn batch_key(batch: &BatchArgs) -> Result<&str> {
 }
 
 /// The study on the data of `args`; returns its summary for a table across datasets.
-pub fn run_dataset(args: &RunArgs, batch: &BatchArgs) -> Result<DatasetSummary> {
+pub fn run_dataset(
+    args: &RunArgs,
+    batch: &BatchArgs,
+    given: &[(String, PathBuf)],
+) -> Result<DatasetSummary> {
     let clock = RunClock::start();
     let cfg = IntegrateStudy::load(&args.config_path("integrate"))?;
     let key = batch_key(batch)?.to_owned();
@@ -390,6 +458,10 @@ pub fn run_dataset(args: &RunArgs, batch: &BatchArgs) -> Result<DatasetSummary> 
     cfg.tsne
         .check_cells(cells)
         .with_context(|| format!("t-SNE of {cells} cells"))?;
+    let given: Vec<(String, Array2<f32>)> = given
+        .iter()
+        .map(|(name, path)| Ok((name.clone(), load_given(name, path, &data.cells)?)))
+        .collect::<Result<_>>()?;
     let run = Run::start(args, clock, "integrate", cfg.device, cfg.threads)?;
     let device = run.device;
     let timer = Instant::now();
@@ -460,6 +532,9 @@ pub fn run_dataset(args: &RunArgs, batch: &BatchArgs) -> Result<DatasetSummary> 
             Ok(())
         };
         push(Method::Pca, prepared.pcs.view(), pca_seconds, None)?;
+        for (name, x) in &given {
+            push(Method::Given(name.clone()), x.view(), f64::NAN, None)?;
+        }
         let split = CountSplit::of(&prepared.counts, cfg.test_fraction, seed)?;
         let latent_of = |name: &str, model: &VaeConfig| -> Result<_> {
             let timer = Instant::now();
@@ -517,11 +592,20 @@ pub fn run_dataset(args: &RunArgs, batch: &BatchArgs) -> Result<DatasetSummary> 
                 (Method::VaeBatch, aware_latent),
                 (Method::GmvaeBatch, gmvae_latent),
             ];
+            first.extend(
+                given
+                    .iter()
+                    .map(|(name, x)| (Method::Given(name.clone()), x.clone())),
+            );
         }
     }
     let summary = summarise(&rows);
     let checks = checks(&summary);
     write_scores_csv(run.path(), &rows)?;
+    // What a peer needs to see the same input: the PCA scored here (Harmony corrects it) and the
+    // genes the models read (scVI trains on them).
+    scae_io::write_npy(&run.path().join("pca.npy"), &prepared.pcs.view())?;
+    scae_io::write_labels(&run.path().join("genes.txt"), &prepared.counts.var_names)?;
     let batch_colouring = Colouring::groups(batch_names.clone(), batch_codes);
     figures(run.path(), &cfg, &colouring, &batch_colouring, &key, &first)?;
     let report = report(
@@ -551,7 +635,7 @@ pub fn run_dataset(args: &RunArgs, batch: &BatchArgs) -> Result<DatasetSummary> 
     let dest = run.finish(&metrics)?;
     for s in &summary {
         eprintln!(
-            "{:<36} total {:.3}, bio {:.3}, batch {:.3}{}, {:.1} s",
+            "{:<36} total {:.3}, bio {:.3}, batch {:.3}{}, {} s",
             s.method.label(),
             s.get("total"),
             s.get("bio"),
@@ -560,7 +644,7 @@ pub fn run_dataset(args: &RunArgs, batch: &BatchArgs) -> Result<DatasetSummary> 
                 ", own clusters' ARI {:.3}",
                 a.mean
             )),
-            s.get("seconds"),
+            seconds(s.get("seconds")),
         );
     }
     eprintln!("integration results written to {}", dest.display());
@@ -577,6 +661,15 @@ pub fn run_dataset(args: &RunArgs, batch: &BatchArgs) -> Result<DatasetSummary> 
     })
 }
 
+/// Seconds as the tables print them: `-` for an embedding made elsewhere.
+fn seconds(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v:.1}")
+    } else {
+        "-".into()
+    }
+}
+
 fn write_scores_csv(dir: &Path, rows: &[Row]) -> Result<()> {
     let mut csv = String::from("seed,method");
     if let Some(first) = rows.first() {
@@ -586,7 +679,7 @@ fn write_scores_csv(dir: &Path, rows: &[Row]) -> Result<()> {
     }
     csv.push_str(",cluster_ari\n");
     for row in rows {
-        let _ = write!(csv, "{},{:?}", row.seed, row.method);
+        let _ = write!(csv, "{},{}", row.seed, row.method.file());
         for (_, v) in metric_values(row) {
             let _ = write!(csv, ",{v}");
         }
@@ -620,7 +713,7 @@ fn figures(
             x.view(),
             &cfg.tsne,
         )?;
-        panels.push((format!("tsne_{method:?}").to_lowercase(), e));
+        panels.push((format!("tsne_{}", method.file()), e));
     }
     let refs: Vec<(&str, &super::embed::Embedding)> =
         panels.iter().map(|(f, e)| (f.as_str(), e)).collect();
@@ -679,7 +772,7 @@ fn report(
         };
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             s.method.label(),
             cell("total"),
             cell("bio"),
@@ -694,7 +787,7 @@ fn report(
             cell("leiden_ari"),
             s.cluster_ari
                 .map_or_else(|| "-".into(), |v| format!("{:.3} ± {:.3}", v.mean, v.sd)),
-            s.get("seconds"),
+            seconds(s.get("seconds")),
         );
     }
     if let Some(c) = checks {
@@ -786,7 +879,8 @@ fn run_all(dir: &Path, args: &IntegrateArgs) -> Result<()> {
         run.data = Some(path.clone());
         run.out = Some(out.join(name));
         let timer = Instant::now();
-        let summary = run_dataset(&run, &args.batch).with_context(|| format!("dataset {name}"))?;
+        let summary =
+            run_dataset(&run, &args.batch, &[]).with_context(|| format!("dataset {name}"))?;
         entries.push(Entry {
             name: name.clone(),
             seconds: timer.elapsed().as_secs_f64(),
@@ -814,9 +908,9 @@ fn run_all(dir: &Path, args: &IntegrateArgs) -> Result<()> {
             );
             let _ = writeln!(
                 csv,
-                "{},{:?},{},{},{},{},{}",
+                "{},{},{},{},{},{},{}",
                 e.name,
-                s.method,
+                s.method.file(),
                 s.get("total"),
                 s.get("bio"),
                 s.get("batch"),
@@ -889,6 +983,7 @@ mod tests {
                 (Method::GmvaeBatch, 0.85, 0.8),
             ] {
                 let s = scores(bio + shift, batch);
+                let cluster_ari = (method == Method::GmvaeBatch).then_some(0.9);
                 rows.push(Row {
                     seed,
                     method,
@@ -896,7 +991,7 @@ mod tests {
                     bio: s.bio.mean(),
                     batch: s.batch.mean(),
                     scores: s,
-                    cluster_ari: (method == Method::GmvaeBatch).then_some(0.9),
+                    cluster_ari,
                     seconds: 1.0,
                 });
             }
