@@ -965,10 +965,92 @@ fn integrate(threads: usize, scvi_epochs: Option<usize>, data: Option<PathBuf>) 
             "scae_metrics": scored_path(&work, name),
         }));
     }
+    let speed = integrate_speed(&torch, &work, threads)?;
     write_report(
         "integrate",
-        &json!({"benchmark": "integrate", "threads": threads, "datasets": report, "provenance": provenance()}),
+        &json!({"benchmark": "integrate", "threads": threads, "datasets": report, "speed": speed, "provenance": provenance()}),
     )
+}
+
+/// Cells, genes, batches and epochs of `bench integrate`'s speed part.
+const SPEED_SHAPE: (usize, usize, usize, usize) = (50_000, 2_000, 4, 3);
+
+/// `bench integrate`'s speed part: the batch-aware NB VAE (`configs/bench-vae.toml` with
+/// `--batch-key`) against scvi-tools' SCVI with `batch_key`, training cells per second on a
+/// simulated multi-batch dataset (`xtask/peers/integrate_speed.py`, made once).
+fn integrate_speed(torch: &Libtorch, work: &Path, threads: usize) -> Result<Value> {
+    let (cells, genes, batches, epochs) = SPEED_SHAPE;
+    let data = work.join(format!("speed-{cells}x{genes}-b{batches}.h5ad"));
+    let threads_arg = threads.to_string();
+    if !data.is_file() {
+        eprintln!("bench integrate: simulating {cells} x {genes} counts in {batches} batches");
+        let mut py = python_peer(torch, "integrate_speed.py", threads);
+        py.arg("--simulate").arg(&data).args([
+            "--cells",
+            &cells.to_string(),
+            "--genes",
+            &genes.to_string(),
+            "--batches",
+            &batches.to_string(),
+        ]);
+        project::run_status(&mut py).context("simulating the multi-batch dataset")?;
+    }
+    // bench vae's model and training, without the importance-weighted log p(x) (not timed).
+    let config = work.join("speed-vae.toml");
+    let shipped = std::fs::read_to_string(project_root().join("configs/bench-vae.toml"))?;
+    std::fs::write(
+        &config,
+        shipped.replace("importance_samples = 100", "importance_samples = 0"),
+    )?;
+    let need = |side: &Value, key: &str, who: &str| {
+        side[key]
+            .as_f64()
+            .with_context(|| format!("{who} reported no {key}"))
+    };
+    let out = work.join("speed-scae");
+    eprintln!("bench integrate: scae vae --batch-key batch, {epochs} epochs");
+    let args: Vec<String> = [
+        "--config",
+        &config.display().to_string(),
+        "--data",
+        &data.display().to_string(),
+        "--batch-key",
+        "batch",
+        "--device",
+        "cpu",
+        "--threads",
+        &threads_arg,
+        "--epochs",
+        &epochs.to_string(),
+        "--out",
+        &out.display().to_string(),
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    study::scae(torch, "vae", &args)?;
+    let ours = read_json(&out.join("metrics.json"))?["summary"].clone();
+    let ours_rate =
+        need(&ours, "train_cells", "scae")? / need(&ours, "train_seconds_per_epoch", "scae")?;
+    eprintln!("bench integrate: scvi-tools SCVI with batch_key, {epochs} epochs");
+    let mut py = python_peer(torch, "integrate_speed.py", threads);
+    py.arg("--time")
+        .arg(&data)
+        .args(["--epochs", &epochs.to_string(), "--threads", &threads_arg]);
+    let theirs = json_output(&mut py)?;
+    let theirs_rate =
+        need(&theirs, "cells", "scvi-tools")? / need(&theirs, "seconds_per_epoch", "scvi-tools")?;
+    let ratio = ours_rate / theirs_rate;
+    println!(
+        "speed ({cells} simulated cells x {genes} genes, {batches} batches, {epochs} epochs, \
+         {threads} threads): scae's batch-aware VAE {ours_rate:.0} training cells/s, scvi-tools' \
+         SCVI with batch_key {theirs_rate:.0}: {ratio:.2}x"
+    );
+    Ok(json!({
+        "cells": cells, "genes": genes, "batches": batches, "epochs": epochs,
+        "scae_cells_per_second": ours_rate, "scvi_cells_per_second": theirs_rate, "ratio": ratio,
+        "scae": ours, "scvi_tools": theirs,
+    }))
 }
 
 fn scored_path(work: &Path, name: &str) -> String {
