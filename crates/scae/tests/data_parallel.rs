@@ -129,8 +129,10 @@ fn ranks_train_to_the_weights_of_one_process_on_the_same_global_batches() {
         "vae.toml",
         &[("batch_norm", "false"), ("epochs", "1")],
     );
-    // `backed`: the ranks read their rows of each batch from the file by blocks.
-    let run = |ranks: usize, name: &str, backed: bool| {
+    // `backed`: the ranks read their rows of each batch from the file by blocks; `covariate`:
+    // the model conditions on an obs column (here the cell types, as a stand-in for a batch),
+    // whose codes each rank's shard carries.
+    let run = |ranks: usize, name: &str, backed: bool, covariate: bool| {
         let out = tmp.path().join(name);
         let mut args = vec![
             "vae",
@@ -146,6 +148,9 @@ fn ranks_train_to_the_weights_of_one_process_on_the_same_global_batches() {
         if backed {
             args.push("--backed");
         }
+        if covariate {
+            args.extend(["--batch-key", "cell_type"]);
+        }
         let result = if ranks == 1 {
             common::scae(&args)
         } else {
@@ -157,14 +162,36 @@ fn ranks_train_to_the_weights_of_one_process_on_the_same_global_batches() {
         assert_ok(&result, &format!("{ranks} ranks"));
         out
     };
-    let one = run(1, "one", false);
-    let alone = safetensors(&one.join("weights.safetensors"));
-    let alone_elbo = metrics(&one)["summary"]["test_elbo"]
-        .as_f64()
-        .expect("ELBO");
-    for (ranks, backed) in [(2, false), (3, false), (2, true)] {
-        let run_name = format!("ranks{ranks}{}", if backed { "-backed" } else { "" });
-        let dir = run(ranks, &run_name, backed);
+    let mut alone_of = BTreeMap::new();
+    for covariate in [false, true] {
+        let one = run(
+            1,
+            if covariate { "one-cov" } else { "one" },
+            false,
+            covariate,
+        );
+        let elbo = metrics(&one)["summary"]["test_elbo"]
+            .as_f64()
+            .expect("ELBO");
+        alone_of.insert(
+            covariate,
+            (safetensors(&one.join("weights.safetensors")), elbo),
+        );
+    }
+    for (ranks, backed, covariate) in [
+        (2, false, false),
+        (3, false, false),
+        (2, true, false),
+        (2, false, true),
+    ] {
+        let (alone, alone_elbo) = &alone_of[&covariate];
+        let alone_elbo = *alone_elbo;
+        let run_name = format!(
+            "ranks{ranks}{}{}",
+            if backed { "-backed" } else { "" },
+            if covariate { "-cov" } else { "" }
+        );
+        let dir = run(ranks, &run_name, backed, covariate);
         let m = metrics(&dir);
         assert_eq!(m["summary"]["ranks"], ranks);
         assert!(
@@ -183,7 +210,7 @@ fn ranks_train_to_the_weights_of_one_process_on_the_same_global_batches() {
             weights.keys().collect::<Vec<_>>(),
             alone.keys().collect::<Vec<_>>()
         );
-        for (name, a) in &alone {
+        for (name, a) in alone {
             let b = &weights[name];
             let norm = |v: &mut dyn Iterator<Item = f64>| v.map(|x| x * x).sum::<f64>().sqrt();
             let diff = norm(&mut a.iter().zip(b).map(|(x, y)| f64::from(x - y)));
@@ -200,9 +227,11 @@ fn ranks_train_to_the_weights_of_one_process_on_the_same_global_batches() {
     // Rank 0 alone wrote: one folder per run, no staging folder left by another rank.
     let mut expected = vec![
         "one".to_string(),
+        "one-cov".into(),
         "ranks2".into(),
         "ranks3".into(),
         "ranks2-backed".into(),
+        "ranks2-cov".into(),
     ];
     expected.sort();
     assert_eq!(folders(tmp.path()), expected);
