@@ -10,7 +10,7 @@ use serde_json::Value;
 
 mod common;
 
-use common::{SMALL_VAE, io_fixture, scae};
+use common::{FIXTURE_GMVAE, SMALL_VAE, io_fixture, scae};
 
 fn project() -> tempfile::TempDir {
     let root = tempfile::tempdir().expect("tempdir");
@@ -531,4 +531,49 @@ fn integrate_scores_four_embeddings_and_honours_every_data_flag() {
         table.contains("two_batches") && !table.contains("no_batch"),
         "{table}"
     );
+}
+
+#[test]
+fn gmvae_real_with_a_batch_key_saves_models_that_know_the_batches_and_cluster_new_cells() {
+    let root = project();
+    let dir = root.path();
+    std::fs::write(dir.join("configs/gmvae-real.toml"), FIXTURE_GMVAE).expect("config");
+    let csr = io_fixture("csr.h5ad");
+    let out = dir.join("gmvae").display().to_string();
+    ok(
+        dir,
+        &[
+            "gmvae-real",
+            "--data",
+            &csr,
+            "--labels-key",
+            "cell_type",
+            "--batch-key",
+            "batch",
+            "--out",
+            &out,
+        ],
+    );
+    let model = dir.join("gmvae/seed_0/gmvae");
+    let card: Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("model.json")).expect("card"))
+            .expect("JSON");
+    assert_eq!(
+        card["covariates"]["batch"],
+        serde_json::json!(["a", "b"]),
+        "{card}"
+    );
+    assert_eq!(
+        card["config"]["vae"]["covariates"][0]["key"], "batch",
+        "{card}"
+    );
+    let clusters = dir.join("clusters").display().to_string();
+    let model = model.display().to_string();
+    ok(
+        dir,
+        &[
+            "cluster", "--model", &model, "--data", &csr, "--out", &clusters,
+        ],
+    );
+    assert!(dir.join("clusters/clusters.csv").exists());
 }

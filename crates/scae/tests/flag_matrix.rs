@@ -57,6 +57,11 @@ const ELSEWHERE: &[(&str, &str, &str)] = &[
         "*",
         "batches.rs: every data flag, --batch-key and --all on a multi-batch AnnData",
     ),
+    (
+        "gmvae-real",
+        "batch-key",
+        "batches.rs: the saved GMVAE knows the batches and clusters new cells",
+    ),
     ("train", "latent", "study_smoke.rs: train --latent"),
     ("train", "epochs", "study_smoke.rs: train --epochs"),
 ];

@@ -348,31 +348,46 @@ pub struct GmvaeRealArgs {
     /// an .h5ad with --labels-key) and writes one table across them, in place of --data.
     #[arg(long, value_name = "DIR", conflicts_with = "data")]
     pub all: Option<std::path::PathBuf>,
+    /// The NB VAE baseline and every GMVAE condition on these obs columns of an .h5ad (see
+    /// `scae vae --batch-key`): the mixture stays on z, so its components are cell types across
+    /// batches.
+    #[command(flatten)]
+    pub batch: super::vae::BatchArgs,
 }
 
 /// `scae gmvae-real`: one dataset, or every labelled dataset under `--all`.
 pub fn run(args: &GmvaeRealArgs) -> Result<()> {
     match &args.all {
         Some(dir) => super::gmvae_table::run_all(dir, args),
-        None => run_dataset(&args.run, &args.output).map(|_| ()),
+        None => run_dataset(&args.run, &args.output, &args.batch).map(|_| ()),
     }
 }
 
 /// The study on the data of `args`; returns its summary for a table across datasets.
-pub fn run_dataset(args: &RunArgs, output: &super::vae::H5adArgs) -> Result<DatasetSummary> {
+pub fn run_dataset(
+    args: &RunArgs,
+    output: &super::vae::H5adArgs,
+    batch: &super::vae::BatchArgs,
+) -> Result<DatasetSummary> {
     let clock = RunClock::start();
     let mut cfg = GmvaeRealStudy::load(&args.config_path("gmvae-real"))?;
     if let Some(n) = args.top_genes {
         cfg.top_genes = n;
     }
-    let data = load_counts(
+    super::vae::validate_with_keys(&cfg.vae.model, &batch.batch_keys).context("[vae.model]")?;
+    super::vae::validate_with_keys(&cfg.gmvae.model.vae, &batch.batch_keys)
+        .context("[gmvae.model.vae]")?;
+    let mut data = load_counts(
         args,
         None,
         cfg.seeds[0],
         scae_io::GeneChoice::All,
         scae_io::Reading::Memory,
-        &[],
+        &batch.batch_keys,
     )?;
+    let covariates = super::vae::covariates_of(&mut data, &batch.batch_keys)?;
+    cfg.vae.model.covariates.clone_from(&covariates);
+    cfg.gmvae.model.vae.covariates = covariates;
     let (labels, k) = labels_and_k(&data, &cfg)?;
     let cells = data.n_cells();
     cfg.tsne

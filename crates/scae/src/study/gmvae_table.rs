@@ -51,7 +51,8 @@ pub fn run_all(dir: &Path, args: &GmvaeRealArgs) -> Result<()> {
         run.data = Some(path.clone());
         run.out = Some(out.join(name));
         let timer = Instant::now();
-        let summary = run_dataset(&run, &args.output).with_context(|| format!("dataset {name}"))?;
+        let summary = run_dataset(&run, &args.output, &args.batch)
+            .with_context(|| format!("dataset {name}"))?;
         entries.push(Entry {
             name: name.clone(),
             seconds: timer.elapsed().as_secs_f64(),
