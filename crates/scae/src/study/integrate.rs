@@ -42,7 +42,7 @@ use scae_models::{ComponentInit, DeviceChoice, GmvaeConfig, GmvaeStart, VaeConfi
 use serde::{Deserialize, Serialize};
 
 use super::embed::{Colouring, ScoreConfig};
-use super::gmvae_real::{Recipe, Trained, prepare_genes};
+use super::gmvae_real::{Recipe, Spread, Trained, prepare_genes, spread};
 use super::vae::{BatchArgs, CountSplit, covariates_of, load_counts, validate_with_keys};
 use super::{Run, RunArgs};
 use crate::config::{StudyConfig, check_run};
@@ -208,26 +208,6 @@ pub struct Row {
     pub seconds: f64,
 }
 
-/// Mean and sample standard deviation over the seeds.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct Spread {
-    pub mean: f64,
-    pub sd: f64,
-}
-
-impl Spread {
-    fn of(values: &[f64]) -> Self {
-        let n = values.len() as f64;
-        let mean = values.iter().sum::<f64>() / n.max(1.0);
-        let sd = if values.len() > 1 {
-            (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
-        } else {
-            0.0
-        };
-        Self { mean, sd }
-    }
-}
-
 /// The names of the metrics of a row, in table order, with their values.
 fn metric_values(row: &Row) -> Vec<(&'static str, f64)> {
     let (b, c) = (&row.scores.bio, &row.scores.batch);
@@ -283,14 +263,14 @@ fn summarise(rows: &[Row]) -> Vec<Summary> {
                 .enumerate()
                 .map(|(i, (name, _))| {
                     let values: Vec<f64> = mine.iter().map(|r| metric_values(r)[i].1).collect();
-                    ((*name).to_owned(), Spread::of(&values))
+                    ((*name).to_owned(), spread(&values))
                 })
                 .collect();
             let aris: Vec<f64> = mine.iter().filter_map(|r| r.cluster_ari).collect();
             Some(Summary {
                 method: method.clone(),
                 metrics,
-                cluster_ari: (!aris.is_empty()).then(|| Spread::of(&aris)),
+                cluster_ari: (!aris.is_empty()).then(|| spread(&aris)),
             })
         })
         .collect()
